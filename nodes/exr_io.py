@@ -1,0 +1,153 @@
+"""Reading and writing frames through OpenImageIO, keeping everything a compositor relies on:
+every channel, per-channel pixel types (half stays half), data and display windows (overscan),
+compression, tiling and all metadata, and any further parts of a multi-part EXR unchanged.
+Writes are atomic: a temporary file in the destination folder, renamed when complete.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import OpenImageIO as oiio
+
+from facerestore.nodes.errors import FaceRestoreError
+
+
+@dataclass
+class Part:
+    """One subimage: header and pixels of its data window, (H, W, C)."""
+
+    spec: oiio.ImageSpec
+    pixels: np.ndarray
+
+
+@dataclass
+class Frame:
+    path: str
+    main: Part  # float32 pixels; the part faces are restored in
+    extra_parts: list[Part] = field(default_factory=list)  # passed through untouched, native types
+
+    @property
+    def spec(self) -> oiio.ImageSpec:
+        return self.main.spec
+
+    @property
+    def pixels(self) -> np.ndarray:
+        return self.main.pixels
+
+    def rgb_indices(self) -> tuple[int, int, int]:
+        return rgb_channel_indices(self.spec, self.path)
+
+
+def rgb_channel_indices(spec: oiio.ImageSpec, path: str) -> tuple[int, int, int]:
+    names = list(spec.channelnames)
+    lowered = [n.lower() for n in names]
+    for layer in ("", "rgba.", "rgb."):
+        try:
+            return tuple(lowered.index(layer + c) for c in "rgb")  # type: ignore[return-value]
+        except ValueError:
+            continue
+    raise FaceRestoreError(f"{path}: no R, G, B channels (channels: {', '.join(names)})")
+
+
+def _open(path: str) -> oiio.ImageInput:
+    if not os.path.exists(path):
+        raise FaceRestoreError(f"{path}: no such file")
+    inp = oiio.ImageInput.open(path)
+    if inp is None:
+        reason = oiio.geterror().strip().split("\n")[0] or "unreadable"
+        raise FaceRestoreError(f"{path}: cannot read image ({reason})")
+    return inp
+
+
+def read_header(path: str) -> oiio.ImageSpec:
+    inp = _open(path)
+    try:
+        spec = inp.spec()
+        if spec.deep:
+            raise FaceRestoreError(f"{path}: deep images are not supported")
+        return oiio.ImageSpec(spec)
+    finally:
+        inp.close()
+
+
+def _uniform_format(spec: oiio.ImageSpec) -> str:
+    formats = {str(f) for f in spec.channelformats} or {str(spec.format)}
+    return formats.pop() if len(formats) == 1 else "float"
+
+
+def _read_part(inp: oiio.ImageInput, path: str, subimage: int, dtype: str) -> Part:
+    spec = oiio.ImageSpec(inp.spec())
+    if spec.deep:
+        raise FaceRestoreError(f"{path}: deep images are not supported")
+    pixels = inp.read_image(subimage, 0, 0, spec.nchannels, dtype)
+    if pixels is None or inp.has_error:
+        reason = (inp.geterror() or oiio.geterror()).strip().split("\n")[0]
+        raise FaceRestoreError(f"{path}: corrupt or truncated image data ({reason or 'read failed'})")
+    pixels = np.asarray(pixels)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.ndim != 3:
+        raise FaceRestoreError(f"{path}: volumetric images are not supported")
+    return Part(spec, pixels)
+
+
+def read_frame(path: str) -> Frame:
+    inp = _open(path)
+    try:
+        main = _read_part(inp, path, 0, "float")
+        main.pixels = np.ascontiguousarray(main.pixels, dtype=np.float32)
+        extra = []
+        subimage = 1
+        while inp.seek_subimage(subimage, 0):
+            extra.append(_read_part(inp, path, subimage, _uniform_format(inp.spec())))
+            subimage += 1
+        return Frame(path, main, extra)
+    finally:
+        inp.close()
+
+
+def write_parts(path: str, parts: list[Part]) -> None:
+    """Write all parts to `path` atomically; on failure nothing is left at `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.partial-{os.getpid()}")
+    out = oiio.ImageOutput.create(path)  # the final name picks the format plug-in
+    if out is None:
+        raise FaceRestoreError(f"{path}: no image writer for this file type ({oiio.geterror().strip()})")
+    try:
+        specs = [p.spec for p in parts]
+        opened = out.open(tmp, specs) if len(parts) > 1 else out.open(tmp, specs[0])
+        if not opened:
+            raise FaceRestoreError(f"{path}: cannot write ({out.geterror().strip() or 'open failed'})")
+        for index, part in enumerate(parts):
+            if index and not out.open(tmp, part.spec, "AppendSubimage"):
+                raise FaceRestoreError(f"{path}: cannot write part {index} ({out.geterror().strip()})")
+            if not out.write_image(np.ascontiguousarray(part.pixels)):
+                raise FaceRestoreError(f"{path}: write failed ({out.geterror().strip()})")
+        if not out.close():
+            raise FaceRestoreError(f"{path}: write failed ({out.geterror().strip()})")
+        os.replace(tmp, path)
+    except BaseException:
+        out.close()
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def spec_with_channels(spec: oiio.ImageSpec, names: list[str], formats: list[str]) -> oiio.ImageSpec:
+    """A copy of `spec` (windows, tiling, metadata) with a new channel list."""
+    out = oiio.ImageSpec(spec)
+    out.nchannels = len(names)
+    out.channelnames = tuple(names)
+    out.channelformats = tuple(oiio.TypeDesc(f) for f in formats)
+    out.alpha_channel = names.index("A") if "A" in names else -1
+    out.z_channel = names.index("Z") if "Z" in names else -1
+    return out
+
+
+def channel_format_names(spec: oiio.ImageSpec) -> list[str]:
+    if spec.channelformats:
+        return [str(f) for f in spec.channelformats]
+    return [str(spec.format)] * spec.nchannels

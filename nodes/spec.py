@@ -1,0 +1,55 @@
+"""Node specifications: what a host needs to draw a node and its parameters.
+
+Parameter ids are permanent (they are saved in .nk and .comp scripts); labels and hints
+may change. The CLI, the OpenFX plugin and host adapters all render this one spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Param:
+    id: str
+    label: str
+    hint: str
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def validate(self, value: Any) -> Any:
+        from facerestore.nodes.errors import FaceRestoreError
+
+        if self.choices and value not in self.choices:
+            raise FaceRestoreError(f"{self.label}: {value!r} is not one of {', '.join(self.choices)}")
+        if self.minimum is not None and not (self.minimum <= value <= self.maximum):
+            raise FaceRestoreError(f"{self.label}: {value} is outside {self.minimum}..{self.maximum}")
+        return value
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    id: str  # reverse-DNS, permanent
+    version: tuple[int, int]  # major: broke compatibility; minor: fixed or faster
+    label: str
+    hint: str
+    params: tuple[Param, ...] = field(default_factory=tuple)
+
+    def param(self, param_id: str) -> Param:
+        for p in self.params:
+            if p.id == param_id:
+                return p
+        raise KeyError(param_id)
+
+    def defaults(self) -> dict[str, Any]:
+        return {p.id: p.default for p in self.params}
+
+    def resolve(self, values: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(values) - {p.id for p in self.params}
+        if unknown:
+            raise KeyError(f"unknown parameters: {', '.join(sorted(unknown))}")
+        merged = self.defaults() | {k: v for k, v in values.items() if v is not None}
+        return {p.id: p.validate(merged[p.id]) for p in self.params}
