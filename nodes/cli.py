@@ -1,0 +1,117 @@
+"""The `facerestore` command line. Bad input ends in one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from facerestore.nodes.errors import FaceRestoreError
+from facerestore.nodes.face_restore import FACE_RESTORE
+from facerestore.nodes.render import OUTPUT_MODES
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+
+
+def _add_node_params(parser: argparse.ArgumentParser) -> None:
+    """CLI flags rendered from the node spec, so labels and hints live in one place."""
+    for param in FACE_RESTORE.params:
+        flag = "--" + {"matte_feather": "feather"}.get(param.id, param.id).replace("_", "-")
+        kwargs = {"dest": param.id, "default": None, "help": f"{param.hint} Default: {param.default}."}
+        if param.choices:
+            kwargs["choices"] = param.choices
+        else:
+            kwargs["type"] = float
+            kwargs["metavar"] = f"{param.minimum:g}..{param.maximum:g}"
+        parser.add_argument(flag, **kwargs)
+
+
+def first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split("\n")).strip()
+    return " ".join(text.split())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facerestore", description=FACE_RESTORE.hint)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    render = sub.add_parser("render", help="restore the faces of an EXR shot")
+    render.add_argument("input", help="frame pattern (shot.####.exr, %%04d, $F4, @@@@) or one file")
+    render.add_argument("-o", dest="output", required=True, metavar="OUTPUT",
+                        help="output pattern, file, or existing folder")
+    render.add_argument("--frames", help="frame range, e.g. 1001-1100 (default: every frame found)")
+    render.add_argument("--skip-missing", action="store_true", help="skip missing frames instead of failing")
+    render.add_argument("--colorspace", help="the plate's OCIO colourspace (default: the scene_linear role)")
+    render.add_argument("--ocio", help="OCIO config (default: $OCIO, else the pinned built-in studio config)")
+    render.add_argument("--restore-colorspace", help="display-referred space the restorer sees (default: sRGB)")
+    render.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    render.add_argument("--mask-channel", default="face.mask", help="name of the matte channel")
+    render.add_argument("--output", dest="output_mode", choices=OUTPUT_MODES, default="both",
+                        help="restored RGB, the matte alone, or both (default)")
+    render.add_argument("-q", "--quiet", action="store_true", help="no progress bar or timings")
+    _add_node_params(render)
+
+    demo = sub.add_parser("demo", help="run the whole job on a built-in shot and write a contact sheet")
+    demo.add_argument("--out", default="facerestore-demo", help="folder for the demo shot and results")
+    demo.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    demo.add_argument("-q", "--quiet", action="store_true")
+    return parser
+
+
+def run(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "render":
+        from facerestore.nodes.render import RenderOptions, format_timings, render
+
+        params = {p.id: getattr(args, p.id) for p in FACE_RESTORE.params}
+        options = RenderOptions(
+            input=args.input,
+            output=args.output,
+            frames=args.frames,
+            skip_missing=args.skip_missing,
+            colorspace=args.colorspace,
+            ocio=args.ocio,
+            restore_colorspace=args.restore_colorspace,
+            device=args.device,
+            mask_channel=args.mask_channel,
+            output_mode=args.output_mode,
+            node_params=FACE_RESTORE.resolve(params),
+            progress=not args.quiet,
+        )
+        report = render(options)
+        if not args.quiet:
+            print(format_timings(report))
+            faces = sum(report.faces_per_frame.values())
+            print(f"faces restored: {faces} over {len(report.jobs)} frame(s); output: {options.output}")
+        return 0
+    if args.command == "demo":
+        from facerestore.nodes.demo import run_demo
+
+        run_demo(args.out, device=args.device, progress=not args.quiet)
+        return 0
+    return EXIT_BAD_INPUT
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return run(argv)
+    except FaceRestoreError as exc:
+        print(f"facerestore: error: {first_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("facerestore: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # never a traceback for users; one line, and a way to get the detail
+        if os.environ.get("FACERESTORE_DEBUG"):
+            raise
+        print(
+            f"facerestore: internal error: {type(exc).__name__}: {first_line(exc)} (set FACERESTORE_DEBUG=1 for details)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""Rendering a shot: plan the frames, check them all before touching any output, then restore
+and write each frame atomically with progress and per-stage timings."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facerestore.nodes.errors import FaceRestoreError
+from facerestore.nodes.exr_io import (
+    Part,
+    channel_format_names,
+    read_frame,
+    read_header,
+    rgb_channel_indices,
+    spec_with_channels,
+    write_parts,
+)
+from facerestore.nodes.sequence import FramePattern, describe_frames, parse_frame_range
+
+OUTPUT_MODES = ("both", "restored", "mask")
+
+
+@dataclass
+class RenderOptions:
+    input: str
+    output: str
+    frames: str | None = None
+    skip_missing: bool = False
+    colorspace: str | None = None
+    ocio: str | None = None
+    restore_colorspace: str | None = None
+    device: str = "auto"
+    mask_channel: str = "face.mask"
+    output_mode: str = "both"
+    node_params: dict = field(default_factory=dict)
+    progress: bool = True
+
+
+@dataclass
+class FrameJob:
+    frame: int | None
+    source: str
+    target: str
+
+
+@dataclass
+class RenderReport:
+    jobs: list[FrameJob]
+    faces_per_frame: dict
+    timings: dict
+    device: str
+    wall_seconds: float
+
+
+def output_path_for(output: FramePattern, source: str, frame: int | None) -> str:
+    if os.path.isdir(output.text) or output.text.endswith(os.sep):
+        return os.path.join(output.text, os.path.basename(source))
+    if frame is not None and not output.has_token:
+        raise FaceRestoreError(f"output {output.text} needs a frame token such as #### for a sequence")
+    return output.path(frame)
+
+
+def plan_jobs(options: RenderOptions) -> list[FrameJob]:
+    source = FramePattern.parse(options.input)
+    target = FramePattern.parse(options.output)
+    if source.has_token:
+        if options.frames:
+            frames = parse_frame_range(options.frames)
+        else:
+            frames = source.existing_frames()
+            if not frames:
+                raise FaceRestoreError(f"no frames match {options.input}")
+        missing = [f for f in frames if not os.path.isfile(source.path(f))]
+        if missing and not options.skip_missing:
+            raise FaceRestoreError(
+                f"missing frames {describe_frames(missing)} of {options.input} (use --skip-missing to skip them)"
+            )
+        frames = [f for f in frames if f not in set(missing)]
+        if not frames:
+            raise FaceRestoreError(f"no frames of {options.input} in range {options.frames}")
+    else:
+        if options.frames:
+            raise FaceRestoreError(f"--frames given but {options.input} has no frame token such as ####")
+        if not os.path.isfile(options.input):
+            raise FaceRestoreError(f"{options.input}: no such file")
+        frames = [None]
+    jobs = [FrameJob(f, source.path(f), output_path_for(target, source.path(f), f)) for f in frames]
+    inputs = {os.path.realpath(j.source) for j in jobs}
+    for job in jobs:
+        if os.path.realpath(job.target) in inputs:
+            raise FaceRestoreError(f"refusing to overwrite input file {job.target}")
+    if len({os.path.realpath(j.target) for j in jobs}) != len(jobs):
+        raise FaceRestoreError(f"output {options.output} maps several frames to one file")
+    return jobs
+
+
+def prepare_output_folders(jobs: list[FrameJob]) -> None:
+    for folder in sorted({os.path.dirname(os.path.abspath(j.target)) for j in jobs}):
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise FaceRestoreError(f"cannot create output folder {folder}: {exc.strerror}") from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise FaceRestoreError(f"output folder {folder} is not writable")
+
+
+def check_headers(jobs: list[FrameJob]) -> None:
+    """Every frame must share the first frame's windows and channels; checked before any write."""
+    first = None
+    for job in jobs:
+        spec = read_header(job.source)
+        rgb_channel_indices(spec, job.source)
+        shape = (spec.x, spec.y, spec.width, spec.height, tuple(spec.channelnames))
+        if first is None:
+            first = (job, shape)
+        elif shape != first[1]:
+            raise FaceRestoreError(
+                f"{job.source}: {spec.width}x{spec.height} at ({spec.x},{spec.y}) with channels "
+                f"{','.join(spec.channelnames)} differs from {first[0].source} "
+                f"({first[1][2]}x{first[1][3]} at ({first[1][0]},{first[1][1]}))"
+            )
+
+
+def build_output_parts(frame, result, options: RenderOptions) -> list[Part]:
+    spec = frame.spec
+    names = list(spec.channelnames)
+    formats = channel_format_names(spec)
+    r, g, b = frame.rgb_indices()
+    matte_format = "float" if formats[r] == "float" else "half"
+    matte = result.matte[..., None]
+    if options.output_mode == "mask":
+        return [Part(spec_with_channels(spec, [options.mask_channel], [matte_format]), matte)]
+    pixels = frame.pixels.copy()
+    pixels[..., [r, g, b]] = result.rgb
+    if options.output_mode == "both":
+        if options.mask_channel in names:  # re-rendering an earlier output: replace its matte
+            pixels[..., names.index(options.mask_channel)] = result.matte
+        else:
+            names, formats = names + [options.mask_channel], formats + [matte_format]
+            pixels = np.concatenate([pixels, matte], axis=2)
+    main = Part(spec_with_channels(spec, names, formats), pixels)
+    return [main] + list(frame.extra_parts)
+
+
+class Progress:
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.start = total, enabled, time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def update(self, done: int, label: str) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / done * (self.total - done) if done else 0.0
+        width = 30
+        bar = "#" * round(width * done / self.total) + "-" * (width - round(width * done / self.total))
+        line = f"[{bar}] {done}/{self.total} {label}  {elapsed:.1f}s elapsed, ~{eta:.0f}s left"
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            print(file=sys.stderr)
+
+
+def render(options: RenderOptions, node=None) -> RenderReport:
+    """Render a shot. `node` may be passed in to reuse loaded models across calls."""
+    from facerestore.models.device import resolve_torch_device
+    from facerestore.models.errors import ModelError
+    from facerestore.nodes.colour import ColourPipeline
+    from facerestore.nodes.face_restore import FaceRestoreNode
+
+    wall = time.perf_counter()
+    if options.output_mode not in OUTPUT_MODES:
+        raise FaceRestoreError(f"--output must be one of {', '.join(OUTPUT_MODES)}")
+    if not options.mask_channel or any(c in options.mask_channel for c in " ,"):
+        raise FaceRestoreError(f"invalid matte channel name {options.mask_channel!r}")
+    jobs = plan_jobs(options)
+    check_headers(jobs)
+    prepare_output_folders(jobs)
+    timings: dict[str, float] = defaultdict(float)
+    start = time.perf_counter()
+    try:
+        if node is None:
+            colour = ColourPipeline.create(options.ocio, options.colorspace, options.restore_colorspace)
+            node = FaceRestoreNode(colour, resolve_torch_device(options.device), **options.node_params)
+    except ModelError as exc:
+        raise FaceRestoreError(str(exc)) from None
+    timings["load models"] += time.perf_counter() - start
+
+    progress = Progress(len(jobs), options.progress)
+    faces_per_frame = {}
+    for done, job in enumerate(jobs, 1):
+        start = time.perf_counter()
+        frame = read_frame(job.source)
+        timings["read"] += time.perf_counter() - start
+        rgb = frame.pixels[..., list(frame.rgb_indices())]
+        result = node.process(np.ascontiguousarray(rgb))
+        for stage, seconds in result.timings.items():
+            timings[stage] += seconds
+        if result.nonfinite_pixels and options.progress:
+            print(
+                f"\nwarning: {job.source}: {result.nonfinite_pixels} NaN/inf pixels left untouched",
+                file=sys.stderr,
+            )
+        start = time.perf_counter()
+        write_parts(job.target, build_output_parts(frame, result, options))
+        timings["write"] += time.perf_counter() - start
+        faces_per_frame[job.frame] = len(result.faces)
+        progress.update(done, f"frame {job.frame if job.frame is not None else ''} faces {len(result.faces)}")
+    progress.close()
+    return RenderReport(jobs, faces_per_frame, dict(timings), node.device, time.perf_counter() - wall)
+
+
+def format_timings(report: RenderReport) -> str:
+    n = max(1, len(report.jobs))
+    lines = [f"rendered {len(report.jobs)} frame(s) on {report.device} in {report.wall_seconds:.1f}s"]
+    for stage, seconds in report.timings.items():
+        per = "" if stage == "load models" else f"  ({1000 * seconds / n:.0f} ms/frame)"
+        lines.append(f"  {stage:<12} {seconds:7.2f}s{per}")
+    return "\n".join(lines)
