@@ -15,7 +15,7 @@ def resolve_torch_device(requested: str) -> str:
         raise ModelError(f"unknown device {requested!r}; choose one of {', '.join(DEVICE_CHOICES)}")
     if requested == "cuda" and not torch.cuda.is_available():
         raise ModelError(
-            "--device cuda was requested but this PyTorch build sees no CUDA GPU "
+            "CUDA was requested (--device cuda) but this PyTorch build sees no CUDA GPU "
             f"(torch {torch.__version__}); use --device cpu or install the CUDA build via set-up"
         )
     if requested == "auto":

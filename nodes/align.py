@@ -64,9 +64,7 @@ def warp_to_face(image: np.ndarray, plate_to_face: np.ndarray, size: int) -> np.
     if scale < 0.8:
         sigma = 0.5 * (1.0 / scale - 1.0)
         source = cv2.GaussianBlur(image, (0, 0), sigma)
-    return cv2.warpAffine(
-        source, plate_to_face, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
+    return cv2.warpAffine(source, plate_to_face, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def face_matte(size: int, feather: float = 0.12) -> np.ndarray:

@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     render = sub.add_parser("render", help="restore the faces of an EXR shot")
     render.add_argument("input", help="frame pattern (shot.####.exr, %%04d, $F4, @@@@) or one file")
-    render.add_argument("-o", dest="output", required=True, metavar="OUTPUT",
-                        help="output pattern, file, or existing folder")
+    render.add_argument(
+        "-o", dest="output", required=True, metavar="OUTPUT", help="output pattern, file, or existing folder"
+    )
     render.add_argument("--frames", help="frame range, e.g. 1001-1100 (default: every frame found)")
     render.add_argument("--skip-missing", action="store_true", help="skip missing frames instead of failing")
     render.add_argument("--colorspace", help="the plate's OCIO colourspace (default: the scene_linear role)")
@@ -47,10 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--restore-colorspace", help="display-referred space the restorer sees (default: sRGB)")
     render.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     render.add_argument("--mask-channel", default="face.mask", help="name of the matte channel")
-    render.add_argument("--output", dest="output_mode", choices=OUTPUT_MODES, default="both",
-                        help="restored RGB, the matte alone, or both (default)")
+    render.add_argument(
+        "--output",
+        dest="output_mode",
+        choices=OUTPUT_MODES,
+        default="both",
+        help="restored RGB, the matte alone, or both (default)",
+    )
     render.add_argument("-q", "--quiet", action="store_true", help="no progress bar or timings")
     _add_node_params(render)
+
+    models = sub.add_parser("models", help="list the models, or verify and prepare their weights")
+    models.add_argument("action", choices=("list", "verify"))
 
     demo = sub.add_parser("demo", help="run the whole job on a built-in shot and write a contact sheet")
     demo.add_argument("--out", default="facerestore-demo", help="folder for the demo shot and results")
@@ -85,12 +94,35 @@ def run(argv: list[str]) -> int:
             faces = sum(report.faces_per_frame.values())
             print(f"faces restored: {faces} over {len(report.jobs)} frame(s); output: {options.output}")
         return 0
+    if args.command == "models":
+        return run_models(args.action)
     if args.command == "demo":
         from facerestore.nodes.demo import run_demo
 
         run_demo(args.out, device=args.device, progress=not args.quiet)
         return 0
     return EXIT_BAD_INPUT
+
+
+def run_models(action: str) -> int:
+    from facerestore.models.errors import ModelError
+    from facerestore.models.restorer import ensure_converted_weights
+    from facerestore.models.weights import RESTORERS, RETINAFACE_LICENCE, retinaface_onnx_bytes
+
+    if action == "list":
+        for entry in RESTORERS.values():
+            print(f"{entry.name:<20} {entry.architecture}; licence: {entry.licence}")
+            print(f"{'':<20} {entry.summary}")
+        print(f"{'retinaface':<20} face detector (mobilenet 0.25); licence: {RETINAFACE_LICENCE}")
+        return 0
+    try:
+        retinaface_onnx_bytes()
+        print("retinaface: checksum ok")
+        for entry in RESTORERS.values():
+            print(f"{entry.name}: checksum ok, converted weights at {ensure_converted_weights(entry)}")
+    except ModelError as exc:
+        raise FaceRestoreError(str(exc)) from None
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,7 @@ def resolve_config_path(explicit: str | None) -> str:
 def load_config(path: str) -> OCIO.Config:
     try:
         return OCIO.Config.CreateFromFile(path)
-    except Exception as exc:  # OCIO raises its own Exception type with a multi-line text
+    except OCIO.Exception as exc:  # multi-line text; users get its first line
         reason = str(exc).strip().split("\n")[0]
         raise FaceRestoreError(f"cannot load OCIO config {path}: {reason}") from None
 
@@ -52,12 +52,14 @@ class ColourPipeline:
     @classmethod
     def create(
         cls, config: str | None = None, plate_space: str | None = None, encoded_space: str | None = None
-    ) -> "ColourPipeline":
+    ) -> ColourPipeline:
         path = resolve_config_path(config)
         cfg = load_config(path)
         plate = plate_space or cfg.getRoleColorSpace("scene_linear")
         if not plate:
-            raise FaceRestoreError(f"OCIO config {path} has no scene_linear role; name the plate's space with --colorspace")
+            raise FaceRestoreError(
+                f"OCIO config {path} has no scene_linear role; name the plate's space with --colorspace"
+            )
         if cfg.getColorSpace(plate) is None:
             raise FaceRestoreError(f"unknown colourspace {plate!r} in OCIO config {path}")
         encoded = encoded_space or next((n for n in SRGB_ENCODED_NAMES if cfg.getColorSpace(n)), None)

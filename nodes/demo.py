@@ -35,8 +35,9 @@ def degrade_display(image: np.ndarray, rng: np.random.Generator, factor: int = 2
     soft = cv2.GaussianBlur(image, (0, 0), 1.0)
     small = cv2.resize(soft, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
     small = np.clip(small + rng.normal(0.0, 3.0 / 255.0, small.shape), 0.0, 1.0)
-    ok, encoded = cv2.imencode(".jpg", (small[..., ::-1] * 255.0 + 0.5).astype(np.uint8),
-                               [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, encoded = cv2.imencode(
+        ".jpg", (small[..., ::-1] * 255.0 + 0.5).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
     small = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
     return np.clip(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
 
@@ -50,8 +51,9 @@ def demo_frame_display(index: int, clean: bool = False, seed: int = 7) -> np.nda
     ty = -0.5 * (zoom * photo.shape[0] - height) + 2.0 * index
     matrix = np.array([[zoom, 0.0, tx], [0.0, zoom, ty]])
     backdrop = np.linspace(0.18, 0.32, width, dtype=np.float32)[None, :, None] * np.ones((height, 1, 3), np.float32)
-    frame = cv2.warpAffine(photo, matrix, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_TRANSPARENT,
-                           dst=backdrop.copy())
+    frame = cv2.warpAffine(
+        photo, matrix, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_TRANSPARENT, dst=backdrop.copy()
+    )
     if clean:
         return np.clip(frame, 0.0, 1.0)
     return degrade_display(np.clip(frame, 0.0, 1.0), np.random.default_rng(seed + index))
@@ -85,8 +87,14 @@ def face_window(matte: np.ndarray, margin: float = 0.25) -> tuple[slice, slice]:
     return slice(max(0, y0 - my), min(h, y1 + my)), slice(max(0, x0 - mx), min(w, x1 + mx))
 
 
-def contact_sheet(plates: list[str], outputs: list[str], colour: ColourPipeline, path: str,
-                  mask_channel: str = "face.mask", tile_height: int = 320) -> None:
+def contact_sheet(
+    plates: list[str],
+    outputs: list[str],
+    colour: ColourPipeline,
+    path: str,
+    mask_channel: str = "face.mask",
+    tile_height: int = 320,
+) -> None:
     """One row per frame: plate face, restored face (same window, enlarged), matte over the plate."""
 
     def display(rgb: np.ndarray) -> np.ndarray:
@@ -128,8 +136,12 @@ def run_demo(folder: str, device: str = "auto", progress: bool = True) -> dict[s
     report = render(RenderOptions(input=plate_pattern, output=output_pattern, device=device, progress=progress))
     picks = [DEMO_FRAMES[0], DEMO_FRAMES[len(DEMO_FRAMES) // 2], DEMO_FRAMES[-1]]
     sheet = os.path.join(folder, "contact_sheet.png")
-    contact_sheet([plate_pattern.replace("####", f"{f:04d}") for f in picks],
-                  [output_pattern.replace("####", f"{f:04d}") for f in picks], colour, sheet)
+    contact_sheet(
+        [plate_pattern.replace("####", f"{f:04d}") for f in picks],
+        [output_pattern.replace("####", f"{f:04d}") for f in picks],
+        colour,
+        sheet,
+    )
     if progress:
         print(format_timings(report))
     print(f"demo plate:    {plate_pattern}")

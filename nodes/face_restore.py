@@ -36,7 +36,9 @@ FACE_RESTORE = NodeSpec(
     label="FaceRestore",
     hint="Restores the faces in a scene-linear plate and outputs a soft face matte; other pixels are untouched.",
     params=(
-        Param("strength", "Strength", "How much of the restorer's change is applied (0 = plate, 1 = full).", 1.0, 0.0, 1.0),
+        Param(
+            "strength", "Strength", "How much of the restorer's change is applied (0 = plate, 1 = full).", 1.0, 0.0, 1.0
+        ),
         Param("model", "Model", "Restoration network.", DEFAULT_RESTORER, choices=tuple(sorted(RESTORERS))),
         Param(
             "matte_feather",
@@ -214,7 +216,9 @@ class FaceRestoreNode:
             # Plate colour and tone below the radius, restorer detail above it.
             sigma = sigma_plate * face_per_plate_px
             plate_in_face = warp_to_face(encoded_roi, to_out_roi, out_size)
-            restored = restored - cv2.GaussianBlur(restored, (0, 0), sigma) + cv2.GaussianBlur(plate_in_face, (0, 0), sigma)
+            restored = (
+                restored - cv2.GaussianBlur(restored, (0, 0), sigma) + cv2.GaussianBlur(plate_in_face, (0, 0), sigma)
+            )
         if face_per_plate_px > 1.25:
             # Going back down to plate resolution: low-pass first so detail does not alias.
             restored = cv2.GaussianBlur(restored, (0, 0), 0.5 * (face_per_plate_px - 1.0))
@@ -223,9 +227,7 @@ class FaceRestoreNode:
         restored_roi = cv2.warpAffine(
             restored, to_plate, (rw, rh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
-        matte_roi = cv2.warpAffine(
-            self._matte(out_size), to_plate, (rw, rh), flags=cv2.INTER_LINEAR, borderValue=0.0
-        )
+        matte_roi = cv2.warpAffine(self._matte(out_size), to_plate, (rw, rh), flags=cv2.INTER_LINEAR, borderValue=0.0)
         matte_roi[matte_roi < 1e-4] = 0.0  # interpolation dust is no coverage
         # Both sides are decoded from the same clamped encoding, so highlights above 1.0 and
         # negatives, which the restorer never saw, pass through in the plate term.

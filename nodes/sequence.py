@@ -26,7 +26,7 @@ class FramePattern:
     has_token: bool = False
 
     @classmethod
-    def parse(cls, text: str) -> "FramePattern":
+    def parse(cls, text: str) -> FramePattern:
         matches = list(TOKEN.finditer(os.path.basename(text)))
         if not matches:
             return cls(text)

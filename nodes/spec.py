@@ -26,7 +26,7 @@ class Param:
         if self.choices and value not in self.choices:
             raise FaceRestoreError(f"{self.label}: {value!r} is not one of {', '.join(self.choices)}")
         if self.minimum is not None and not (self.minimum <= value <= self.maximum):
-            raise FaceRestoreError(f"{self.label}: {value} is outside {self.minimum}..{self.maximum}")
+            raise FaceRestoreError(f"{self.label}: {value} is outside {self.minimum:g}..{self.maximum:g}")
         return value
 
 

@@ -1,0 +1,82 @@
+"""Test helpers. Faces come from scikit-image's `astronaut` (NASA portrait, public domain).
+Images are real EXR files on disk, written and read through OpenImageIO."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import OpenImageIO as oiio
+
+from facerestore.nodes.demo import astronaut_srgb, degrade_display
+from facerestore.nodes.exr_io import Part, write_parts
+
+# Eyes, nose and mouth corners of the astronaut portrait, marked by hand on the 512x512 photo.
+ASTRONAUT_LANDMARKS = np.array([[205, 101], [248, 103], [224, 129], [203, 138], [244, 140]], np.float64)
+ASTRONAUT_FACE = (slice(40, 200), slice(160, 290))  # rows, columns around the face
+
+
+def face_tile(width: int) -> np.ndarray:
+    """The astronaut's head, display-encoded, scaled to `width` pixels wide."""
+    head = astronaut_srgb()[30:210, 150:310]
+    height = round(head.shape[0] * width / head.shape[1])
+    return cv2.resize(head, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def paste(canvas: np.ndarray, tile: np.ndarray, x: int, y: int) -> None:
+    canvas[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
+
+
+def write_exr(path, rgb_linear, *, extra=None, half=True, spec_edit=None, compression="piz") -> str:
+    """Write an RGB(A/Z...) EXR. `extra` maps channel name -> (H, W) array (kept as float)."""
+    h, w = rgb_linear.shape[:2]
+    names = ["R", "G", "B"] + list((extra or {}).keys())
+    formats = ["half" if half else "float"] * 3 + ["float"] * len(extra or {})
+    spec = oiio.ImageSpec(w, h, len(names), "float")
+    spec.channelnames = tuple(names)
+    spec.channelformats = tuple(oiio.TypeDesc(f) for f in formats)
+    spec.attribute("compression", compression)
+    if spec_edit:
+        spec_edit(spec)
+    pixels = [rgb_linear[..., i] for i in range(3)] + list((extra or {}).values())
+    write_parts(str(path), [Part(spec, np.stack(pixels, axis=2).astype(np.float32))])
+    return str(path)
+
+
+def read_buf(path) -> tuple[oiio.ImageSpec, np.ndarray]:
+    """Read back independently of the code under test."""
+    buf = oiio.ImageBuf(str(path))
+    assert not buf.has_error, buf.geterror()
+    return buf.spec(), buf.get_pixels(oiio.FLOAT)
+
+
+def channel(spec, pixels, name) -> np.ndarray:
+    return pixels[..., list(spec.channelnames).index(name)]
+
+
+def faces_plate(colour, width=320, height=240, face_width=90, positions=((115, 40),), degrade=True, seed=1):
+    """A linear plate with astronaut heads on a soft backdrop."""
+    canvas = np.full((height, width, 3), 0.35, np.float32)
+    canvas[:] *= np.linspace(0.7, 1.1, width, dtype=np.float32)[None, :, None]
+    for x, y in positions:
+        paste(canvas, face_tile(face_width), x, y)
+    if degrade:
+        canvas = degrade_display(canvas, np.random.default_rng(seed))
+    return colour.decode(canvas)
+
+
+def run_cli(*args, check=False) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "facerestore.nodes.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc

@@ -1,0 +1,86 @@
+"""The `facerestore` command as users run it: a real process, real files."""
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import channel, faces_plate, read_buf, run_cli, write_exr
+
+
+@pytest.fixture(scope="module")
+def shot(tmp_path_factory, colour):
+    folder = tmp_path_factory.mktemp("shot")
+    for i, frame in enumerate((1001, 1002, 1003)):
+        write_exr(
+            folder / f"sh.{frame}.exr", faces_plate(colour, positions=((110 + 4 * i, 40),), face_width=70, seed=i)
+        )
+    return folder
+
+
+def test_render_end_to_end_with_progress_and_timings(shot, tmp_path):
+    proc = run_cli(
+        "render",
+        shot / "sh.####.exr",
+        "-o",
+        tmp_path / "out" / "r.%04d.exr",
+        "--frames",
+        "1001-1003",
+        "--device",
+        "cpu",
+        "--strength",
+        "0.8",
+        "--mask-channel",
+        "matte.face",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "3/3" in proc.stderr  # progress
+    assert "restore" in proc.stdout and "ms/frame" in proc.stdout  # per-stage timings
+    for frame in (1001, 1002, 1003):
+        spec, px = read_buf(tmp_path / "out" / f"r.{frame}.exr")
+        assert channel(spec, px, "matte.face").max() == 1.0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["render", "{shot}/sh.####.exr", "-o", "{tmp}/o.####.exr", "--frames", "1003-1001"], "empty"),
+        (
+            ["render", "{shot}/sh.####.exr", "-o", "{tmp}/o.####.exr", "--frames", "1001-1005"],
+            "missing frames 1004-1005",
+        ),
+        (["render", "{shot}/sh.####.exr", "-o", "{tmp}/o.####.exr", "--colorspace", "Nope"], "unknown colourspace"),
+        (["render", "{shot}/sh.####.exr", "-o", "{shot}/sh.####.exr"], "overwrite"),
+        (["render", "{shot}/sh.####.exr", "-o", "{tmp}/o.####.exr", "--strength", "3"], "outside 0..1"),
+        (["render", "{tmp}/corrupt.exr", "-o", "{tmp}/o.exr"], "corrupt.exr"),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(shot, tmp_path, args, message):
+    (tmp_path / "corrupt.exr").write_bytes(b"\x76\x2f\x31\x01" + b"\x00" * 64)
+    proc = run_cli(*[a.format(shot=shot, tmp=tmp_path) for a in args])
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("facerestore: error:") and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("o.*"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_requested_without_a_gpu_says_so(shot, tmp_path):
+    proc = run_cli("render", shot / "sh.1001.exr", "-o", tmp_path / "o.exr", "--device", "cuda")
+    assert proc.returncode == 2 and "CUDA was requested" in proc.stderr
+
+
+def test_demo_writes_outputs_and_contact_sheet(tmp_path):
+    proc = run_cli("demo", "--out", tmp_path / "demo", "--device", "cpu", "-q")
+    assert proc.returncode == 0, proc.stderr
+    sheet = tmp_path / "demo" / "contact_sheet.png"
+    assert str(sheet) in proc.stdout
+    import cv2
+
+    image = cv2.imread(str(sheet))
+    assert image is not None and image.shape[0] > 300 and image.std() > 20
+    spec, px = read_buf(tmp_path / "demo" / "restored" / "restored.1001.exr")
+    _, plate = read_buf(tmp_path / "demo" / "plate" / "plate.1001.exr")
+    matte = channel(spec, px, "face.mask")
+    assert matte.max() == 1.0 and (matte == 0).mean() > 0.9
+    assert plate[..., :3].max() > 5.0 and np.array_equal(px[..., :3][matte == 0], plate[..., :3][matte == 0])

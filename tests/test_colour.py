@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+from facerestore.nodes.colour import PINNED_CONFIG, ColourPipeline
+from facerestore.nodes.errors import FaceRestoreError
+
+
+def test_round_trip_error_below_1e5_over_hdr_range(colour):
+    values = np.random.default_rng(0).uniform(-0.5, 20.0, (256, 256, 3)).astype(np.float32)
+    back = colour.decode(colour.encode(values))
+    relative = np.abs(back - values) / np.maximum(np.abs(values), 1.0)
+    assert relative.max() < 1e-5
+
+
+def test_defaults_come_from_a_pinned_versioned_config(colour, monkeypatch):
+    assert PINNED_CONFIG.startswith("ocio://") and "default" not in PINNED_CONFIG and "-v" in PINNED_CONFIG
+    assert colour.config_path == PINNED_CONFIG
+    assert colour.plate_space == "ACEScg"  # the studio config's scene_linear role
+    assert "sRGB" in colour.encoded_space
+
+
+def test_ocio_env_is_honoured_and_bad_config_is_one_line(monkeypatch):
+    monkeypatch.setenv("OCIO", "/nowhere/config.ocio")
+    with pytest.raises(FaceRestoreError, match="/nowhere/config.ocio") as info:
+        ColourPipeline.create()
+    assert "\n" not in str(info.value)
+
+
+def test_named_plate_space_changes_the_encoding():
+    srgb_linear = ColourPipeline.create(plate_space="Linear Rec.709 (sRGB)")
+    grey = np.full((1, 1, 3), 0.18, np.float32)
+    # Linear sRGB 0.18 encodes to the familiar ~0.46 code value.
+    assert abs(float(srgb_linear.encode(grey)[0, 0, 0]) - 0.4613) < 2e-3
+
+
+def test_unknown_colourspace_is_an_error():
+    with pytest.raises(FaceRestoreError, match="unknown colourspace"):
+        ColourPipeline.create(plate_space="No Such Space")

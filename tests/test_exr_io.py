@@ -1,0 +1,72 @@
+import os
+
+import numpy as np
+import OpenImageIO as oiio
+import pytest
+
+from facerestore.nodes.errors import FaceRestoreError
+from facerestore.nodes.exr_io import Part, read_frame, write_parts
+
+from helpers import read_buf, write_exr
+
+
+def overscan(spec):
+    spec.x, spec.y = -16, -8
+    spec.full_x, spec.full_y, spec.full_width, spec.full_height = 0, 0, 32, 24
+    spec.attribute("studio:shot", "ab_0010")
+    spec.attribute("FramesPerSecond", oiio.TypeDesc("rational2i"), (24, 1))
+
+
+def test_round_trip_keeps_half_windows_metadata_and_every_channel(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = rng.uniform(-0.5, 20, (40, 64, 3)).astype(np.float16).astype(np.float32)
+    depth = rng.uniform(0, 1e4, (40, 64)).astype(np.float32)
+    src = write_exr(tmp_path / "in.exr", rgb, extra={"Z": depth}, spec_edit=overscan, compression="zip")
+    frame = read_frame(src)
+    write_parts(str(tmp_path / "out.exr"), [frame.main])
+    spec_in, px_in = read_buf(src)
+    spec_out, px_out = read_buf(tmp_path / "out.exr")
+    assert list(spec_out.channelnames) == list(spec_in.channelnames)
+    assert [str(f) for f in spec_out.channelformats] == [str(f) for f in spec_in.channelformats]
+    assert "half" in [str(f) for f in spec_out.channelformats]
+    assert (spec_out.x, spec_out.y, spec_out.width, spec_out.height) == (-16, -8, 64, 40)
+    assert (spec_out.full_x, spec_out.full_y, spec_out.full_width, spec_out.full_height) == (0, 0, 32, 24)
+    assert spec_out.get_string_attribute("compression") == "zip"
+    assert spec_out.getattribute("studio:shot") == "ab_0010"
+    assert spec_out.getattribute("FramesPerSecond") == (24, 1)
+    assert np.array_equal(px_in, px_out)
+
+
+def test_multipart_extra_parts_pass_through(tmp_path):
+    spec_a = oiio.ImageSpec(8, 6, 3, "half")
+    spec_b = oiio.ImageSpec(8, 6, 1, "float")
+    spec_b.channelnames = ("Y",)
+    a = np.random.default_rng(1).uniform(0, 2, (6, 8, 3)).astype(np.float32)
+    b = np.random.default_rng(2).uniform(0, 9, (6, 8, 1)).astype(np.float32)
+    write_parts(str(tmp_path / "mp.exr"), [Part(spec_a, a), Part(spec_b, b)])
+    frame = read_frame(str(tmp_path / "mp.exr"))
+    assert len(frame.extra_parts) == 1
+    assert np.array_equal(frame.extra_parts[0].pixels.astype(np.float32), b)
+
+
+def test_truncated_file_is_a_clear_error(tmp_path):
+    rgb = np.random.default_rng(0).uniform(0, 1, (64, 64, 3)).astype(np.float32)
+    src = write_exr(tmp_path / "full.exr", rgb, half=False, compression="none")
+    data = open(src, "rb").read()
+    cut = tmp_path / "cut.exr"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FaceRestoreError, match="cut.exr"):
+        read_frame(str(cut))
+    junk = tmp_path / "junk.exr"
+    junk.write_bytes(b"not an exr at all" * 10)
+    with pytest.raises(FaceRestoreError, match="junk.exr"):
+        read_frame(str(junk))
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path):
+    spec = oiio.ImageSpec(4, 4, 3, "half")
+    bad = np.zeros((2, 2, 3), np.float32)  # wrong size: the writer must fail
+    target = tmp_path / "out.exr"
+    with pytest.raises((FaceRestoreError, ValueError, RuntimeError)):
+        write_parts(str(target), [Part(spec, bad)])
+    assert os.listdir(tmp_path) == []

@@ -1,0 +1,231 @@
+"""The render job end to end on real EXR files: exactness away from faces, HDR, channels,
+windows and metadata, output modes, and every bad-input case from the foundation issue."""
+
+import hashlib
+import os
+
+import numpy as np
+import OpenImageIO as oiio
+import pytest
+
+from facerestore.nodes.errors import FaceRestoreError
+from facerestore.nodes.render import RenderOptions, render
+
+from helpers import channel, faces_plate, read_buf, write_exr
+
+
+def render_with(node, src, dst, **kw):
+    return render(RenderOptions(input=str(src), output=str(dst), progress=False, **kw), node=node)
+
+
+def hdr_plate(colour, seed=0):
+    """Faces on a backdrop with values in [-0.5, 20], plus a 20.0 highlight on the face."""
+    plate = faces_plate(colour, positions=((40, 50), (190, 60)), face_width=80, seed=seed)
+    rng = np.random.default_rng(seed)
+    backdrop = rng.uniform(-0.5, 20.0, plate.shape).astype(np.float32)
+    plate[:45] = backdrop[:45]
+    plate[:, 290:] = backdrop[:, 290:]
+    plate[105:108, 75:78] = 20.0  # specular highlight on the first face's cheek
+    return plate.astype(np.float16).astype(np.float32)
+
+
+def test_bit_exact_outside_the_matte_and_hdr_survives(tmp_path, node, colour):
+    plate = hdr_plate(colour)
+    src = write_exr(tmp_path / "in.exr", plate)
+    render_with(node, src, tmp_path / "out.exr")
+    spec, out = read_buf(tmp_path / "out.exr")
+    _, original = read_buf(src)
+    matte = channel(spec, out, "face.mask")
+    outside = matte == 0
+    assert outside.mean() > 0.6 and (matte > 0.99).sum() > 500
+    rgb_out, rgb_in = out[..., :3], original[..., :3]
+    assert np.array_equal(rgb_out[outside], rgb_in[outside])  # bit-identical
+    assert rgb_in.max() == 20.0 and rgb_in.min() < -0.4
+    assert np.abs(rgb_out[matte > 0.99] - rgb_in[matte > 0.99]).mean() > 1e-3  # the faces did change
+    # Highlight above 1.0 inside the face survives; the restorer never saw it.
+    assert matte[106, 76] > 0.9 and rgb_out[106, 76].min() > 15.0
+
+
+def test_channels_windows_metadata_and_types_are_kept(tmp_path, node, colour):
+    plate = faces_plate(colour, width=300, height=220)
+    depth = np.random.default_rng(3).uniform(0, 1e4, plate.shape[:2]).astype(np.float32)
+    alpha = np.ones(plate.shape[:2], np.float32)
+
+    def edit(spec):
+        spec.x, spec.y = -10, -6
+        spec.full_x, spec.full_y, spec.full_width, spec.full_height = 0, 0, 280, 208
+        spec.attribute("studio:shot", "ab_0010")
+        spec.attribute("FramesPerSecond", oiio.TypeDesc("rational2i"), (24, 1))
+
+    src = write_exr(tmp_path / "in.exr", plate, extra={"A": alpha, "Z": depth}, spec_edit=edit)
+    render_with(node, src, tmp_path / "out.exr", mask_channel="faces.matte")
+    spec_in, px_in = read_buf(src)
+    spec_out, px_out = read_buf(tmp_path / "out.exr")
+    assert sorted(spec_out.channelnames) == sorted(list(spec_in.channelnames) + ["faces.matte"])
+    types = dict(zip(spec_out.channelnames, map(str, spec_out.channelformats)))
+    assert types["R"] == "half" and types["Z"] == "float" and types["faces.matte"] == "half"
+    assert (spec_out.x, spec_out.y, spec_out.full_width, spec_out.full_height) == (-10, -6, 280, 208)
+    assert spec_out.getattribute("studio:shot") == "ab_0010"
+    assert spec_out.getattribute("FramesPerSecond") == (24, 1)
+    assert spec_out.get_string_attribute("compression") == spec_in.get_string_attribute("compression")
+    for name in ("A", "Z"):
+        assert np.array_equal(channel(spec_out, px_out, name), channel(spec_in, px_in, name))
+    matte = channel(spec_out, px_out, "faces.matte")
+    assert matte.max() == 1.0 and matte.min() == 0.0
+
+
+def test_output_modes_and_zero_strength(tmp_path, node, colour):
+    src = write_exr(tmp_path / "in.exr", faces_plate(colour))
+    render_with(node, src, tmp_path / "both.exr")
+    render_with(node, src, tmp_path / "mask.exr", output_mode="mask")
+    render_with(node, src, tmp_path / "restored.exr", output_mode="restored")
+    spec_b, both = read_buf(tmp_path / "both.exr")
+    spec_m, mask = read_buf(tmp_path / "mask.exr")
+    spec_r, restored = read_buf(tmp_path / "restored.exr")
+    assert list(spec_m.channelnames) == ["face.mask"]
+    assert "face.mask" not in spec_r.channelnames
+    assert np.array_equal(mask[..., 0], channel(spec_b, both, "face.mask"))
+    assert np.array_equal(restored[..., :3], both[..., :3])
+    node.params["strength"] = 0.0
+    try:
+        render_with(node, src, tmp_path / "zero.exr")
+    finally:
+        node.params["strength"] = 1.0
+    _, original = read_buf(src)
+    _, zero = read_buf(tmp_path / "zero.exr")
+    assert np.array_equal(zero[..., :3], original[..., :3])
+
+
+def test_no_faces_returns_the_input_and_an_empty_matte(tmp_path, node):
+    plate = np.random.default_rng(0).uniform(-0.5, 20, (120, 160, 3)).astype(np.float32)
+    src = write_exr(tmp_path / "in.exr", plate)
+    render_with(node, src, tmp_path / "out.exr")
+    spec, out = read_buf(tmp_path / "out.exr")
+    _, original = read_buf(src)
+    assert np.array_equal(out[..., :3], original[..., :3])
+    assert not channel(spec, out, "face.mask").any()
+
+
+def test_nan_and_inf_pixels_are_left_untouched(tmp_path, node, colour):
+    plate = faces_plate(colour)
+    plate[5:8, 5:8] = np.nan
+    plate[100:102, 150:152] = np.inf  # on the face
+    plate[120, 140] = -np.inf
+    src = write_exr(tmp_path / "in.exr", plate, half=False)
+    render_with(node, src, tmp_path / "out.exr")
+    spec, out = read_buf(tmp_path / "out.exr")
+    rgb = out[..., :3]
+    assert (
+        np.isnan(rgb[5:8, 5:8]).all() and np.isposinf(rgb[100:102, 150:152]).all() and np.isneginf(rgb[120, 140]).all()
+    )
+    assert np.isfinite(rgb).sum() == np.isfinite(plate).sum()
+    assert channel(spec, out, "face.mask").max() == 1.0  # the face was still restored
+
+
+def test_twenty_faces_in_one_frame_all_restored_in_batches(tmp_path, node, colour, monkeypatch):
+    positions = [(10 + 62 * c, 8 + 76 * r) for r in range(4) for c in range(6)]  # 24 faces
+    plate = faces_plate(colour, width=384, height=312, face_width=48, positions=positions, degrade=False)
+    src = write_exr(tmp_path / "crowd.exr", plate)
+    batches = []
+    real_call = type(node.restorer).__call__
+    monkeypatch.setattr(type(node.restorer), "__call__", lambda self, b: batches.append(len(b)) or real_call(self, b))
+    report = render_with(node, src, tmp_path / "out.exr")
+    assert report.faces_per_frame[None] >= 20
+    assert sum(batches) == report.faces_per_frame[None] and len(batches) <= 3  # batched, not one by one
+    spec, out = read_buf(tmp_path / "out.exr")
+    import cv2
+
+    count, _ = cv2.connectedComponents((channel(spec, out, "face.mask") > 0.5).astype(np.uint8))
+    assert count - 1 >= 20
+
+
+def test_restoration_is_visibly_cleaner_and_closer_to_the_truth(tmp_path, node, colour):
+    """Degraded astronaut face: the restored face is closer to the clean one (PSNR) and sharper."""
+    from facerestore.nodes.demo import demo_frame_display
+
+    clean = demo_frame_display(0, clean=True)
+    degraded = demo_frame_display(0)
+    src = write_exr(tmp_path / "in.exr", colour.decode(degraded), half=False)
+    render_with(node, src, tmp_path / "out.exr")
+    spec, out = read_buf(tmp_path / "out.exr")
+    matte = channel(spec, out, "face.mask") > 0.99
+    restored = np.clip(colour.encode(np.ascontiguousarray(out[..., :3])), 0, 1)
+
+    def psnr(image):
+        return 10 * np.log10(1.0 / np.mean((image[matte] - clean[matte]) ** 2))
+
+    def sharpness(image):
+        import cv2
+
+        grey = image.mean(2).astype(np.float32)
+        return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F))[matte].mean())
+
+    assert psnr(restored) > psnr(degraded)
+    assert sharpness(restored) > 1.2 * sharpness(degraded)
+
+
+def test_a_frame_of_another_resolution_stops_before_anything_is_written(tmp_path, node, colour):
+    (tmp_path / "in").mkdir()
+    for f in (1, 2):
+        write_exr(tmp_path / "in" / f"s.{f:04d}.exr", faces_plate(colour))
+    write_exr(tmp_path / "in" / "s.0003.exr", faces_plate(colour, width=300))
+    with pytest.raises(FaceRestoreError, match="s.0003.exr"):
+        render_with(node, tmp_path / "in" / "s.####.exr", tmp_path / "out" / "s.####.exr")
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+
+
+def test_truncated_frame_is_an_error_and_leaves_no_partial_output(tmp_path, node, colour):
+    src = write_exr(tmp_path / "s.0001.exr", faces_plate(colour), compression="none")
+    data = open(src, "rb").read()
+    open(src, "wb").write(data[: len(data) * 2 // 3])
+    with pytest.raises(FaceRestoreError, match="s.0001.exr"):
+        render_with(node, tmp_path / "s.####.exr", tmp_path / "out" / "o.####.exr")
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_missing_frames_named_or_skipped(tmp_path, node, colour):
+    for f in (1001, 1002, 1004):
+        write_exr(tmp_path / f"s.{f}.exr", faces_plate(colour, degrade=False))
+    with pytest.raises(FaceRestoreError, match="1003"):
+        render_with(node, tmp_path / "s.%04d.exr", tmp_path / "o.%04d.exr", frames="1001-1004")
+    report = render_with(node, tmp_path / "s.$F4.exr", tmp_path / "o.@@@@.exr", frames="1001-1004", skip_missing=True)
+    assert [j.frame for j in report.jobs] == [1001, 1002, 1004]
+    assert sorted(p.name for p in tmp_path.glob("o.*.exr")) == ["o.1001.exr", "o.1002.exr", "o.1004.exr"]
+
+
+def test_refuses_to_overwrite_its_input(tmp_path, node, colour):
+    src = write_exr(tmp_path / "s.0001.exr", faces_plate(colour, degrade=False))
+    digest = hashlib.sha256(open(src, "rb").read()).hexdigest()
+    with pytest.raises(FaceRestoreError, match="overwrite"):
+        render_with(node, tmp_path / "s.####.exr", tmp_path / "s.%04d.exr")
+    with pytest.raises(FaceRestoreError, match="overwrite"):
+        render_with(node, src, tmp_path)  # a folder: same name, same place
+    assert hashlib.sha256(open(src, "rb").read()).hexdigest() == digest
+
+
+def test_bad_requests_are_clear_errors(tmp_path, node, colour):
+    src = write_exr(tmp_path / "s.0001.exr", faces_plate(colour, degrade=False))
+    (tmp_path / "file").write_text("x")
+    cases = {
+        "empty": dict(input=tmp_path / "s.####.exr", output=tmp_path / "o.####.exr", frames="1005-1001"),
+        "not writable": dict(input=src, output=tmp_path / "file" / "o.exr"),
+        "no frames": dict(input=tmp_path / "none.####.exr", output=tmp_path / "o.####.exr"),
+        "sequence to file": dict(input=tmp_path / "s.####.exr", output=tmp_path / "o.exr"),
+    }
+    messages = {}
+    for name, kw in cases.items():
+        with pytest.raises(FaceRestoreError) as info:
+            render_with(node, kw.pop("input"), kw.pop("output"), **kw)
+        messages[name] = str(info.value)
+    assert "empty" in messages["empty"]
+    assert "output folder" in messages["not writable"]
+    assert "no frames match" in messages["no frames"]
+    assert "frame token" in messages["sequence to file"]
+    assert all("\n" not in m for m in messages.values())
+
+
+def test_rendering_is_deterministic(tmp_path, node, colour):
+    src = write_exr(tmp_path / "in.exr", faces_plate(colour))
+    render_with(node, src, tmp_path / "a.exr")
+    render_with(node, src, tmp_path / "b.exr")
+    assert np.array_equal(read_buf(tmp_path / "a.exr")[1], read_buf(tmp_path / "b.exr")[1])
