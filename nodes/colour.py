@@ -36,7 +36,7 @@ def resolve_config_path(explicit: str | None) -> str:
 def load_config(path: str) -> OCIO.Config:
     try:
         return OCIO.Config.CreateFromFile(path)
-    except OCIO.Exception as exc:  # multi-line text; users get its first line
+    except (OCIO.Exception, OCIO.ExceptionMissingFile) as exc:  # multi-line text; users get its first line
         reason = str(exc).strip().split("\n")[0]
         raise FaceRestoreError(f"cannot load OCIO config {path}: {reason}") from None
 
