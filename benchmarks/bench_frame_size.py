@@ -59,7 +59,9 @@ def main() -> None:
         stages = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         spread = max(r["total"] for r in runs) - min(r["total"] for r in runs)
         results[name] = {"faces": len(result.faces), "seconds": stages, "total_spread": spread}
-        print(f"{name:>6}: {len(result.faces)} face(s), " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in stages.items()))
+        print(
+            f"{name:>6}: {len(result.faces)} face(s), " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in stages.items())
+        )
     ratio = results["4K"]["seconds"]["total"] / results["1080p"]["seconds"]["total"]
     print(f"4K / 1080p time ratio: {ratio:.2f} (frame area ratio 4.00)")
     results["ratio_4k_over_1080p"] = ratio

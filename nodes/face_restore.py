@@ -166,18 +166,26 @@ class FaceRestoreNode:
         timings["restore"] += time.perf_counter() - start
 
         start = time.perf_counter()
-        delta_sum = np.zeros((h, w, 3), np.float32)
-        weight_sum = np.zeros((h, w), np.float32)
+        # Accumulate over the union of the face regions only, so compositing cost follows face area.
+        y0 = min(job["roi"][0].start for job in jobs)
+        y1 = max(job["roi"][0].stop for job in jobs)
+        x0 = min(job["roi"][1].start for job in jobs)
+        x1 = max(job["roi"][1].stop for job in jobs)
+        delta_sum = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
+        weight_sum = np.zeros((y1 - y0, x1 - x0), np.float32)
         for job in jobs:
-            self._paste(job, delta_sum, weight_sum)
-        matte = np.clip(weight_sum, 0.0, 1.0)
-        coverage = (weight_sum > 0) & finite
+            self._paste(job, delta_sum, weight_sum, (y0, x0))
+        region = (slice(y0, y1), slice(x0, x1))
+        matte = np.zeros((h, w), np.float32)
+        matte[region] = np.clip(weight_sum, 0.0, 1.0)
+        coverage = (weight_sum > 0) & finite[region]
         out = plate_rgb.copy()
+        out_region, plate_region = out[region], plate_rgb[region]
         strength = np.float32(self.params["strength"])
         change = delta_sum[coverage] / np.maximum(weight_sum[coverage], 1.0)[:, None]
-        out[coverage] = plate_rgb[coverage] + strength * change
+        out_region[coverage] = plate_region[coverage] + strength * change
         timings["composite"] += time.perf_counter() - start
-        return RestoreResult(out, matte.astype(np.float32), faces, nonfinite, dict(timings))
+        return RestoreResult(out, matte, faces, nonfinite, dict(timings))
 
     def _prepare(self, plate_rgb: np.ndarray, face: FaceResult) -> dict:
         in_size = face.restore_size
@@ -206,7 +214,8 @@ class FaceRestoreNode:
             "crop": crop,
         }
 
-    def _paste(self, job: dict, delta_sum: np.ndarray, weight_sum: np.ndarray) -> None:
+    def _paste(self, job: dict, delta_sum: np.ndarray, weight_sum: np.ndarray, origin: tuple[int, int]) -> None:
+        """Add this face's matte-weighted change into buffers whose top-left is plate `origin`."""
         out_size, roi, to_out_roi = job["out_size"], job["roi"], job["to_out_roi"]
         encoded_roi = job["encoded_roi"]
         restored = job["restored"]
@@ -233,5 +242,9 @@ class FaceRestoreNode:
         # negatives, which the restorer never saw, pass through in the plate term.
         decoded = self.colour.decode(np.concatenate([restored_roi, encoded_roi], axis=0))
         delta = decoded[:rh] - decoded[rh:]
-        delta_sum[roi] += matte_roi[..., None] * delta
-        weight_sum[roi] += matte_roi
+        local = (
+            slice(roi[0].start - origin[0], roi[0].stop - origin[0]),
+            slice(roi[1].start - origin[1], roi[1].stop - origin[1]),
+        )
+        delta_sum[local] += matte_roi[..., None] * delta
+        weight_sum[local] += matte_roi
