@@ -2,7 +2,7 @@
 
 Cost should follow face area, not frame area. Run from the set-up environment:
 
-    .venv/bin/python benchmarks/bench_frame_size.py [--repeats 3] [--device cpu] [--json out.json]
+    .venv/bin/python -m facerestore.benchmarks.bench_frame_size [--repeats 3] [--device cpu] [--json out.json]
 
 Reports the median of the repeats after one warm-up, per stage, and the 4K / 1080p ratio
 measured in the same run (the machine is shared and noisy; compare ratios, not seconds).

