@@ -21,8 +21,10 @@ def _add_node_params(parser: argparse.ArgumentParser) -> None:
         kwargs = {"dest": param.id, "default": None, "help": f"{param.hint} Default: {param.default}."}
         if param.choices:
             kwargs["choices"] = param.choices
+        elif isinstance(param.default, str):
+            kwargs["metavar"] = "TEXT"
         else:
-            kwargs["type"] = float
+            kwargs["type"] = type(param.default)
             kwargs["metavar"] = f"{param.minimum:g}..{param.maximum:g}"
         parser.add_argument(flag, **kwargs)
 
@@ -55,6 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="both",
         help="restored RGB, the matte alone, or both (default)",
     )
+    render.add_argument(
+        "--temporal",
+        choices=("on", "off"),
+        default="on",
+        help="fuse each face over neighbouring frames (default on); off = per-frame",
+    )
+    render.add_argument("--analysis", help="tracks sidecar to write or reuse (default: beside the output)")
+    render.add_argument("--reanalyse", action="store_true", help="analyse the shot again even if a sidecar exists")
+    render.add_argument(
+        "--track-mattes",
+        action="store_true",
+        help="also write one matte channel per track (face.mask1, face.mask2, ...)",
+    )
     render.add_argument("-q", "--quiet", action="store_true", help="no progress bar or timings")
     _add_node_params(render)
 
@@ -83,6 +98,8 @@ def run(argv: list[str]) -> int:
         from facerestore.nodes.render import RenderOptions, format_timings, render
 
         params = {p.id: getattr(args, p.id) for p in FACE_RESTORE.params}
+        if args.temporal == "off":
+            params["temporal_window"] = 1
         options = RenderOptions(
             input=args.input,
             output=args.output,
@@ -96,6 +113,9 @@ def run(argv: list[str]) -> int:
             output_mode=args.output_mode,
             node_params=FACE_RESTORE.resolve(params),
             progress=not args.quiet,
+            analysis=args.analysis,
+            reanalyse=args.reanalyse,
+            track_mattes=args.track_mattes,
         )
         report = render(options)
         if not args.quiet:

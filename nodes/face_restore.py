@@ -58,6 +58,21 @@ FACE_RESTORE = NodeSpec(
             32.0,
         ),
         Param(
+            "temporal_window",
+            "Temporal window",
+            "Frames fused around each frame (odd; 1 = per-frame restoration, no temporal fusion).",
+            5,
+            1,
+            15,
+        ),
+        Param("tracks", "Faces", "Track IDs to restore, e.g. 1,3; empty restores every face.", ""),
+        Param(
+            "track_strengths",
+            "Per-face strength",
+            "Strength per track ID, e.g. 1=0.5,3=0.8; faces not named use Strength.",
+            "",
+        ),
+        Param(
             "detection_threshold",
             "Detection threshold",
             "Minimum face detector confidence.",
@@ -82,6 +97,7 @@ class FaceResult:
     score: float
     landmarks: np.ndarray  # plate pixels, data-window array coordinates
     restore_size: int  # side of the restorer's input crop
+    track: int | None = None
 
 
 @dataclass
@@ -91,6 +107,53 @@ class RestoreResult:
     faces: list[FaceResult]
     nonfinite_pixels: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    track_mattes: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def parse_track_list(text: str) -> set[int] | None:
+    from facerestore.nodes.errors import FaceRestoreError
+
+    if not text.strip():
+        return None
+    try:
+        return {int(part) for part in text.replace(" ", "").split(",") if part}
+    except ValueError:
+        raise FaceRestoreError(f"cannot read track list {text!r}; expected e.g. 1,3") from None
+
+
+def parse_track_strengths(text: str) -> dict[int, float]:
+    from facerestore.nodes.errors import FaceRestoreError
+
+    strengths = {}
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        try:
+            track, value = part.split("=")
+            strengths[int(track)] = float(value)
+        except ValueError:
+            raise FaceRestoreError(f"cannot read per-face strengths {text!r}; expected e.g. 1=0.5,3=0.8") from None
+        if not 0.0 <= strengths[int(track)] <= 1.0:
+            raise FaceRestoreError(f"per-face strength for track {track} is outside 0..1")
+    return strengths
+
+
+def face_roi(shape: tuple, plate_to_face: np.ndarray, size: int) -> tuple[tuple[slice, slice], np.ndarray]:
+    """Plate region under the face-space square (plus a margin), and the transform from that
+    region's pixels to face space."""
+    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64)
+    footprint = transform_points(invert_affine(plate_to_face), corners)
+    h, w = shape[:2]
+    x0, y0 = np.floor(footprint.min(0)).astype(int) - 2
+    x1, y1 = np.ceil(footprint.max(0)).astype(int) + 3
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)
+    return (slice(y0, y1), slice(x0, x1)), plate_to_face @ shift
+
+
+def footprint_of(landmarks: np.ndarray) -> float:
+    """Plate pixels covered by the 512 face space for these landmarks."""
+    return TEMPLATE_SIZE / affine_scale(scaled_template_transform(landmarks, TEMPLATE_SIZE))
 
 
 def choose_input_size(footprint_px: float) -> int:
@@ -110,6 +173,12 @@ class FaceRestoreNode:
         from facerestore.models.restorer import TorchRestorer
 
         self.params = FACE_RESTORE.resolve(params)
+        if self.params["temporal_window"] % 2 == 0:
+            from facerestore.nodes.errors import FaceRestoreError
+
+            raise FaceRestoreError("the temporal window must be odd (1, 3, 5, ...)")
+        self.selected_tracks = parse_track_list(self.params["tracks"])
+        self.track_strengths = parse_track_strengths(self.params["track_strengths"])
         self.colour = colour
         self.device = device
         self.detector = RetinaFaceDetector(device, score_threshold=self.params["detection_threshold"])
@@ -122,6 +191,10 @@ class FaceRestoreNode:
         return self._mattes[size]
 
     def detect(self, plate_rgb: np.ndarray) -> list[FaceResult]:
+        return self.detect_with_image(plate_rgb)[2]
+
+    def detect_with_image(self, plate_rgb: np.ndarray) -> tuple[np.ndarray, float, list[FaceResult]]:
+        """Faces, plus the display-encoded (possibly reduced) image the detector saw and its scale."""
         h, w = plate_rgb.shape[:2]
         scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
         image = np.nan_to_num(plate_rgb, nan=0.0, posinf=1.0, neginf=0.0)
@@ -131,28 +204,24 @@ class FaceRestoreNode:
         faces = []
         for det in self.detector.detect(encoded):
             landmarks = det.landmarks / scale
-            footprint = TEMPLATE_SIZE / affine_scale(scaled_template_transform(landmarks, TEMPLATE_SIZE))
-            faces.append(FaceResult(det.box / scale, det.score, landmarks, choose_input_size(footprint)))
-        return faces
+            faces.append(FaceResult(det.box / scale, det.score, landmarks, choose_input_size(footprint_of(landmarks))))
+        return encoded, scale, faces
 
-    def process(self, plate_rgb: np.ndarray, faces: list[FaceResult] | None = None) -> RestoreResult:
-        """Restore the faces of one frame. `plate_rgb` is (H, W, 3) float32 in the plate colourspace."""
-        timings: dict[str, float] = defaultdict(float)
+    def restore_crops(
+        self, plate_rgb: np.ndarray, faces: list[FaceResult], neighbours=(), timings: dict | None = None
+    ) -> list[dict]:
+        """Per face: its (temporally fused) input crop and the restorer's output. All faces of the
+        frame go through the network together, so a frame's outputs never depend on which other
+        frame asked for them (what makes single-frame renders equal full renders)."""
+        timings = timings if timings is not None else defaultdict(float)
         start = time.perf_counter()
-        if faces is None:
-            faces = self.detect(plate_rgb)
-        timings["detect"] += time.perf_counter() - start
-        h, w = plate_rgb.shape[:2]
-        finite = np.isfinite(plate_rgb).all(axis=2)
-        nonfinite = int(finite.size - np.count_nonzero(finite))
-        if not faces:
-            return RestoreResult(plate_rgb.copy(), np.zeros((h, w), np.float32), [], nonfinite, dict(timings))
-
-        start = time.perf_counter()
-        jobs = [self._prepare(plate_rgb, face) for face in faces]
+        jobs = [self._prepare(plate_rgb, face) | {"track": face.track} for face in faces]
         timings["prepare"] += time.perf_counter() - start
-
-        # Faces that share an input size go through the network together, in one batch.
+        if neighbours:
+            start = time.perf_counter()
+            for job, face in zip(jobs, faces):
+                job["crop"] = self._fuse_window(job, face, neighbours)
+            timings["temporal"] += time.perf_counter() - start
         start = time.perf_counter()
         by_size: dict[int, list[int]] = defaultdict(list)
         for index, job in enumerate(jobs):
@@ -164,6 +233,55 @@ class FaceRestoreNode:
                 for i, crop in zip(members, restored):
                     jobs[i]["restored"] = crop
         timings["restore"] += time.perf_counter() - start
+        return jobs
+
+    def select(self, faces: list[FaceResult]) -> list[FaceResult]:
+        if self.selected_tracks is None:
+            return faces
+        return [f for f in faces if f.track in self.selected_tracks]
+
+    def process(
+        self,
+        plate_rgb: np.ndarray,
+        faces: list[FaceResult] | None = None,
+        neighbours: list[tuple[np.ndarray, list[FaceResult]]] = (),
+        track_mattes: bool = False,
+        jobs: list[dict] | None = None,
+        neighbour_jobs: list[list[dict]] = (),
+    ) -> RestoreResult:
+        """Restore the faces of one frame. `plate_rgb` is (H, W, 3) float32 in the plate colourspace.
+
+        `neighbours`: other frames of the same shot within the temporal window, with their faces;
+        a face's input is fused with the same track's faces there. `neighbour_jobs`: those
+        frames' `restore_crops` results, whose outputs are fused with this frame's. `jobs`: this
+        frame's own `restore_crops` result, when the caller already has it."""
+        timings: dict[str, float] = defaultdict(float)
+        start = time.perf_counter()
+        if faces is None:
+            faces = self.detect(plate_rgb)
+        timings["detect"] += time.perf_counter() - start
+        faces = self.select(faces)
+        h, w = plate_rgb.shape[:2]
+        finite = np.isfinite(plate_rgb).all(axis=2)
+        nonfinite = int(finite.size - np.count_nonzero(finite))
+        if not faces:
+            return RestoreResult(plate_rgb.copy(), np.zeros((h, w), np.float32), [], nonfinite, dict(timings))
+        if jobs is None:
+            jobs = self.restore_crops(plate_rgb, faces, neighbours, timings)
+        outputs = [job["restored"] for job in jobs]
+        if neighbour_jobs:
+            from facerestore.nodes.temporal import fuse_outputs
+
+            start = time.perf_counter()
+            for k, job in enumerate(jobs):
+                pairs = [
+                    (other["crop"], other["restored"])
+                    for frame_jobs in neighbour_jobs
+                    for other in frame_jobs
+                    if job["track"] is not None and other["track"] == job["track"]
+                ]
+                outputs[k] = fuse_outputs(job["crop"], job["restored"], pairs)
+            timings["temporal"] += time.perf_counter() - start
 
         start = time.perf_counter()
         # Accumulate over the union of the face regions only, so compositing cost follows face area.
@@ -173,38 +291,49 @@ class FaceRestoreNode:
         x1 = max(job["roi"][1].stop for job in jobs)
         delta_sum = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
         weight_sum = np.zeros((y1 - y0, x1 - x0), np.float32)
-        for job in jobs:
-            self._paste(job, delta_sum, weight_sum, (y0, x0))
+        per_track = {}
         region = (slice(y0, y1), slice(x0, x1))
+        for job, output, face in zip(jobs, outputs, faces):
+            strength = self.params["strength"] * self.track_strengths.get(face.track, 1.0)
+            matte_roi = self._paste(job, output, delta_sum, weight_sum, (y0, x0), np.float32(strength))
+            if track_mattes and face.track is not None:
+                full = per_track.setdefault(face.track, np.zeros((h, w), np.float32))
+                full[job["roi"]] = np.maximum(full[job["roi"]], matte_roi)
         matte = np.zeros((h, w), np.float32)
         matte[region] = np.clip(weight_sum, 0.0, 1.0)
         coverage = (weight_sum > 0) & finite[region]
         out = plate_rgb.copy()
         out_region, plate_region = out[region], plate_rgb[region]
-        strength = np.float32(self.params["strength"])
         change = delta_sum[coverage] / np.maximum(weight_sum[coverage], 1.0)[:, None]
-        out_region[coverage] = plate_region[coverage] + strength * change
+        out_region[coverage] = plate_region[coverage] + change
         timings["composite"] += time.perf_counter() - start
-        return RestoreResult(out, matte, faces, nonfinite, dict(timings))
+        return RestoreResult(out, matte, faces, nonfinite, dict(timings), per_track)
+
+    def _fuse_window(self, job: dict, face: FaceResult, neighbours) -> np.ndarray:
+        """The face's input crop, fused with the same track's crops from neighbouring frames."""
+        from facerestore.nodes.temporal import fuse
+
+        crops = []
+        for plate, others in neighbours:
+            match = next((f for f in others if f.track is not None and f.track == face.track), None)
+            if match is None:
+                continue
+            to_in = scaled_template_transform(match.landmarks, job["in_size"])
+            crops.append(self._crop(plate, to_in, job["in_size"]))
+        return fuse(job["crop"], crops)
+
+    def _crop(self, plate_rgb: np.ndarray, plate_to_face: np.ndarray, size: int) -> np.ndarray:
+        """Display-encoded face-space crop, encoding only the plate region it reads."""
+        roi, to_face_roi = face_roi(plate_rgb.shape, plate_to_face, size)
+        return warp_to_face(self._encode(plate_rgb[roi]), to_face_roi, size)
 
     def _prepare(self, plate_rgb: np.ndarray, face: FaceResult) -> dict:
         in_size = face.restore_size
         out_size = in_size * self.restorer.scale
         to_out = scaled_template_transform(face.landmarks, out_size)
-        # Region of interest: the plate footprint of the face-space square, plus a margin.
-        corners = np.array([[0, 0], [out_size, 0], [0, out_size], [out_size, out_size]], np.float64)
-        footprint = transform_points(invert_affine(to_out), corners)
-        h, w = plate_rgb.shape[:2]
-        x0, y0 = np.floor(footprint.min(0)).astype(int) - 2
-        x1, y1 = np.ceil(footprint.max(0)).astype(int) + 3
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-        roi = (slice(y0, y1), slice(x0, x1))
-        shift = np.array([[1, 0, x0], [0, 1, y0]], np.float64)
-        to_out_roi = to_out @ np.vstack([shift, [0, 0, 1]])  # ROI pixel -> face space
-        plate_roi = np.nan_to_num(plate_rgb[roi], nan=0.0, posinf=0.0, neginf=0.0)
-        encoded_roi = np.clip(self.colour.encode(plate_roi), 0.0, 1.0)
-        to_in_roi = to_out_roi * (in_size / out_size)
-        crop = warp_to_face(encoded_roi, to_in_roi, in_size)
+        roi, to_out_roi = face_roi(plate_rgb.shape, to_out, out_size)
+        encoded_roi = self._encode(plate_rgb[roi])
+        crop = warp_to_face(encoded_roi, to_out_roi * (in_size / out_size), in_size)
         return {
             "in_size": in_size,
             "out_size": out_size,
@@ -214,11 +343,23 @@ class FaceRestoreNode:
             "crop": crop,
         }
 
-    def _paste(self, job: dict, delta_sum: np.ndarray, weight_sum: np.ndarray, origin: tuple[int, int]) -> None:
-        """Add this face's matte-weighted change into buffers whose top-left is plate `origin`."""
+    def _encode(self, plate_region: np.ndarray) -> np.ndarray:
+        """What the networks see: display-encoded, clamped, non-finite values neutralised."""
+        return np.clip(self.colour.encode(np.nan_to_num(plate_region, nan=0.0, posinf=0.0, neginf=0.0)), 0.0, 1.0)
+
+    def _paste(
+        self,
+        job: dict,
+        restored: np.ndarray,
+        delta_sum: np.ndarray,
+        weight_sum: np.ndarray,
+        origin: tuple[int, int],
+        strength: np.float32,
+    ) -> np.ndarray:
+        """Add this face's matte-weighted change into buffers whose top-left is plate `origin`;
+        returns the face's matte over its region of interest."""
         out_size, roi, to_out_roi = job["out_size"], job["roi"], job["to_out_roi"]
         encoded_roi = job["encoded_roi"]
-        restored = job["restored"]
         face_per_plate_px = affine_scale(to_out_roi)
         sigma_plate = self.params["keep_colour_radius"]
         if sigma_plate > 0:
@@ -246,5 +387,6 @@ class FaceRestoreNode:
             slice(roi[0].start - origin[0], roi[0].stop - origin[0]),
             slice(roi[1].start - origin[1], roi[1].stop - origin[1]),
         )
-        delta_sum[local] += matte_roi[..., None] * delta
+        delta_sum[local] += (strength * matte_roi)[..., None] * delta
         weight_sum[local] += matte_roi
+        return matte_roi

@@ -40,6 +40,9 @@ class RenderOptions:
     output_mode: str = "both"
     node_params: dict = field(default_factory=dict)
     progress: bool = True
+    analysis: str | None = None  # sidecar path; default: next to the output
+    reanalyse: bool = False
+    track_mattes: bool = False  # one matte channel per track beside the combined one
 
 
 @dataclass
@@ -56,6 +59,99 @@ class RenderReport:
     timings: dict
     device: str
     wall_seconds: float
+    analysis_path: str | None = None
+    tracks: list[int] = field(default_factory=list)
+
+
+def default_analysis_path(options: RenderOptions) -> str:
+    """Beside the output: `restored.####.exr` -> `restored.analysis.json`."""
+    target = FramePattern.parse(options.output)
+    if os.path.isdir(options.output) or options.output.endswith(os.sep):
+        folder, name = options.output, os.path.basename(FramePattern.parse(options.input).prefix or options.input)
+    else:
+        folder, name = (
+            os.path.dirname(options.output),
+            os.path.basename(target.prefix if target.has_token else options.output),
+        )
+    stem = name.rstrip("._-") or "shot"
+    stem = os.path.splitext(stem)[0] if not target.has_token else stem
+    return os.path.join(folder or ".", f"{stem}.analysis.json")
+
+
+def shot_frames(options: RenderOptions, jobs: list[FrameJob]) -> list[FrameJob]:
+    """Every frame of the shot on disk: the analysis covers the whole shot whatever is rendered,
+    so a frame's result does not depend on the render range."""
+    source = FramePattern.parse(options.input)
+    if not source.has_token:
+        return jobs
+    rendered = {j.frame: j for j in jobs}
+    return [rendered.get(f) or FrameJob(f, source.path(f), "") for f in source.existing_frames()]
+
+
+def obtain_analysis(options: RenderOptions, node, shot: list[FrameJob], progress_enabled: bool):
+    from facerestore.nodes.tracking import Analysis, analyse, file_fingerprint
+
+    path = options.analysis or default_analysis_path(options)
+    fingerprint = file_fingerprint([j.source for j in shot])
+    threshold = node.params["detection_threshold"]
+    if os.path.isfile(path) and not options.reanalyse:
+        analysis = Analysis.load(path)
+        if analysis.fingerprint == fingerprint and analysis.settings.get("detection_threshold") == threshold:
+            return analysis, path
+        if options.analysis and progress_enabled:
+            print(f"note: {path} was made for other frames or settings; analysing again", file=sys.stderr)
+    paths = {j.frame: j.source for j in shot}
+
+    def detect(frame):
+        part = read_frame(paths[frame])
+        rgb = np.ascontiguousarray(part.pixels[..., list(part.rgb_indices())])
+        encoded, scale, faces = node.detect_with_image(rgb)
+        return encoded, scale, [(f.landmarks, f.box, f.score) for f in faces]
+
+    bar = Progress(len(shot), progress_enabled, "analysing")
+    analysis = analyse([j.frame for j in shot], detect, progress=lambda done, total: bar.update(done, ""))
+    bar.close()
+    analysis.fingerprint = fingerprint
+    analysis.settings["detection_threshold"] = threshold
+    analysis.save(path)
+    return analysis, path
+
+
+def track_restore_sizes(analysis) -> dict[int, int]:
+    """One restore size per track for the whole shot, so the restorer's behaviour cannot jump
+    between frames when a face hovers near a size boundary."""
+    from facerestore.nodes.face_restore import choose_input_size, footprint_of
+
+    footprints: dict[int, list[float]] = defaultdict(list)
+    for faces in analysis.faces.values():
+        for face in faces:
+            footprints[face.track].append(footprint_of(face.landmarks))
+    return {track: choose_input_size(float(np.median(values))) for track, values in footprints.items()}
+
+
+def faces_from_analysis(analysis, frame, sizes: dict[int, int]) -> list:
+    from facerestore.nodes.face_restore import FaceResult
+
+    return [FaceResult(f.box, f.score, f.landmarks, sizes[f.track], f.track) for f in analysis.faces.get(frame, [])]
+
+
+class FrameCache:
+    """Recently read plates (RGB only), so a temporal window reads each frame once in order."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity, self.items = max(1, capacity), {}
+
+    def rgb(self, job: FrameJob) -> np.ndarray:
+        if job.frame not in self.items:
+            frame = read_frame(job.source)
+            self.put(job.frame, np.ascontiguousarray(frame.pixels[..., list(frame.rgb_indices())]))
+        return self.items[job.frame]
+
+    def put(self, key, rgb: np.ndarray) -> None:
+        self.items.pop(key, None)
+        self.items[key] = rgb
+        while len(self.items) > self.capacity:
+            self.items.pop(next(iter(self.items)))
 
 
 def output_path_for(output: FramePattern, source: str, frame: int | None) -> str:
@@ -127,7 +223,7 @@ def check_headers(jobs: list[FrameJob]) -> None:
             )
 
 
-def build_output_parts(frame, result, options: RenderOptions) -> list[Part]:
+def build_output_parts(frame, result, options: RenderOptions, tracks: list[int] = ()) -> list[Part]:
     spec = frame.spec
     names = list(spec.channelnames)
     formats = channel_format_names(spec)
@@ -139,18 +235,27 @@ def build_output_parts(frame, result, options: RenderOptions) -> list[Part]:
     pixels = frame.pixels.copy()
     pixels[..., [r, g, b]] = result.rgb
     if options.output_mode == "both":
-        if options.mask_channel in names:  # re-rendering an earlier output: replace its matte
-            pixels[..., names.index(options.mask_channel)] = result.matte
-        else:
-            names, formats = names + [options.mask_channel], formats + [matte_format]
-            pixels = np.concatenate([pixels, matte], axis=2)
+        mattes = {options.mask_channel: result.matte}
+        if options.track_mattes:
+            empty = np.zeros_like(result.matte)
+            mattes |= {f"{options.mask_channel}{t}": result.track_mattes.get(t, empty) for t in tracks}
+        extra = []
+        for name, values in mattes.items():
+            if name in names:  # re-rendering an earlier output: replace its matte
+                pixels[..., names.index(name)] = values
+            else:
+                names, formats = names + [name], formats + [matte_format]
+                extra.append(values[..., None])
+        if extra:
+            pixels = np.concatenate([pixels] + extra, axis=2)
     main = Part(spec_with_channels(spec, names, formats), pixels)
     return [main] + list(frame.extra_parts)
 
 
 class Progress:
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, total: int, enabled: bool, title: str = "rendering") -> None:
         self.total, self.enabled, self.start = total, enabled, time.perf_counter()
+        self.title = title
         self.tty = sys.stderr.isatty()
 
     def update(self, done: int, label: str) -> None:
@@ -160,7 +265,7 @@ class Progress:
         eta = elapsed / done * (self.total - done) if done else 0.0
         width = 30
         bar = "#" * round(width * done / self.total) + "-" * (width - round(width * done / self.total))
-        line = f"[{bar}] {done}/{self.total} {label}  {elapsed:.1f}s elapsed, ~{eta:.0f}s left"
+        line = f"{self.title} [{bar}] {done}/{self.total} {label}  {elapsed:.1f}s elapsed, ~{eta:.0f}s left"
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
 
     def close(self) -> None:
@@ -193,14 +298,62 @@ def render(options: RenderOptions, node=None) -> RenderReport:
         raise FaceRestoreError(str(exc)) from None
     timings["load models"] += time.perf_counter() - start
 
+    start = time.perf_counter()
+    shot = shot_frames(options, jobs)
+    analysis, analysis_path = obtain_analysis(options, node, shot, options.progress)
+    timings["analyse"] += time.perf_counter() - start
+    tracks = analysis.track_ids()
+    if node.selected_tracks is not None and not node.selected_tracks <= set(tracks):
+        missing = ", ".join(map(str, sorted(node.selected_tracks - set(tracks))))
+        raise FaceRestoreError(f"no track {missing} in this shot (tracks: {', '.join(map(str, tracks)) or 'none'})")
+    sizes = track_restore_sizes(analysis)
+    radius = node.params["temporal_window"] // 2
+    by_frame = {j.frame: j for j in shot}
+    position = {j.frame: i for i, j in enumerate(shot)}
+    # A frame's output needs its neighbours' outputs, and each of those its own neighbours'
+    # inputs: plates within two radii are kept, outputs within one.
+    plates = FrameCache(4 * radius + 2)
+    outputs: dict = {}
+
+    def window_of(frame) -> list:
+        if not radius or frame not in position:
+            return []
+        here, segment = position[frame], analysis.segment_of(frame)
+        return [
+            other.frame
+            for other in shot[max(0, here - radius) : here + radius + 1]
+            if other.frame != frame and analysis.segment_of(other.frame) == segment
+        ]
+
+    def restored_crops(frame) -> list[dict]:
+        if frame not in outputs:
+            faces = node.select(faces_from_analysis(analysis, frame, sizes))
+            neighbours = [(plates.rgb(by_frame[f]), faces_from_analysis(analysis, f, sizes)) for f in window_of(frame)]
+            rgb = plates.rgb(by_frame[frame])
+            outputs[frame] = node.restore_crops(rgb, faces, neighbours, timings) if faces else []
+        return outputs[frame]
+
     progress = Progress(len(jobs), options.progress)
     faces_per_frame = {}
     for done, job in enumerate(jobs, 1):
         start = time.perf_counter()
         frame = read_frame(job.source)
+        rgb = np.ascontiguousarray(frame.pixels[..., list(frame.rgb_indices())])
+        plates.put(job.frame, rgb)
         timings["read"] += time.perf_counter() - start
-        rgb = frame.pixels[..., list(frame.rgb_indices())]
-        result = node.process(np.ascontiguousarray(rgb))
+        faces = node.select(faces_from_analysis(analysis, job.frame, sizes))
+        window = window_of(job.frame)
+        result = node.process(
+            rgb,
+            faces,
+            track_mattes=options.track_mattes,
+            jobs=restored_crops(job.frame) if faces else None,
+            neighbour_jobs=[restored_crops(f) for f in window] if faces else (),
+        )
+        if job.frame in position:  # outputs behind the window are no longer needed
+            keep = {f for f in window} | {job.frame}
+            for f in [f for f in outputs if f not in keep and position.get(f, -1) < position[job.frame]]:
+                del outputs[f]
         for stage, seconds in result.timings.items():
             timings[stage] += seconds
         if result.nonfinite_pixels and options.progress:
@@ -209,18 +362,22 @@ def render(options: RenderOptions, node=None) -> RenderReport:
                 file=sys.stderr,
             )
         start = time.perf_counter()
-        write_parts(job.target, build_output_parts(frame, result, options))
+        write_parts(job.target, build_output_parts(frame, result, options, tracks))
         timings["write"] += time.perf_counter() - start
         faces_per_frame[job.frame] = len(result.faces)
         progress.update(done, f"frame {job.frame if job.frame is not None else ''} faces {len(result.faces)}")
     progress.close()
-    return RenderReport(jobs, faces_per_frame, dict(timings), node.device, time.perf_counter() - wall)
+    return RenderReport(
+        jobs, faces_per_frame, dict(timings), node.device, time.perf_counter() - wall, analysis_path, tracks
+    )
 
 
 def format_timings(report: RenderReport) -> str:
     n = max(1, len(report.jobs))
     lines = [f"rendered {len(report.jobs)} frame(s) on {report.device} in {report.wall_seconds:.1f}s"]
+    if report.analysis_path:
+        lines.append(f"  analysis     {report.analysis_path} (tracks: {', '.join(map(str, report.tracks)) or 'none'})")
     for stage, seconds in report.timings.items():
-        per = "" if stage == "load models" else f"  ({1000 * seconds / n:.0f} ms/frame)"
+        per = "" if stage in ("load models", "analyse") else f"  ({1000 * seconds / n:.0f} ms/frame)"
         lines.append(f"  {stage:<12} {seconds:7.2f}s{per}")
     return "\n".join(lines)

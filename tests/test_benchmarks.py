@@ -83,7 +83,7 @@ def test_bench_command_on_an_exr_sequence(tmp_path):
     assert proc.returncode == 0, proc.stderr
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert results["untouched_max_abs"] == 0.0
-    assert set(results["methods"]) == {"degraded input", "facerestore"}
+    assert set(results["methods"]) == {"degraded input", "facerestore", "facerestore per-frame"}
     product = results["methods"]["facerestore"]
     assert len(product["per_frame"]["psnr"]) == 2 and len(product["per_frame"]["warping_error"]) == 1
     assert product["stages_ms"]["restore"] > 0

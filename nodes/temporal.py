@@ -1,0 +1,80 @@
+"""Temporal fusion of a face over a window of frames.
+
+Each neighbouring frame's face is first cropped with its own (smoothed) landmarks, so it lies
+in the same face space as the current frame's; dense optical flow then aligns what landmarks
+cannot (mouth, eyes, small pose changes). Neighbour pixels are weighted by flow consistency
+(forward-backward check: occlusions and flow failures get 0) and by how well they agree with
+the current frame, so moving features are never smeared. Averaging the aligned window removes
+noise and codec flicker that differ from frame to frame, and gives the restorer a steady input. The restorer's outputs are then fused the same way,
+because a learned restorer invents slightly different detail for each frame.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# Agreement scale in display-encoded units: differences well above noise and codec error
+# (about 0.02-0.05 here) mean misalignment, and such pixels fall away.
+AGREEMENT_SIGMA = 0.06
+
+
+def _grey_u8(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2GRAY)
+
+
+def _flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return dis.calc(a, b, None)
+
+
+def _remap(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    h, w = flow.shape[:2]
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(image, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def alignment(centre: np.ndarray, neighbour: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flow from `centre` into `neighbour`, `neighbour` warped onto `centre`, and a 0..1 weight."""
+    grey_c, grey_n = _grey_u8(centre), _grey_u8(neighbour)
+    forward, backward = _flow(grey_c, grey_n), _flow(grey_n, grey_c)
+    warped = _remap(neighbour, forward)
+    back_at = _remap(backward, forward)
+    mismatch = np.sum((forward + back_at) ** 2, axis=2)
+    bound = 0.01 * (np.sum(forward**2, axis=2) + np.sum(back_at**2, axis=2)) + 0.5
+    consistent = (mismatch <= bound).astype(np.float32)
+    difference = cv2.GaussianBlur(np.abs(warped - centre).mean(axis=2), (0, 0), 1.0)
+    agreement = np.exp(-((difference / AGREEMENT_SIGMA) ** 2))
+    return forward, warped, consistent * agreement
+
+
+def fuse(centre: np.ndarray, neighbours: list[np.ndarray]) -> np.ndarray:
+    """Occlusion-aware weighted mean of `centre` and its aligned `neighbours` (same size)."""
+    if not neighbours:
+        return centre
+    total = centre.astype(np.float32).copy()
+    weight = np.ones(centre.shape[:2], np.float32)
+    for neighbour in neighbours:
+        _, warped, w = alignment(centre, neighbour)
+        total += warped * w[..., None]
+        weight += w
+    return total / weight[..., None]
+
+
+def fuse_outputs(centre_input, centre_output, neighbours: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Fuse restored outputs over the window. Alignment and weights come from the restorer's
+    inputs (steadier than its outputs, whose invented detail is what flickers), scaled up to
+    the output size. `neighbours`: (input crop, restored crop) pairs of the same face."""
+    if not neighbours:
+        return centre_output
+    scale = centre_output.shape[0] / centre_input.shape[0]
+    size = (centre_output.shape[1], centre_output.shape[0])
+    total = centre_output.astype(np.float32).copy()
+    weight = np.ones(centre_output.shape[:2], np.float32)
+    for neighbour_input, neighbour_output in neighbours:
+        flow, _, w = alignment(centre_input, neighbour_input)
+        flow_out = cv2.resize(flow, size, interpolation=cv2.INTER_LINEAR) * scale
+        w_out = cv2.resize(w, size, interpolation=cv2.INTER_LINEAR)
+        total += _remap(neighbour_output, flow_out) * w_out[..., None]
+        weight += w_out
+    return total / weight[..., None]

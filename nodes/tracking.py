@@ -1,0 +1,305 @@
+"""Whole-shot face analysis: tracks with persistent IDs, shot cuts, smoothed landmarks.
+
+The analysis runs once over the shot and is stored in a JSON sidecar. Renders read it, so any
+frame rendered alone, in any order, on any machine, sees exactly the landmarks and track IDs a
+full-shot render sees (JSON floats round-trip exactly).
+
+- Detections are assigned to tracks by landmark distance relative to face size (Hungarian).
+- A track survives up to `max_gap` frames without a detection; the gap is filled by
+  interpolating landmarks, so a missed detection does not drop the face.
+- A face that leaves and comes back within `reentry_frames` gets its old ID back when its
+  aligned appearance matches (normalised correlation of a small face-space crop).
+- A shot cut (large change between consecutive frames) ends every track.
+- Landmarks are smoothed with a One-Euro filter run forwards and backwards (no lag, steady at
+  rest, responsive in motion); the shot is known in full, so the filter need not be causal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facerestore.nodes.align import scaled_template_transform, warp_to_face
+from facerestore.nodes.errors import FaceRestoreError
+
+ANALYSIS_FORMAT = "facerestore-analysis"
+ANALYSIS_VERSION = 1
+SIGNATURE_SIZE = 32
+
+
+@dataclass
+class TrackerSettings:
+    max_gap: int = 8  # frames a track survives without a detection
+    reentry_frames: int = 250  # how long a lost face may stay away and keep its ID
+    match_distance: float = 0.6  # landmark-centre distance / inter-ocular distance / frame gap
+    reentry_similarity: float = 0.8  # appearance correlation for re-identification
+    cut_threshold: float = 0.12  # mean absolute change of a thumbnail between frames
+    smooth_min_cutoff: float = 1.0  # One-Euro, Hz at 24 fps
+    smooth_beta: float = 0.5
+
+
+@dataclass
+class TrackedFace:
+    track: int
+    landmarks: np.ndarray  # smoothed, (5, 2), plate pixels
+    raw_landmarks: np.ndarray
+    box: np.ndarray
+    score: float
+    detected: bool  # False where the gap was filled
+
+
+@dataclass
+class Analysis:
+    frames: list[int | None]
+    size: tuple[int, int]
+    cuts: list[int | None]  # frames that start a new shot (the first frame included)
+    faces: dict[int | None, list[TrackedFace]]
+    fingerprint: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+    def segment_of(self, frame) -> int:
+        """Index of the shot segment containing `frame`."""
+        position = self.frames.index(frame)
+        return sum(1 for cut in self.cuts if self.frames.index(cut) <= position) - 1
+
+    def track_ids(self) -> list[int]:
+        return sorted({f.track for faces in self.faces.values() for f in faces})
+
+    def to_json(self) -> dict:
+        def face(f: TrackedFace) -> dict:
+            return {
+                "track": f.track,
+                "landmarks": f.landmarks.tolist(),
+                "raw_landmarks": f.raw_landmarks.tolist(),
+                "box": f.box.tolist(),
+                "score": f.score,
+                "detected": f.detected,
+            }
+
+        return {
+            "format": ANALYSIS_FORMAT,
+            "version": ANALYSIS_VERSION,
+            "frames": self.frames,
+            "size": list(self.size),
+            "cuts": self.cuts,
+            "settings": self.settings,
+            "fingerprint": self.fingerprint,
+            "faces": {json.dumps(k): [face(f) for f in v] for k, v in self.faces.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Analysis:
+        if data.get("format") != ANALYSIS_FORMAT or data.get("version") != ANALYSIS_VERSION:
+            raise FaceRestoreError("not a facerestore analysis file of a supported version")
+        faces = {
+            json.loads(k): [
+                TrackedFace(
+                    f["track"],
+                    np.array(f["landmarks"], np.float64),
+                    np.array(f["raw_landmarks"], np.float64),
+                    np.array(f["box"], np.float64),
+                    f["score"],
+                    f["detected"],
+                )
+                for f in v
+            ]
+            for k, v in data["faces"].items()
+        }
+        return cls(data["frames"], tuple(data["size"]), data["cuts"], faces, data["fingerprint"], data["settings"])
+
+    def save(self, path: str) -> None:
+        from facerestore.models.weights import write_atomically
+
+        try:
+            write_atomically(Path(path), json.dumps(self.to_json()).encode())
+        except OSError as exc:
+            raise FaceRestoreError(f"cannot write analysis {path}: {exc.strerror}") from None
+
+    @classmethod
+    def load(cls, path: str) -> Analysis:
+        try:
+            with open(path) as handle:
+                return cls.from_json(json.load(handle))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise FaceRestoreError(f"cannot read analysis {path}: {exc}") from None
+
+
+def file_fingerprint(paths: list[str]) -> dict:
+    """Size and modification time of every input frame: a changed plate invalidates the analysis."""
+    out = {}
+    for path in paths:
+        stat = os.stat(path)
+        out[os.path.basename(path)] = [stat.st_size, stat.st_mtime_ns]
+    return out
+
+
+def thumbnail(encoded: np.ndarray) -> np.ndarray:
+    return cv2.resize(encoded, (64, 36), interpolation=cv2.INTER_AREA)
+
+
+def appearance_signature(encoded: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    crop = warp_to_face(encoded, scaled_template_transform(landmarks, SIGNATURE_SIZE), SIGNATURE_SIZE)
+    vector = crop.reshape(-1).astype(np.float64)
+    vector -= vector.mean()
+    return vector / (np.linalg.norm(vector) + 1e-9)
+
+
+def interocular(landmarks: np.ndarray) -> float:
+    return max(2.0, float(np.linalg.norm(landmarks[1] - landmarks[0])))
+
+
+class _Track:
+    def __init__(self, track_id: int) -> None:
+        self.id = track_id
+        self.observations: dict[int, tuple] = {}  # frame index -> (landmarks, box, score)
+        self.signature: np.ndarray | None = None
+        self.last_index = -1
+
+
+def one_euro(values: np.ndarray, rate: float, min_cutoff: float, beta: float, scale: float) -> np.ndarray:
+    """One-Euro filter (Casiez et al. 2012) over a (T, ...) series; speed measured in `scale` units."""
+
+    def alpha(cutoff: float) -> float:
+        tau = 1.0 / (2 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau * rate)
+
+    out = np.empty_like(values)
+    out[0] = values[0]
+    derivative = np.zeros_like(values[0])
+    for t in range(1, len(values)):
+        raw_derivative = (values[t] - out[t - 1]) * rate
+        a_d = alpha(1.0)
+        derivative = a_d * raw_derivative + (1 - a_d) * derivative
+        speed = float(np.abs(derivative).mean()) / scale
+        a = alpha(min_cutoff + beta * speed)
+        out[t] = a * values[t] + (1 - a) * out[t - 1]
+    return out
+
+
+def smooth_track(landmarks: np.ndarray, settings: TrackerSettings, fps: float = 24.0) -> np.ndarray:
+    """Zero-phase: the forward and backward passes' lags cancel."""
+    if len(landmarks) < 3:
+        return landmarks.copy()
+    scale = float(np.median([interocular(lm) for lm in landmarks]))
+    forward = one_euro(landmarks, fps, settings.smooth_min_cutoff, settings.smooth_beta, scale)
+    backward = one_euro(landmarks[::-1], fps, settings.smooth_min_cutoff, settings.smooth_beta, scale)[::-1]
+    return (forward + backward) / 2.0
+
+
+def analyse(frames: list, detect, settings: TrackerSettings | None = None, progress=None) -> Analysis:
+    """Track faces over a shot.
+
+    `frames`: frame numbers; `detect(frame)` -> (encoded, scale, [(landmarks, box, score)]) where
+    `encoded` is the display-encoded image the detector saw, `scale` its size relative to the
+    plate, and landmarks and boxes are in plate pixels."""
+    settings = settings or TrackerSettings()
+    tracks: list[_Track] = []
+    active: list[_Track] = []
+    cuts = []
+    previous_thumb = None
+    next_id = 1
+    size = None
+    for index, frame in enumerate(frames):
+        encoded, scale, detections = detect(frame)
+        size = size or (round(encoded.shape[1] / scale), round(encoded.shape[0] / scale))
+        thumb = thumbnail(encoded)
+        if previous_thumb is None or float(np.abs(thumb - previous_thumb).mean()) > settings.cut_threshold:
+            cuts.append(frame)
+            active = []  # a cut ends every track
+            segment_start = index
+        previous_thumb = thumb
+        active = [t for t in active if index - t.last_index <= settings.max_gap + 1]
+        assigned = _assign(active, detections, index, settings)
+        for det_index, (landmarks, box, score) in enumerate(detections):
+            track = assigned.get(det_index)
+            if track is None:
+                signature = appearance_signature(encoded, landmarks * scale)
+                track = _reidentify(tracks, active, signature, index, segment_start, settings)
+                if track is None:
+                    track = _Track(next_id)
+                    next_id += 1
+                    tracks.append(track)
+                active.append(track)
+            track.observations[index] = (np.asarray(landmarks, np.float64), np.asarray(box, np.float64), float(score))
+            track.last_index = index
+            if track.signature is None or det_index not in assigned:
+                track.signature = appearance_signature(encoded, np.asarray(landmarks) * scale)
+        if progress:
+            progress(index + 1, len(frames))
+    faces = {frame: [] for frame in frames}
+    cut_indices = [frames.index(c) for c in cuts]
+    for track in tracks:
+        for segment in _segments(track, settings.max_gap, cut_indices):
+            _emit(track.id, segment, track.observations, frames, faces, settings)
+    for frame in faces:
+        faces[frame].sort(key=lambda f: f.track)
+    return Analysis(list(frames), size or (0, 0), cuts, faces, settings=settings.__dict__.copy())
+
+
+def _assign(active: list[_Track], detections: list, index: int, settings: TrackerSettings) -> dict[int, _Track]:
+    if not active or not detections:
+        return {}
+    from scipy.optimize import linear_sum_assignment
+
+    cost = np.full((len(detections), len(active)), 1e6)
+    for i, (landmarks, _, _) in enumerate(detections):
+        for j, track in enumerate(active):
+            last_landmarks = track.observations[track.last_index][0]
+            gap = index - track.last_index
+            distance = np.linalg.norm(landmarks.mean(0) - last_landmarks.mean(0)) / interocular(last_landmarks)
+            size_change = abs(math.log(interocular(landmarks) / interocular(last_landmarks)))
+            if distance <= settings.match_distance * gap + 0.5 and size_change < 0.5:
+                cost[i, j] = distance + size_change
+    rows, cols = linear_sum_assignment(cost)
+    return {r: active[c] for r, c in zip(rows, cols) if cost[r, c] < 1e6}
+
+
+def _reidentify(tracks, active, signature, index, segment_start, settings) -> _Track | None:
+    """A lost track of this shot whose appearance matches, if any (best match wins)."""
+    best, best_similarity = None, settings.reentry_similarity
+    for track in tracks:
+        if track in active or track.signature is None:
+            continue
+        if track.last_index < segment_start or index - track.last_index > settings.reentry_frames:
+            continue
+        similarity = float(signature @ track.signature)
+        if similarity > best_similarity:
+            best, best_similarity = track, similarity
+    return best
+
+
+def _segments(track: _Track, max_gap: int, cut_indices: list[int]) -> list[list[int]]:
+    """Runs of observed frame indices, split where the face was away longer than max_gap."""
+    indices = sorted(track.observations)
+    runs = [[indices[0]]]
+    for i in indices[1:]:
+        crosses_cut = any(runs[-1][-1] < c <= i for c in cut_indices)
+        if i - runs[-1][-1] > max_gap + 1 or crosses_cut:
+            runs.append([i])
+        else:
+            runs[-1].append(i)
+    return runs
+
+
+def _emit(track_id, observed, observations, frames, faces, settings) -> None:
+    span = list(range(observed[0], observed[-1] + 1))
+    raw = []
+    for i in span:
+        if i in observations:
+            raw.append(observations[i])
+            continue
+        before = max(k for k in observed if k < i)
+        after = min(k for k in observed if k > i)
+        w = (i - before) / (after - before)
+        lerp = [(1 - w) * observations[before][n] + w * observations[after][n] for n in (0, 1, 2)]
+        raw.append((lerp[0], lerp[1], float(lerp[2])))
+    smoothed = smooth_track(np.stack([r[0] for r in raw]), settings)
+    for k, i in enumerate(span):
+        landmarks, box, score = raw[k]
+        faces[frames[i]].append(TrackedFace(track_id, smoothed[k], landmarks, box, score, i in observations))

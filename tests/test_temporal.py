@@ -1,0 +1,181 @@
+"""Tracks, the analysis sidecar, temporal fusion and per-face control, on real faces."""
+
+import json
+
+import numpy as np
+import pytest
+
+from facerestore.nodes.errors import FaceRestoreError
+from facerestore.nodes.render import RenderOptions, render
+from facerestore.nodes.tracking import Analysis, TrackerSettings, smooth_track
+
+from helpers import channel, face_tile, paste, read_buf, second_person_tile, write_exr
+
+
+def render_with(node, src, dst, **kw):
+    return render(RenderOptions(input=str(src), output=str(dst), progress=False, **kw), node=node)
+
+
+@pytest.fixture(scope="module")
+def cast_shot(tmp_path_factory, colour):
+    """30 frames: A (astronaut) crosses the frame and is hidden at frames 5-6; B (a different
+    person) leaves after frame 6 and comes back at 18; a cut at 24 to a new set-up with A only."""
+    folder = tmp_path_factory.mktemp("cast")
+    a, b = face_tile(64), second_person_tile(64)
+    for t in range(30):
+        canvas = np.full((270, 480, 3), 0.45, np.float32)
+        canvas *= np.linspace(0.8, 1.1, 480, dtype=np.float32)[None, :, None]
+        if t < 24:
+            paste(canvas, a, 40 + 4 * t, 60)
+            if t in (5, 6):
+                canvas[55:150, 30:170] = 0.3  # something passes in front of A
+            if t <= 6 or t >= 18:
+                paste(canvas, b, 330, 80)
+        else:
+            canvas[:] = np.array([0.15, 0.25, 0.55], np.float32)  # another set-up
+            paste(canvas, a, 250, 100)
+        write_exr(folder / f"cast.{1001 + t}.exr", colour.decode(canvas))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cast_analysis(cast_shot, node, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cast_out")
+    report = render_with(
+        node, cast_shot / "cast.####.exr", out / "o.####.exr", frames="1001", analysis=str(out / "a.json")
+    )
+    return Analysis.load(report.analysis_path)
+
+
+def tracks_at(analysis, frame):
+    return {f.track: f for f in analysis.faces[frame]}
+
+
+def test_ids_survive_occlusion_reentry_and_reset_at_a_cut(cast_analysis):
+    an = cast_analysis
+    assert an.cuts == [1001, 1025]
+    a_id = min(tracks_at(an, 1001), key=lambda t: tracks_at(an, 1001)[t].landmarks[0, 0])
+    b_id = max(tracks_at(an, 1001), key=lambda t: tracks_at(an, 1001)[t].landmarks[0, 0])
+    assert a_id != b_id
+    for frame in range(1001, 1025):
+        assert a_id in tracks_at(an, frame)  # never lost, not even behind the occluder
+    assert not tracks_at(an, 1006)[a_id].detected and not tracks_at(an, 1007)[a_id].detected  # gap filled
+    assert tracks_at(an, 1008)[a_id].detected
+    assert b_id not in tracks_at(an, 1010)  # B is away
+    assert b_id in tracks_at(an, 1019) and b_id in tracks_at(an, 1024)  # and recognised on return
+    after_cut = set(tracks_at(an, 1025))
+    assert len(after_cut) == 1 and after_cut.isdisjoint({a_id, b_id})  # new shot, new track
+
+
+def test_filled_gap_follows_the_motion(cast_analysis):
+    an = cast_analysis
+    a_id = min(tracks_at(an, 1005), key=lambda t: tracks_at(an, 1005)[t].landmarks[0, 0])
+    xs = [tracks_at(an, f)[a_id].landmarks[:, 0].mean() for f in range(1004, 1010)]
+    steps = np.diff(xs)
+    assert np.all(steps > 2) and np.all(steps < 6)  # about 4 px per frame, through the gap
+
+
+def test_smoothing_is_steady_at_rest_and_follows_motion():
+    rng = np.random.default_rng(0)
+    base = np.array([[100.0, 100], [140, 100], [120, 120], [105, 140], [135, 140]])
+    still = np.stack([base + rng.normal(0, 0.8, base.shape) for _ in range(40)])
+    smoothed = smooth_track(still, TrackerSettings())
+    assert smoothed[5:-5].std(axis=0).mean() < 0.5 * still.std(axis=0).mean()
+    moving = np.stack([base + [3.0 * t, 0] for t in range(40)])
+    assert np.abs(smooth_track(moving, TrackerSettings()) - moving)[3:-3].max() < 1.0  # no lag
+
+
+def test_sidecar_round_trips_exactly_and_notices_changed_plates(cast_shot, cast_analysis, tmp_path):
+    again = Analysis.from_json(json.loads(json.dumps(cast_analysis.to_json())))
+    for frame, faces in cast_analysis.faces.items():
+        for x, y in zip(faces, again.faces[frame]):
+            assert x.track == y.track and np.array_equal(x.landmarks, y.landmarks)
+
+
+@pytest.fixture(scope="module")
+def noisy_shot(tmp_path_factory, colour):
+    """Six frames of a still face with fresh noise and compression each frame: pure flicker."""
+    from facerestore.nodes.demo import degrade_display
+
+    folder = tmp_path_factory.mktemp("noisy")
+    clean = np.full((150, 200, 3), 0.4, np.float32)
+    paste(clean, face_tile(64), 68, 20)
+    for t in range(6):
+        frame = degrade_display(clean, np.random.default_rng(100 + t), factor=2, quality=40)
+        write_exr(folder / f"n.{1001 + t}.exr", colour.decode(frame), half=False)
+    return folder
+
+
+def frame_to_frame_change(folder, prefix, colour):
+    frames = [read_buf(folder / f"{prefix}.{1001 + t}.exr") for t in range(6)]
+    matte = channel(*frames[0], "face.mask") > 0.99
+    encoded = [np.clip(colour.encode(np.ascontiguousarray(px[..., :3])), 0, 1) for _, px in frames]
+    return np.mean([np.abs(a - b)[matte].mean() for a, b in zip(encoded[:-1], encoded[1:])])
+
+
+def test_temporal_fusion_removes_flicker_that_per_frame_restoration_keeps(noisy_shot, node, colour):
+    render_with(node, noisy_shot / "n.####.exr", noisy_shot / "t.####.exr")
+    node.params["temporal_window"] = 1
+    try:
+        render_with(node, noisy_shot / "n.####.exr", noisy_shot / "p.####.exr")
+    finally:
+        node.params["temporal_window"] = 5
+    temporal = frame_to_frame_change(noisy_shot, "t", colour)
+    per_frame = frame_to_frame_change(noisy_shot, "p", colour)
+    assert temporal < 0.6 * per_frame, (temporal, per_frame)
+
+
+def test_any_frame_rendered_alone_equals_the_full_render(noisy_shot, node, tmp_path):
+    sidecar = str(tmp_path / "shot.analysis.json")
+    render_with(node, noisy_shot / "n.####.exr", tmp_path / "full" / "f.####.exr", analysis=sidecar)
+    for frame in (1004, 1001, 1006):  # out of order, one at a time, as a farm would
+        render_with(
+            node, noisy_shot / "n.####.exr", tmp_path / "alone" / "f.####.exr", frames=str(frame), analysis=sidecar
+        )
+        full = read_buf(tmp_path / "full" / f"f.{frame}.exr")[1]
+        alone = read_buf(tmp_path / "alone" / f"f.{frame}.exr")[1]
+        assert np.array_equal(full, alone), frame
+
+
+def test_track_selection_strength_and_per_track_mattes(cast_shot, cast_analysis, node, tmp_path):
+    an = cast_analysis
+    left = min(tracks_at(an, 1002), key=lambda t: tracks_at(an, 1002)[t].landmarks[0, 0])
+    right = max(tracks_at(an, 1002), key=lambda t: tracks_at(an, 1002)[t].landmarks[0, 0])
+    src = cast_shot / "cast.####.exr"
+    common = {"frames": "1002", "analysis": str(tmp_path / "a.json")}
+    node.params["tracks"], node.selected_tracks = str(left), {left}
+    try:
+        render_with(node, src, tmp_path / "only.####.exr", track_mattes=True, **common)
+    finally:
+        node.params["tracks"], node.selected_tracks = "", None
+    node.track_strengths = {right: 0.0}
+    try:
+        render_with(node, src, tmp_path / "zero.####.exr", **common)
+    finally:
+        node.track_strengths = {}
+    plate = read_buf(cast_shot / "cast.1002.exr")[1]
+    spec, only = read_buf(tmp_path / "only.1002.exr")
+    right_half = (slice(None), slice(300, None))
+    assert np.array_equal(only[right_half][..., :3], plate[right_half][..., :3])  # B untouched
+    assert channel(spec, only, f"face.mask{left}").max() == 1.0
+    assert channel(spec, only, f"face.mask{right}").max() == 0.0
+    assert np.array_equal(channel(spec, only, "face.mask"), channel(spec, only, f"face.mask{left}"))
+    spec_z, zero = read_buf(tmp_path / "zero.1002.exr")
+    assert np.array_equal(zero[right_half][..., :3], plate[right_half][..., :3])
+    assert channel(spec_z, zero, "face.mask")[right_half].max() == 1.0  # still matted, just not changed
+    assert not np.array_equal(zero[:, :200, :3], plate[:, :200, :3])  # A restored
+
+
+def test_bad_temporal_requests(cast_shot, node, tmp_path):
+    node.selected_tracks = {99}
+    try:
+        with pytest.raises(FaceRestoreError, match="no track 99"):
+            render_with(node, cast_shot / "cast.####.exr", tmp_path / "o.####.exr", frames="1001")
+    finally:
+        node.selected_tracks = None
+    from facerestore.nodes.face_restore import FaceRestoreNode
+
+    with pytest.raises(FaceRestoreError, match="odd"):
+        FaceRestoreNode(node.colour, "cpu", temporal_window=4)
+    with pytest.raises(FaceRestoreError, match="per-face strengths"):
+        FaceRestoreNode(node.colour, "cpu", track_strengths="1:0.5")
