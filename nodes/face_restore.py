@@ -256,10 +256,10 @@ class FaceRestoreNode:
         frames' `restore_crops` results, whose outputs are fused with this frame's. `jobs`: this
         frame's own `restore_crops` result, when the caller already has it."""
         timings: dict[str, float] = defaultdict(float)
-        start = time.perf_counter()
         if faces is None:
+            start = time.perf_counter()
             faces = self.detect(plate_rgb)
-        timings["detect"] += time.perf_counter() - start
+            timings["detect"] += time.perf_counter() - start
         faces = self.select(faces)
         h, w = plate_rgb.shape[:2]
         finite = np.isfinite(plate_rgb).all(axis=2)
