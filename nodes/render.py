@@ -22,6 +22,7 @@ from facerestore.nodes.exr_io import (
     write_parts,
 )
 from facerestore.nodes.sequence import FramePattern, describe_frames, parse_frame_range
+from facerestore.nodes.shot import ShotRenderer
 
 OUTPUT_MODES = ("both", "restored", "mask")
 
@@ -115,43 +116,6 @@ def obtain_analysis(options: RenderOptions, node, shot: list[FrameJob], progress
     analysis.settings["detection_threshold"] = threshold
     analysis.save(path)
     return analysis, path
-
-
-def track_restore_sizes(analysis) -> dict[int, int]:
-    """One restore size per track for the whole shot, so the restorer's behaviour cannot jump
-    between frames when a face hovers near a size boundary."""
-    from facerestore.nodes.face_restore import choose_input_size, footprint_of
-
-    footprints: dict[int, list[float]] = defaultdict(list)
-    for faces in analysis.faces.values():
-        for face in faces:
-            footprints[face.track].append(footprint_of(face.landmarks))
-    return {track: choose_input_size(float(np.median(values))) for track, values in footprints.items()}
-
-
-def faces_from_analysis(analysis, frame, sizes: dict[int, int]) -> list:
-    from facerestore.nodes.face_restore import FaceResult
-
-    return [FaceResult(f.box, f.score, f.landmarks, sizes[f.track], f.track) for f in analysis.faces.get(frame, [])]
-
-
-class FrameCache:
-    """Recently read plates (RGB only), so a temporal window reads each frame once in order."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity, self.items = max(1, capacity), {}
-
-    def rgb(self, job: FrameJob) -> np.ndarray:
-        if job.frame not in self.items:
-            frame = read_frame(job.source)
-            self.put(job.frame, np.ascontiguousarray(frame.pixels[..., list(frame.rgb_indices())]))
-        return self.items[job.frame]
-
-    def put(self, key, rgb: np.ndarray) -> None:
-        self.items.pop(key, None)
-        self.items[key] = rgb
-        while len(self.items) > self.capacity:
-            self.items.pop(next(iter(self.items)))
 
 
 def output_path_for(output: FramePattern, source: str, frame: int | None) -> str:
@@ -306,54 +270,21 @@ def render(options: RenderOptions, node=None) -> RenderReport:
     if node.selected_tracks is not None and not node.selected_tracks <= set(tracks):
         missing = ", ".join(map(str, sorted(node.selected_tracks - set(tracks))))
         raise FaceRestoreError(f"no track {missing} in this shot (tracks: {', '.join(map(str, tracks)) or 'none'})")
-    sizes = track_restore_sizes(analysis)
-    radius = node.params["temporal_window"] // 2
     by_frame = {j.frame: j for j in shot}
-    position = {j.frame: i for i, j in enumerate(shot)}
-    # A frame's output needs its neighbours' outputs, and each of those its own neighbours'
-    # inputs: plates within two radii are kept, outputs within one.
-    plates = FrameCache(4 * radius + 2)
-    outputs: dict = {}
 
-    def window_of(frame) -> list:
-        if not radius or frame not in position:
-            return []
-        here, segment = position[frame], analysis.segment_of(frame)
-        return [
-            other.frame
-            for other in shot[max(0, here - radius) : here + radius + 1]
-            if other.frame != frame and analysis.segment_of(other.frame) == segment
-        ]
+    def plate_of(frame) -> np.ndarray:
+        part = read_frame(by_frame[frame].source)
+        return np.ascontiguousarray(part.pixels[..., list(part.rgb_indices())])
 
-    def restored_crops(frame) -> list[dict]:
-        if frame not in outputs:
-            faces = node.select(faces_from_analysis(analysis, frame, sizes))
-            neighbours = [(plates.rgb(by_frame[f]), faces_from_analysis(analysis, f, sizes)) for f in window_of(frame)]
-            rgb = plates.rgb(by_frame[frame])
-            outputs[frame] = node.restore_crops(rgb, faces, neighbours, timings) if faces else []
-        return outputs[frame]
-
+    renderer = ShotRenderer(node, analysis, [j.frame for j in shot], plate_of, timings)
     progress = Progress(len(jobs), options.progress)
     faces_per_frame = {}
     for done, job in enumerate(jobs, 1):
         start = time.perf_counter()
         frame = read_frame(job.source)
         rgb = np.ascontiguousarray(frame.pixels[..., list(frame.rgb_indices())])
-        plates.put(job.frame, rgb)
         timings["read"] += time.perf_counter() - start
-        faces = node.select(faces_from_analysis(analysis, job.frame, sizes))
-        window = window_of(job.frame)
-        result = node.process(
-            rgb,
-            faces,
-            track_mattes=options.track_mattes,
-            jobs=restored_crops(job.frame) if faces else None,
-            neighbour_jobs=[restored_crops(f) for f in window] if faces else (),
-        )
-        if job.frame in position:  # outputs behind the window are no longer needed
-            keep = {f for f in window} | {job.frame}
-            for f in [f for f in outputs if f not in keep and position.get(f, -1) < position[job.frame]]:
-                del outputs[f]
+        result = renderer.render(job.frame, rgb, track_mattes=options.track_mattes)
         for stage, seconds in result.timings.items():
             timings[stage] += seconds
         if result.nonfinite_pixels and options.progress:

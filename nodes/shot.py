@@ -1,0 +1,97 @@
+"""Restoring frames of an analysed shot, in any order, with temporal fusion.
+
+A frame's result needs its neighbours' restorer outputs, and each of those needs its own
+neighbours' inputs; all of it is recomputed the same way whichever frame asks, so a frame
+rendered alone equals the same frame of a full render. Plates and outputs are cached, so a
+render in order runs the network once per frame. Shared by the render job and the OpenFX worker.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+
+import numpy as np
+
+from facerestore.nodes.face_restore import FaceResult, RestoreResult, choose_input_size, footprint_of
+
+
+def track_restore_sizes(analysis) -> dict[int, int]:
+    """One restore size per track for the whole shot, so the restorer's behaviour cannot jump
+    between frames when a face hovers near a size boundary."""
+    footprints: dict[int, list[float]] = defaultdict(list)
+    for faces in analysis.faces.values():
+        for face in faces:
+            footprints[face.track].append(footprint_of(face.landmarks))
+    return {track: choose_input_size(float(np.median(values))) for track, values in footprints.items()}
+
+
+def faces_from_analysis(analysis, frame, sizes: dict[int, int]) -> list[FaceResult]:
+    return [FaceResult(f.box, f.score, f.landmarks, sizes[f.track], f.track) for f in analysis.faces.get(frame, [])]
+
+
+class ShotRenderer:
+    def __init__(
+        self, node, analysis, frames: list, plate_of: Callable[[object], np.ndarray], timings: dict | None = None
+    ) -> None:
+        self.node, self.analysis, self.frames, self.plate_of = node, analysis, list(frames), plate_of
+        self.timings = timings if timings is not None else defaultdict(float)
+        self.sizes = track_restore_sizes(analysis)
+        self.radius = node.params["temporal_window"] // 2
+        self.position = {f: i for i, f in enumerate(self.frames)}
+        self.plates: dict = {}
+        self.outputs: dict = {}
+
+    def window_of(self, frame) -> list:
+        """Other frames of the same shot segment within the temporal window."""
+        if not self.radius or frame not in self.position:
+            return []
+        here, segment = self.position[frame], self.analysis.segment_of(frame)
+        return [
+            other
+            for other in self.frames[max(0, here - self.radius) : here + self.radius + 1]
+            if other != frame and self.analysis.segment_of(other) == segment
+        ]
+
+    def faces(self, frame) -> list[FaceResult]:
+        return faces_from_analysis(self.analysis, frame, self.sizes)
+
+    def plate(self, frame) -> np.ndarray:
+        if frame not in self.plates:
+            self.plates[frame] = self.plate_of(frame)
+        return self.plates[frame]
+
+    def restored_crops(self, frame) -> list[dict]:
+        if frame not in self.outputs:
+            faces = self.node.select(self.faces(frame))
+            neighbours = [(self.plate(f), self.faces(f)) for f in self.window_of(frame)]
+            self.outputs[frame] = (
+                self.node.restore_crops(self.plate(frame), faces, neighbours, self.timings) if faces else []
+            )
+        return self.outputs[frame]
+
+    def render(self, frame, rgb: np.ndarray | None = None, track_mattes: bool = False) -> RestoreResult:
+        if rgb is not None:
+            self.plates[frame] = rgb
+        rgb = self.plate(frame)
+        faces = self.node.select(self.faces(frame))
+        window = self.window_of(frame)
+        result = self.node.process(
+            rgb,
+            faces,
+            track_mattes=track_mattes,
+            jobs=self.restored_crops(frame) if faces else None,
+            neighbour_jobs=[self.restored_crops(f) for f in window] if faces else (),
+        )
+        self._evict(frame)
+        return result
+
+    def _evict(self, frame) -> None:
+        """Keep what the next frames in order can still use: outputs within one radius behind,
+        plates within two."""
+        if frame not in self.position:
+            return
+        here = self.position[frame]
+        for cache, reach in ((self.outputs, self.radius), (self.plates, 2 * self.radius)):
+            for key in [k for k in cache if self.position.get(k, here) < here - reach]:
+                del cache[key]
