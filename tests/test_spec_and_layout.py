@@ -35,4 +35,6 @@ def test_dependencies_point_one_way():
     models = imported_modules("models")
     nodes = imported_modules("nodes")
     assert not any(m.startswith("facerestore.nodes") for m in models)
+    upper_layers = ("facerestore.ofx_bridge", "facerestore.benchmarks", "facerestore.plugin")
+    assert not any(m.startswith(upper_layers) for m in models | nodes)
     assert not {m.split(".")[0] for m in models | nodes} & HOST_MODULES

@@ -1,0 +1,600 @@
+/* FaceRestore OpenFX image effect.
+ *
+ * The plug-in stays small: it declares the effect, fetches the frames the temporal window
+ * needs, and hands pixels to facerestore's Python worker through POSIX shared memory, with
+ * control messages (one JSON line each way) on a Unix socket. The worker is started on first
+ * render and shared by every instance in the host process. A missing, failing or killed worker
+ * becomes an error message on that render: never a crash, never an endless wait. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ofx_decls.h"
+
+#define PLUGIN_ID "com.facerestore.FaceRestore"
+#define PLUGIN_VERSION_MAJOR 1 /* bump when saved scripts would break */
+#define PLUGIN_VERSION_MINOR 0
+#define MASK_CLIP "Mask"
+#ifndef FR_WORKER_COMMAND
+#define FR_WORKER_COMMAND "python3 -m facerestore.ofx_bridge.worker"
+#endif
+
+extern char **environ;
+
+static OfxHost *g_host;
+static const OfxPropertySuiteV1 *g_props;
+static const OfxImageEffectSuiteV1 *g_effects;
+static const OfxParameterSuiteV1 *g_params;
+static const OfxMessageSuiteV1 *g_messages; /* optional */
+
+/* One worker per host process, used by one render at a time. */
+static pthread_mutex_t g_worker_lock = PTHREAD_MUTEX_INITIALIZER;
+static pid_t g_worker_pid = -1;
+static int g_worker_fd = -1;
+static char g_socket_path[108];
+static long g_request_id = 0;
+static long g_abandoned_id = 0; /* a request whose answer must be skipped (render aborted) */
+static char g_line[65536];
+static size_t g_line_len = 0;
+
+/* Parameters: ids are the node spec's (permanent, saved in host scripts). */
+typedef enum { P_DOUBLE, P_INT, P_STRING, P_CHOICE } ParamKind;
+typedef struct {
+    const char *id, *label, *hint;
+    ParamKind kind;
+    double def, min, max;
+    const char *def_string;
+    const char *const *options;
+    int n_options;
+} ParamSpec;
+
+static const char *const OUTPUT_OPTIONS[] = {"both", "restored", "mask"};
+static const char *const MODEL_OPTIONS[] = {"realesrgan-x4plus"};
+static const ParamSpec PARAMS[] = {
+    {"strength", "Strength", "How much of the restorer's change is applied (0 = plate, 1 = full).", P_DOUBLE, 1, 0, 1},
+    {"model", "Model", "Restoration network.", P_CHOICE, 0, 0, 0, NULL, MODEL_OPTIONS, 1},
+    {"matte_feather", "Matte feather", "Width of the matte's soft edge, as a fraction of the face size.", P_DOUBLE,
+     0.12, 0, 0.5},
+    {"keep_colour_radius", "Keep plate colour below (px)",
+     "The plate's own colour and tone are kept below this blur radius in plate pixels.", P_DOUBLE, 2.5, 0, 32},
+    {"temporal_window", "Temporal window", "Frames fused around each frame (odd; 1 = per-frame).", P_INT, 5, 1, 15},
+    {"tracks", "Faces", "Track IDs to restore, e.g. 1,3; empty restores every face.", P_STRING, 0, 0, 0, ""},
+    {"track_strengths", "Per-face strength", "Strength per track ID, e.g. 1=0.5,3=0.8.", P_STRING, 0, 0, 0, ""},
+    {"detection_threshold", "Detection threshold", "Minimum face detector confidence.", P_DOUBLE, 0.8, 0.05,
+     0.999},
+    {"output", "Output", "both: restored RGB with the face matte in alpha; restored: RGB, plate alpha; mask: the matte.",
+     P_CHOICE, 0, 0, 0, NULL, OUTPUT_OPTIONS, 3},
+    {"colorspace", "Plate colourspace", "OCIO colourspace of the plate; empty = the config's scene_linear role.",
+     P_STRING, 0, 0, 0, ""},
+    {"analysis", "Analysis file", "Shot analysis from `facerestore render` (tracks, smoothed landmarks); empty = "
+     "analyse the frames around each frame.", P_STRING, 0, 0, 0, ""},
+};
+#define N_PARAMS (int)(sizeof(PARAMS) / sizeof(PARAMS[0]))
+
+static void report(OfxImageEffectHandle effect, const char *fmt, ...) {
+    char text[2048];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(text, sizeof text, fmt, args);
+    va_end(args);
+    if (g_messages) g_messages->message(effect, kOfxMessageError, "", "FaceRestore: %s", text);
+    fprintf(stderr, "FaceRestore: %s\n", text);
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void stop_worker(void) {
+    if (g_worker_fd >= 0) close(g_worker_fd);
+    g_worker_fd = -1;
+    if (g_worker_pid > 0) {
+        kill(g_worker_pid, SIGTERM);
+        waitpid(g_worker_pid, NULL, 0);
+    }
+    g_worker_pid = -1;
+    g_line_len = 0;
+    g_abandoned_id = 0;
+    if (g_socket_path[0]) unlink(g_socket_path);
+}
+
+/* Why the worker is gone, or NULL while it runs. */
+static const char *worker_exit_reason(char *buf, size_t n) {
+    int status;
+    if (g_worker_pid <= 0) return "no worker";
+    if (waitpid(g_worker_pid, &status, WNOHANG) != g_worker_pid) return NULL;
+    if (WIFSIGNALED(status))
+        snprintf(buf, n, "the worker was killed by signal %d", WTERMSIG(status));
+    else
+        snprintf(buf, n, "the worker exited with status %d", WEXITSTATUS(status));
+    g_worker_pid = -1;
+    return buf;
+}
+
+static int start_worker(char *err, size_t n) {
+    const char *command = getenv("FACERESTORE_WORKER_CMD");
+    if (!command || !*command) command = FR_WORKER_COMMAND;
+    snprintf(g_socket_path, sizeof g_socket_path, "/tmp/facerestore-%d-%d.sock", (int)getuid(), (int)getpid());
+    unlink(g_socket_path);
+    char shell_command[4096];
+    snprintf(shell_command, sizeof shell_command, "exec %s --socket '%s'", command, g_socket_path);
+    char *argv[] = {"/bin/sh", "-c", shell_command, NULL};
+    if (posix_spawn(&g_worker_pid, "/bin/sh", NULL, NULL, argv, environ) != 0) {
+        snprintf(err, n, "cannot start the worker (%s): %s", command, strerror(errno));
+        g_worker_pid = -1;
+        return -1;
+    }
+    double deadline = now_seconds() + 120.0; /* first start imports torch and loads models */
+    while (now_seconds() < deadline) {
+        char reason[128];
+        if (worker_exit_reason(reason, sizeof reason)) {
+            snprintf(err, n, "%s while starting (command: %s)", reason, command);
+            return -1;
+        }
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_un addr = {.sun_family = AF_UNIX};
+        snprintf(addr.sun_path, sizeof addr.sun_path, "%s", g_socket_path);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) {
+            g_worker_fd = fd;
+            return 0;
+        }
+        if (fd >= 0) close(fd);
+        usleep(100000);
+    }
+    snprintf(err, n, "the worker did not answer within 120 s (command: %s)", command);
+    stop_worker();
+    return -1;
+}
+
+/* Next response line into g_line; 1 = got one, 0 = aborted, -1 = error (err set). */
+static int read_line(OfxImageEffectHandle effect, double timeout, char *err, size_t n) {
+    double deadline = now_seconds() + timeout;
+    for (;;) {
+        char *newline = memchr(g_line, '\n', g_line_len);
+        if (newline) {
+            *newline = 0;
+            return 1;
+        }
+        if (effect && g_effects->abort(effect)) return 0;
+        char reason[128];
+        if (worker_exit_reason(reason, sizeof reason)) {
+            snprintf(err, n, "%s during the render", reason);
+            return -1;
+        }
+        if (now_seconds() > deadline) {
+            snprintf(err, n, "the worker gave no answer within %.0f s", timeout);
+            return -1;
+        }
+        struct pollfd pfd = {.fd = g_worker_fd, .events = POLLIN};
+        if (poll(&pfd, 1, 200) <= 0) continue;
+        if (g_line_len >= sizeof g_line - 1) {
+            snprintf(err, n, "the worker's answer is too long");
+            return -1;
+        }
+        ssize_t got = read(g_worker_fd, g_line + g_line_len, sizeof g_line - 1 - g_line_len);
+        if (got <= 0) {
+            usleep(50000); /* let the exit status arrive, for a precise message */
+            if (!worker_exit_reason(reason, sizeof reason)) snprintf(reason, sizeof reason, "the worker closed the connection");
+            snprintf(err, n, "%s during the render", reason);
+            return -1;
+        }
+        g_line_len += (size_t)got;
+    }
+}
+
+static void consume_line(void) {
+    size_t used = strlen(g_line) + 1;
+    memmove(g_line, g_line + used, g_line_len - used);
+    g_line_len -= used;
+}
+
+/* The value after "key": in the answer line (whitespace allowed), or NULL. */
+static const char *json_value(const char *key) {
+    char quoted[64];
+    snprintf(quoted, sizeof quoted, "\"%s\"", key);
+    const char *p = strstr(g_line, quoted);
+    if (!p) return NULL;
+    p += strlen(quoted);
+    while (*p == ' ' || *p == ':') p++;
+    return p;
+}
+
+static long line_id(void) {
+    const char *p = json_value("id");
+    return p ? strtol(p, NULL, 10) : -1;
+}
+
+static void json_string(char *out, size_t n, const char *s) {
+    size_t k = 0;
+    out[k++] = '"';
+    for (; *s && k + 7 < n; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            out[k++] = '\\';
+            out[k++] = (char)c;
+        } else if (c < 0x20) {
+            k += (size_t)snprintf(out + k, n - k, "\\u%04x", c);
+        } else {
+            out[k++] = (char)c;
+        }
+    }
+    out[k++] = '"';
+    out[k] = 0;
+}
+
+/* ---- describing ---- */
+
+static OfxStatus describe(OfxImageEffectHandle effect) {
+    OfxPropertySetHandle props;
+    g_effects->getPropertySet(effect, &props);
+    g_props->propSetString(props, kOfxPropLabel, 0, "FaceRestore");
+    g_props->propSetString(props, kOfxImageEffectPluginPropGrouping, 0, "facerestore");
+    g_props->propSetString(props, kOfxPropPluginDescription, 0,
+                           "Restores the faces in a scene-linear plate and outputs a soft face matte; "
+                           "other pixels are untouched.");
+    g_props->propSetString(props, kOfxImageEffectPropSupportedContexts, 0, kOfxImageEffectContextFilter);
+    g_props->propSetString(props, kOfxImageEffectPropSupportedContexts, 1, kOfxImageEffectContextGeneral);
+    g_props->propSetString(props, kOfxImageEffectPropSupportedPixelDepths, 0, kOfxBitDepthFloat);
+    g_props->propSetInt(props, kOfxImageEffectPropTemporalClipAccess, 0, 1);
+    g_props->propSetInt(props, kOfxImageEffectPropSupportsTiles, 0, 0);
+    g_props->propSetInt(props, kOfxImageEffectPropSupportsMultiResolution, 0, 0);
+    g_props->propSetString(props, kOfxImageEffectPluginRenderThreadSafety, 0, kOfxImageEffectRenderInstanceSafe);
+    /* Pixels go to the worker through host memory; device buffers are not consumed yet. */
+    g_props->propSetString(props, kOfxImageEffectPropCudaRenderSupported, 0, "false");
+    return kOfxStatOK;
+}
+
+static OfxStatus describe_in_context(OfxImageEffectHandle effect, OfxPropertySetHandle in_args) {
+    char *context = NULL;
+    g_props->propGetString(in_args, kOfxImageEffectPropContext, 0, &context);
+    OfxPropertySetHandle clip;
+    g_effects->clipDefine(effect, kOfxImageEffectSimpleSourceClipName, &clip);
+    g_props->propSetString(clip, kOfxImageEffectPropSupportedComponents, 0, kOfxImageComponentRGBA);
+    g_props->propSetInt(clip, kOfxImageEffectPropTemporalClipAccess, 0, 1);
+    g_effects->clipDefine(effect, kOfxImageEffectOutputClipName, &clip);
+    g_props->propSetString(clip, kOfxImageEffectPropSupportedComponents, 0, kOfxImageComponentRGBA);
+    if (context && strcmp(context, kOfxImageEffectContextGeneral) == 0) {
+        g_effects->clipDefine(effect, MASK_CLIP, &clip);
+        g_props->propSetString(clip, kOfxImageEffectPropSupportedComponents, 0, kOfxImageComponentAlpha);
+        g_props->propSetInt(clip, kOfxImageClipPropOptional, 0, 1);
+        g_props->propSetInt(clip, kOfxImageClipPropIsMask, 0, 1);
+    }
+    OfxParamSetHandle param_set;
+    g_effects->getParamSet(effect, &param_set);
+    for (int i = 0; i < N_PARAMS; i++) {
+        const ParamSpec *p = &PARAMS[i];
+        static const char *types[] = {kOfxParamTypeDouble, kOfxParamTypeInteger, kOfxParamTypeString,
+                                      kOfxParamTypeChoice};
+        OfxPropertySetHandle pp;
+        if (g_params->paramDefine(param_set, types[p->kind], p->id, &pp) != kOfxStatOK) return kOfxStatErrUnknown;
+        g_props->propSetString(pp, kOfxPropLabel, 0, p->label);
+        g_props->propSetString(pp, kOfxParamPropHint, 0, p->hint);
+        switch (p->kind) {
+        case P_DOUBLE:
+            g_props->propSetDouble(pp, kOfxParamPropDefault, 0, p->def);
+            g_props->propSetDouble(pp, kOfxParamPropMin, 0, p->min);
+            g_props->propSetDouble(pp, kOfxParamPropMax, 0, p->max);
+            g_props->propSetDouble(pp, kOfxParamPropDisplayMin, 0, p->min);
+            g_props->propSetDouble(pp, kOfxParamPropDisplayMax, 0, p->max);
+            break;
+        case P_INT:
+            g_props->propSetInt(pp, kOfxParamPropDefault, 0, (int)p->def);
+            g_props->propSetInt(pp, kOfxParamPropMin, 0, (int)p->min);
+            g_props->propSetInt(pp, kOfxParamPropMax, 0, (int)p->max);
+            break;
+        case P_STRING:
+            g_props->propSetString(pp, kOfxParamPropDefault, 0, p->def_string);
+            g_props->propSetInt(pp, kOfxParamPropAnimates, 0, 0);
+            break;
+        case P_CHOICE:
+            for (int k = 0; k < p->n_options; k++) g_props->propSetString(pp, kOfxParamPropChoiceOption, k, p->options[k]);
+            g_props->propSetInt(pp, kOfxParamPropDefault, 0, 0);
+            g_props->propSetInt(pp, kOfxParamPropAnimates, 0, 0);
+            break;
+        }
+    }
+    return kOfxStatOK;
+}
+
+/* ---- rendering ---- */
+
+static int window_radius(OfxImageEffectHandle effect, OfxTime time) {
+    OfxParamSetHandle param_set;
+    OfxParamHandle param;
+    int window = 5;
+    g_effects->getParamSet(effect, &param_set);
+    if (g_params->paramGetHandle(param_set, "temporal_window", &param, NULL) == kOfxStatOK)
+        g_params->paramGetValueAtTime(param, time, &window);
+    return window > 1 ? window / 2 : 0;
+}
+
+static OfxStatus get_frames_needed(OfxImageEffectHandle effect, OfxPropertySetHandle in_args,
+                                   OfxPropertySetHandle out_args) {
+    OfxTime time = 0;
+    g_props->propGetDouble(in_args, kOfxPropTime, 0, &time);
+    /* Two radii: a frame's restored neighbours are themselves fused over their own windows. */
+    int reach = 2 * window_radius(effect, time);
+    double range[2] = {time - reach, time + reach};
+    g_props->propSetDoubleN(out_args, "OfxImageClipPropFrameRange_" kOfxImageEffectSimpleSourceClipName, 2, range);
+    return kOfxStatOK;
+}
+
+static OfxStatus get_clip_preferences(OfxPropertySetHandle out_args) {
+    g_props->propSetString(out_args, "OfxImageClipPropComponents_" kOfxImageEffectOutputClipName, 0,
+                           kOfxImageComponentRGBA);
+    g_props->propSetString(out_args, "OfxImageClipPropDepth_" kOfxImageEffectOutputClipName, 0, kOfxBitDepthFloat);
+    return kOfxStatOK;
+}
+
+typedef struct {
+    OfxPropertySetHandle handle;
+    float *data;
+    OfxRectI bounds;
+    int row_bytes;
+} Image;
+
+static int fetch_image(OfxImageClipHandle clip, OfxTime time, Image *image) {
+    if (g_effects->clipGetImage(clip, time, NULL, &image->handle) != kOfxStatOK) return -1;
+    void *data = NULL;
+    g_props->propGetPointer(image->handle, kOfxImagePropData, 0, &data);
+    g_props->propGetIntN(image->handle, kOfxImagePropBounds, 4, &image->bounds.x1);
+    g_props->propGetInt(image->handle, kOfxImagePropRowBytes, 0, &image->row_bytes);
+    image->data = data;
+    return data ? 0 : -1;
+}
+
+static float *pixel(const Image *image, int x, int y) {
+    return (float *)((char *)image->data + (ptrdiff_t)(y - image->bounds.y1) * image->row_bytes) +
+           4 * (x - image->bounds.x1);
+}
+
+static void append_param_json(char *json, size_t n, OfxParamSetHandle param_set, OfxTime time) {
+    size_t k = strlen(json);
+    for (int i = 0; i < N_PARAMS; i++) {
+        const ParamSpec *p = &PARAMS[i];
+        OfxParamHandle param;
+        if (g_params->paramGetHandle(param_set, p->id, &param, NULL) != kOfxStatOK) continue;
+        char value[2200] = "null";
+        if (p->kind == P_DOUBLE) {
+            double v = p->def;
+            g_params->paramGetValueAtTime(param, time, &v);
+            snprintf(value, sizeof value, "%.17g", v);
+        } else if (p->kind == P_INT) {
+            int v = (int)p->def;
+            g_params->paramGetValueAtTime(param, time, &v);
+            snprintf(value, sizeof value, "%d", v);
+        } else if (p->kind == P_CHOICE) {
+            int v = 0;
+            g_params->paramGetValueAtTime(param, time, &v);
+            json_string(value, sizeof value, p->options[(v >= 0 && v < p->n_options) ? v : 0]);
+        } else {
+            char *v = NULL;
+            g_params->paramGetValueAtTime(param, time, &v);
+            json_string(value, sizeof value, v ? v : "");
+        }
+        k += (size_t)snprintf(json + k, n - k, "%s\"%s\":%s", i ? "," : "", p->id, value);
+    }
+    snprintf(json + k, n - k, "}");
+}
+
+static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_args) {
+    OfxTime time = 0;
+    g_props->propGetDouble(in_args, kOfxPropTime, 0, &time);
+    OfxImageClipHandle source_clip, output_clip;
+    g_effects->clipGetHandle(effect, kOfxImageEffectSimpleSourceClipName, &source_clip, NULL);
+    g_effects->clipGetHandle(effect, kOfxImageEffectOutputClipName, &output_clip, NULL);
+    Image output = {0}, centre = {0};
+    if (fetch_image(output_clip, time, &output) || fetch_image(source_clip, time, &centre)) {
+        if (output.handle) g_effects->clipReleaseImage(output.handle);
+        report(effect, "the host gave no image at time %g", time);
+        return kOfxStatFailed;
+    }
+    int width = centre.bounds.x2 - centre.bounds.x1, height = centre.bounds.y2 - centre.bounds.y1;
+    int reach = 2 * window_radius(effect, time);
+    Image frames[64];
+    double times[64];
+    int count = 0, centre_index = 0;
+    for (int dt = -reach; dt <= reach && count < 64; dt++) {
+        if (dt == 0) {
+            frames[count] = centre;
+            centre_index = count;
+            times[count++] = time;
+            continue;
+        }
+        Image image = {0};
+        if (fetch_image(source_clip, time + dt, &image) == 0) {
+            frames[count] = image;
+            times[count++] = time + dt;
+        } else if (image.handle) {
+            g_effects->clipReleaseImage(image.handle);
+        }
+    }
+
+    /* Shared memory: the frames, then the result; RGBA float rows top to bottom. */
+    size_t plane = (size_t)width * height * 4 * sizeof(float);
+    size_t total = plane * (count + 1);
+    char shm_name[64];
+    snprintf(shm_name, sizeof shm_name, "/facerestore-%d-%ld", (int)getpid(), g_request_id + 1);
+    OfxStatus status = kOfxStatFailed;
+    float *shared = MAP_FAILED;
+    int shm_fd = shm_open(shm_name, O_CREAT | O_RDWR | O_EXCL, 0600);
+    if (shm_fd < 0 || ftruncate(shm_fd, (off_t)total) != 0 ||
+        (shared = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd, 0)) == MAP_FAILED) {
+        report(effect, "cannot allocate %zu bytes of shared memory: %s", total, strerror(errno));
+        goto done;
+    }
+    memset(shared, 0, total);
+    for (int f = 0; f < count; f++) {
+        float *plane_start = shared + (size_t)f * width * height * 4;
+        for (int row = 0; row < height; row++) {
+            int y = centre.bounds.y2 - 1 - row;
+            if (y < frames[f].bounds.y1 || y >= frames[f].bounds.y2) continue;
+            int x0 = centre.bounds.x1 > frames[f].bounds.x1 ? centre.bounds.x1 : frames[f].bounds.x1;
+            int x1 = centre.bounds.x2 < frames[f].bounds.x2 ? centre.bounds.x2 : frames[f].bounds.x2;
+            if (x1 > x0)
+                memcpy(plane_start + ((size_t)row * width + (x0 - centre.bounds.x1)) * 4, pixel(&frames[f], x0, y),
+                       (size_t)(x1 - x0) * 4 * sizeof(float));
+        }
+    }
+
+    pthread_mutex_lock(&g_worker_lock);
+    char err[1024] = "";
+    if (g_worker_fd < 0 && start_worker(err, sizeof err) != 0) {
+        pthread_mutex_unlock(&g_worker_lock);
+        report(effect, "%s", err);
+        goto done;
+    }
+    if (g_abandoned_id) { /* skip the answer to a render the host aborted */
+        while (read_line(NULL, 600, err, sizeof err) == 1) {
+            long id = line_id();
+            consume_line();
+            if (id == g_abandoned_id) break;
+        }
+        g_abandoned_id = 0;
+    }
+    long id = ++g_request_id;
+    OfxParamSetHandle param_set;
+    g_effects->getParamSet(effect, &param_set);
+    static char request[16384];
+    int k = snprintf(request, sizeof request,
+                     "{\"id\":%ld,\"op\":\"render\",\"shm\":\"%s\",\"width\":%d,\"height\":%d,\"centre\":%d,\"times\":[",
+                     id, shm_name + 1, width, height, centre_index);
+    for (int f = 0; f < count; f++) k += snprintf(request + k, sizeof request - k, "%s%.17g", f ? "," : "", times[f]);
+    k += snprintf(request + k, sizeof request - k, "],\"params\":{");
+    append_param_json(request, sizeof request - 2, param_set, time);
+    strcat(request, "}\n");
+    const char *timeout_env = getenv("FACERESTORE_WORKER_TIMEOUT");
+    double timeout = timeout_env ? atof(timeout_env) : 600.0;
+    int got = -1;
+    if (write(g_worker_fd, request, strlen(request)) != (ssize_t)strlen(request)) {
+        snprintf(err, sizeof err, "cannot send the request to the worker: %s", strerror(errno));
+    } else {
+        got = read_line(effect, timeout, err, sizeof err);
+    }
+    if (got == 0) { /* aborted by the host: its answer will be skipped */
+        g_abandoned_id = id;
+        status = kOfxStatOK;
+    } else if (got < 0) {
+        stop_worker(); /* the next render starts a fresh one */
+    } else {
+        const char *ok = json_value("ok"), *error = json_value("error");
+        if (ok && strncmp(ok, "true", 4) == 0 && line_id() == id) {
+            status = kOfxStatOK;
+        } else {
+            snprintf(err, sizeof err, "%s", error && *error == '"' ? error + 1 : g_line);
+            char *end = strrchr(err, '"');
+            if (end) *end = 0;
+        }
+        consume_line();
+    }
+    pthread_mutex_unlock(&g_worker_lock);
+    if (status != kOfxStatOK) {
+        report(effect, "%s", err);
+        goto done;
+    }
+    if (got == 1) {
+        const float *result = shared + (size_t)count * width * height * 4;
+        OfxRectI window;
+        g_props->propGetIntN(in_args, kOfxImageEffectPropRenderWindow, 4, &window.x1);
+        /* Optional mask input (general context): limits where the change and the matte apply. */
+        Image mask = {0};
+        int has_mask = 0, output_mode = 0;
+        OfxImageClipHandle mask_clip;
+        OfxPropertySetHandle mask_props;
+        if (g_effects->clipGetHandle(effect, MASK_CLIP, &mask_clip, &mask_props) == kOfxStatOK) {
+            int connected = 0;
+            g_props->propGetInt(mask_props, kOfxImageClipPropConnected, 0, &connected);
+            has_mask = connected && fetch_image(mask_clip, time, &mask) == 0;
+        }
+        OfxParamHandle output_param;
+        if (g_params->paramGetHandle(param_set, "output", &output_param, NULL) == kOfxStatOK)
+            g_params->paramGetValueAtTime(output_param, time, &output_mode);
+        for (int y = window.y1; y < window.y2; y++) {
+            if (y < output.bounds.y1 || y >= output.bounds.y2 || y < centre.bounds.y1 || y >= centre.bounds.y2) continue;
+            int row = centre.bounds.y2 - 1 - y;
+            for (int x = window.x1; x < window.x2; x++) {
+                if (x < output.bounds.x1 || x >= output.bounds.x2 || x < centre.bounds.x1 || x >= centre.bounds.x2)
+                    continue;
+                const float *r = result + ((size_t)row * width + (x - centre.bounds.x1)) * 4;
+                float *o = pixel(&output, x, y);
+                memcpy(o, r, 4 * sizeof(float));
+                if (!has_mask) continue;
+                float m = 0.0f;
+                if (x >= mask.bounds.x1 && x < mask.bounds.x2 && y >= mask.bounds.y1 && y < mask.bounds.y2)
+                    m = *(float *)((char *)mask.data + (ptrdiff_t)(y - mask.bounds.y1) * mask.row_bytes +
+                                   (size_t)(x - mask.bounds.x1) * sizeof(float));
+                m = m < 0.0f ? 0.0f : (m > 1.0f ? 1.0f : m);
+                const float *src = pixel(&centre, x, y);
+                if (output_mode == 2) { /* matte only */
+                    for (int c = 0; c < 4; c++) o[c] = r[c] * m;
+                } else {
+                    for (int c = 0; c < 3; c++) o[c] = src[c] + m * (r[c] - src[c]);
+                    if (output_mode == 0) o[3] = r[3] * m;
+                }
+            }
+        }
+        if (mask.handle) g_effects->clipReleaseImage(mask.handle);
+    }
+done:
+    if (shared != MAP_FAILED) munmap(shared, total);
+    if (shm_fd >= 0) {
+        close(shm_fd);
+        shm_unlink(shm_name);
+    }
+    for (int f = 0; f < count; f++) g_effects->clipReleaseImage(frames[f].handle);
+    g_effects->clipReleaseImage(output.handle);
+    return status;
+}
+
+static OfxStatus main_entry(const char *action, const void *handle, OfxPropertySetHandle in_args,
+                            OfxPropertySetHandle out_args) {
+    OfxImageEffectHandle effect = (OfxImageEffectHandle)handle;
+    if (strcmp(action, kOfxActionLoad) == 0) {
+        if (!g_host) return kOfxStatErrMissingHostFeature;
+        g_props = g_host->fetchSuite(g_host->host, kOfxPropertySuite, 1);
+        g_effects = g_host->fetchSuite(g_host->host, kOfxImageEffectSuite, 1);
+        g_params = g_host->fetchSuite(g_host->host, kOfxParameterSuite, 1);
+        g_messages = g_host->fetchSuite(g_host->host, kOfxMessageSuite, 1);
+        return (g_props && g_effects && g_params) ? kOfxStatOK : kOfxStatErrMissingHostFeature;
+    }
+    if (strcmp(action, kOfxActionUnload) == 0) {
+        pthread_mutex_lock(&g_worker_lock);
+        stop_worker();
+        pthread_mutex_unlock(&g_worker_lock);
+        return kOfxStatOK;
+    }
+    if (strcmp(action, kOfxActionDescribe) == 0) return describe(effect);
+    if (strcmp(action, kOfxImageEffectActionDescribeInContext) == 0) return describe_in_context(effect, in_args);
+    if (strcmp(action, kOfxActionCreateInstance) == 0 || strcmp(action, kOfxActionDestroyInstance) == 0)
+        return kOfxStatOK;
+    if (strcmp(action, kOfxImageEffectActionGetClipPreferences) == 0) return get_clip_preferences(out_args);
+    if (strcmp(action, kOfxImageEffectActionGetFramesNeeded) == 0) return get_frames_needed(effect, in_args, out_args);
+    if (strcmp(action, kOfxImageEffectActionRender) == 0) return render(effect, in_args);
+    return kOfxStatReplyDefault;
+}
+
+static void set_host(OfxHost *host) { g_host = host; }
+
+static OfxPlugin g_plugin = {kOfxImageEffectPluginApi, 1, PLUGIN_ID, PLUGIN_VERSION_MAJOR, PLUGIN_VERSION_MINOR,
+                             set_host, main_entry};
+
+FR_OFX_EXPORT int OfxGetNumberOfPlugins(void) { return 1; }
+
+FR_OFX_EXPORT OfxPlugin *OfxGetPlugin(int nth) { return nth == 0 ? &g_plugin : NULL; }

@@ -1,0 +1,153 @@
+"""The worker behind the OpenFX plug-in: `python -m facerestore.ofx_bridge.worker --socket PATH`.
+
+One process per host, started by the plug-in on its first render and reused by every
+instance. Control is one JSON line per request and per answer on a Unix socket; pixels are in
+POSIX shared memory (`/dev/shm/NAME`): the window's frames, then room for the result, each
+RGBA float32, rows top to bottom. Models load once per set of parameters and stay loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import threading
+from functools import lru_cache
+
+import numpy as np
+
+from facerestore.nodes.errors import FaceRestoreError
+from facerestore.nodes.face_restore import FACE_RESTORE
+
+NODE_PARAMS = {p.id for p in FACE_RESTORE.params}
+_lock = threading.Lock()  # one render at a time: models are shared
+
+
+@lru_cache(maxsize=4)
+def node_for(params_key: str):
+    from facerestore.models.device import resolve_torch_device
+    from facerestore.nodes.colour import ColourPipeline
+    from facerestore.nodes.face_restore import FaceRestoreNode
+
+    params = json.loads(params_key)
+    colour = ColourPipeline.create(plate_space=params.pop("colorspace") or None)
+    node_params = {k: v for k, v in params.items() if k in NODE_PARAMS}
+    return FaceRestoreNode(colour, resolve_torch_device(os.environ.get("FACERESTORE_DEVICE", "auto")), **node_params)
+
+
+@lru_cache(maxsize=4)
+def stored_analysis(path: str, mtime_ns: int):
+    from facerestore.nodes.tracking import Analysis
+
+    return Analysis.load(path)
+
+
+def render(request: dict) -> None:
+    from facerestore.nodes.shot import ShotRenderer
+    from facerestore.nodes.tracking import analyse
+
+    params = dict(request["params"])
+    output_mode = params.pop("output", "both")
+    analysis_path = params.pop("analysis", "")
+    node = node_for(json.dumps({k: v for k, v in sorted(params.items())}))
+    times = [float(t) for t in request["times"]]
+    height, width = request["height"], request["width"]
+    path = os.path.join("/dev/shm", request["shm"])
+    shared = np.memmap(path, dtype=np.float32, mode="r+", shape=(len(times) + 1, height, width, 4))
+    frame_of = {int(round(t)): i for i, t in enumerate(times)}
+    centre = int(round(times[request["centre"]]))
+
+    def plate_of(frame) -> np.ndarray:
+        if frame not in frame_of:
+            raise FaceRestoreError(f"the host did not provide frame {frame}, which the temporal window needs")
+        return np.ascontiguousarray(shared[frame_of[frame], :, :, :3])
+
+    if analysis_path:
+        analysis = stored_analysis(analysis_path, os.stat(analysis_path).st_mtime_ns)
+        if centre not in analysis.faces:
+            raise FaceRestoreError(f"frame {centre} is not in the analysis {analysis_path}")
+        frames = analysis.frames
+    else:
+        # No stored analysis: track the faces over the frames the host gave, the same for any
+        # frame rendered in any order.
+        frames = sorted(frame_of)
+
+        def detect(frame):
+            encoded, scale, faces = node.detect_with_image(plate_of(frame))
+            return encoded, scale, [(f.landmarks, f.box, f.score) for f in faces]
+
+        analysis = analyse(frames, detect)
+    result = ShotRenderer(node, analysis, frames, plate_of).render(centre)
+    out = shared[len(times)]
+    source = shared[request["centre"]]
+    if output_mode == "mask":
+        out[..., :3] = result.matte[..., None]
+        out[..., 3] = result.matte
+    else:
+        out[..., :3] = result.rgb
+        out[..., 3] = result.matte if output_mode == "both" else source[..., 3]
+    shared.flush()
+
+
+def die_once_for_tests() -> None:
+    """FACERESTORE_WORKER_DIE_ONCE=PATH: die abruptly mid-render once (the test of the plug-in's
+    error path), leaving PATH behind so the next worker lives."""
+    flag = os.environ.get("FACERESTORE_WORKER_DIE_ONCE")
+    if flag and not os.path.exists(flag):
+        open(flag, "w").close()
+        os._exit(9)
+
+
+def serve_connection(conn: socket.socket) -> None:
+    reader = conn.makefile("r", encoding="utf-8")
+    for line in reader:
+        request = json.loads(line)
+        answer = {"id": request.get("id")}
+        try:
+            die_once_for_tests()
+            with _lock:
+                render(request)
+            answer["ok"] = True
+        except FaceRestoreError as exc:
+            answer |= {"ok": False, "error": str(exc)}
+        except Exception as exc:  # reported to the host as a message, never a silent failure
+            answer |= {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        conn.sendall((json.dumps(answer, separators=(",", ":")) + "\n").encode())
+
+
+def register(sub) -> None:
+    """`facerestore worker`, through the CLI's `facerestore.commands` entry point."""
+    worker = sub.add_parser("worker", help="serve the OpenFX plug-in (started by the plug-in itself)")
+    worker.add_argument("--socket", required=True, help="Unix socket to listen on")
+    worker.set_defaults(handler=serve)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="facerestore-worker", description=__doc__.split("\n")[0])
+    parser.add_argument("--socket", required=True)
+    return serve(parser.parse_args(argv))
+
+
+def serve(args) -> int:
+    if os.path.exists(args.socket):
+        os.unlink(args.socket)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(args.socket)
+    os.chmod(args.socket, 0o600)
+    server.listen(8)
+    try:
+        while True:
+            conn, _ = server.accept()
+            threading.Thread(target=serve_connection, args=(conn,), daemon=True).start()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.close()
+        if os.path.exists(args.socket):
+            os.unlink(args.socket)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""The OpenFX bundle, driven by a test host written for these tests (no real host application
+can run here: tests/ofx_host/test_host.c stands in for one). Real bundle, real worker, real
+models; pixels compared with `facerestore render`."""
+
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import OpenImageIO as oiio
+import pytest
+
+from facerestore.nodes.face_restore import FACE_RESTORE
+
+from helpers import faces_plate, write_exr
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLE = ROOT / "ofx_bridge" / "build" / "FaceRestore.ofx.bundle"
+BINARY = BUNDLE / "Contents" / "Linux-x86-64" / "FaceRestore.ofx"
+W, H = 200, 150
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None or sys.platform != "linux", reason="needs cc on Linux")
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    subprocess.run(["make", "-s", "-C", str(ROOT / "ofx_bridge"), f"PYTHON={sys.executable}"], check=True)
+    exe = tmp_path_factory.mktemp("host") / "test_host"
+    subprocess.run(
+        [
+            "cc",
+            "-std=c11",
+            "-O1",
+            f"-I{ROOT / 'ofx_bridge' / 'include'}",
+            "-o",
+            str(exe),
+            str(ROOT / "tests" / "ofx_host" / "test_host.c"),
+            "-ldl",
+        ],
+        check=True,
+    )
+    return exe
+
+
+@pytest.fixture(scope="module")
+def shot(tmp_path_factory, colour):
+    """Five frames of a moving face as float EXRs, and the same pixels as the host's raw frames."""
+    folder = tmp_path_factory.mktemp("ofx_shot")
+    for t in range(1, 6):
+        plate = faces_plate(colour, width=W, height=H, face_width=64, positions=((60 + 2 * t, 20),), seed=t)
+        write_exr(folder / f"s.{t:04d}.exr", plate, half=False)
+        rgba = np.concatenate([plate, np.ones((H, W, 1), np.float32)], axis=2).astype(np.float32)
+        rgba.tofile(folder / f"frame.{t}.raw")
+    return folder
+
+
+def run_host(host, shot, out, *args, env=None, time=3):
+    proc = subprocess.run(
+        [str(host), str(BINARY), str(shot), str(W), str(H), "1", "5", str(time), str(out), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, **(env or {})),
+    )
+    return proc
+
+
+def test_bundle_layout_and_entry_points(host):
+    assert BINARY.is_file()
+    lib = ctypes.CDLL(str(BINARY))
+    assert lib.OfxGetNumberOfPlugins() == 1
+
+    class OfxPlugin(ctypes.Structure):
+        _fields_ = [
+            ("api", ctypes.c_char_p),
+            ("api_version", ctypes.c_int),
+            ("id", ctypes.c_char_p),
+            ("major", ctypes.c_uint),
+            ("minor", ctypes.c_uint),
+        ]
+
+    lib.OfxGetPlugin.restype = ctypes.POINTER(OfxPlugin)
+    plugin = lib.OfxGetPlugin(0).contents
+    assert plugin.api == b"OfxImageEffectPluginAPI" and plugin.id == b"com.facerestore.FaceRestore"
+    assert (plugin.major, plugin.minor) == FACE_RESTORE.version
+
+
+def test_describe_offers_the_node_parameters_and_temporal_frames(host, shot, tmp_path):
+    proc = run_host(host, shot, tmp_path / "o.raw", "temporal_window=3", env={"FACERESTORE_WORKER_CMD": "false"})
+    lines = proc.stdout.splitlines()
+    params = {line.split()[1] for line in lines if line.startswith("param ")}
+    assert {p.id for p in FACE_RESTORE.params} <= params  # the OFX node renders the same spec
+    assert params - {p.id for p in FACE_RESTORE.params} == {"output", "colorspace", "analysis"}
+    assert "context OfxImageEffectContextFilter" in lines and "clip Source" in lines and "clip Output" in lines
+    assert "frames needed 1 5" in lines  # time 3, window 3: two radii either side
+
+
+def test_render_matches_facerestore_render(host, shot, tmp_path, node):
+    from facerestore.nodes.render import RenderOptions, render
+
+    report = render(
+        RenderOptions(input=str(shot / "s.####.exr"), output=str(tmp_path / "r.####.exr"), progress=False), node=node
+    )
+    proc = run_host(host, shot, tmp_path / "o.raw", f"analysis={report.analysis_path}", "colorspace=ACEScg")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = np.fromfile(tmp_path / "o.raw", np.float32).reshape(H, W, 4)
+    buf = oiio.ImageBuf(str(tmp_path / "r.0003.exr"))
+    names = list(buf.spec().channelnames)
+    reference = buf.get_pixels(oiio.FLOAT)
+    rgb = reference[..., [names.index(c) for c in "RGB"]]
+    assert np.abs(out[..., :3] - rgb).max() <= 1e-6
+    assert np.abs(out[..., 3] - reference[..., names.index("face.mask")]).max() <= 1e-6  # matte in alpha
+    source = np.fromfile(shot / "frame.3.raw", np.float32).reshape(H, W, 4)
+    assert (np.abs(out[..., :3] - source[..., :3]).max(axis=2) > 1e-3).sum() > 300  # the face was restored
+
+
+def test_mask_input_limits_the_change_and_the_matte(host, shot, tmp_path):
+    full = run_host(host, shot, tmp_path / "full.raw")
+    mask = np.zeros((H, W), np.float32)
+    mask[:, :100] = 1.0  # the left half, through the middle of the face
+    mask.tofile(tmp_path / "mask.raw")
+    masked = run_host(host, shot, tmp_path / "masked.raw", "--mask", tmp_path / "mask.raw")
+    assert full.returncode == 0 and masked.returncode == 0, masked.stdout
+    assert "clip Mask" in masked.stdout
+    a = np.fromfile(tmp_path / "full.raw", np.float32).reshape(H, W, 4)
+    b = np.fromfile(tmp_path / "masked.raw", np.float32).reshape(H, W, 4)
+    source = np.fromfile(shot / "frame.3.raw", np.float32).reshape(H, W, 4)
+    assert np.array_equal(b[:, 100:, :3], source[:, 100:, :3]) and not b[:, 100:, 3].any()
+    assert np.array_equal(b[:, :100], a[:, :100])
+    assert a[:, 100:, 3].max() > 0.5  # the face did reach into the masked-off half
+
+
+def test_a_worker_killed_mid_render_is_a_host_error_and_the_next_render_recovers(host, shot, tmp_path):
+    flag = tmp_path / "died"
+    proc = run_host(host, shot, tmp_path / "o.raw", "--renders", "2", env={"FACERESTORE_WORKER_DIE_ONCE": str(flag)})
+    assert flag.exists()
+    assert "render 1 status 1" in proc.stdout and "worker exited with status 9 during the render" in proc.stdout
+    assert "render 2 status 0" in proc.stdout and proc.returncode == 0
+    missing = run_host(host, shot, tmp_path / "o.raw", env={"FACERESTORE_WORKER_CMD": "/nonexistent/worker"})
+    assert missing.returncode == 3 and "while starting" in missing.stdout
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith("facerestore-")]
+
+
+def test_install_and_uninstall(host, tmp_path):
+    env = dict(os.environ, OFX_PLUGIN_PATH=f"{tmp_path / 'plugins'}:/elsewhere")
+    subprocess.run(["bash", str(ROOT / "install" / "ofx_install.sh")], check=True, env=env, capture_output=True)
+    installed = tmp_path / "plugins" / "FaceRestore.ofx.bundle" / "Contents" / "Linux-x86-64" / "FaceRestore.ofx"
+    assert installed.read_bytes() == BINARY.read_bytes()
+    subprocess.run(
+        ["bash", str(ROOT / "install" / "ofx_install.sh"), "--uninstall"], check=True, env=env, capture_output=True
+    )
+    assert not (tmp_path / "plugins" / "FaceRestore.ofx.bundle").exists()
