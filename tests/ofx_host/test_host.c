@@ -176,6 +176,19 @@ static OfxStatus clip_props(OfxImageClipHandle c, OfxPropertySetHandle *p) {
 }
 static float *g_output; /* the output image, kept after release for writing out */
 
+/* Read a raw float image stored top to bottom into `data` bottom to top, as OFX lays rows out. */
+static int read_flipped(const char *path, int channels, float *data) {
+    size_t row = (size_t)g_width * channels, n = row * g_height;
+    FILE *f = path ? fopen(path, "rb") : NULL;
+    float *top_down = malloc(n * sizeof(float));
+    int ok = f && fread(top_down, sizeof(float), n, f) == n;
+    if (f) fclose(f);
+    for (int y = 0; ok && y < g_height; y++)
+        memcpy(data + (size_t)(g_height - 1 - y) * row, top_down + (size_t)y * row, row * sizeof(float));
+    free(top_down);
+    return ok ? 0 : -1;
+}
+
 static OfxStatus clip_image(OfxImageClipHandle clip, OfxTime t, const OfxRectD *region, OfxPropertySetHandle *out) {
     (void)region;
     size_t n = (size_t)g_width * g_height * 4;
@@ -185,19 +198,10 @@ static OfxStatus clip_image(OfxImageClipHandle clip, OfxTime t, const OfxRectD *
         g_output = data;
     } else if (strcmp(clip->name, "Mask") == 0) {
         channels = 1;
-        FILE *f = g_mask_path ? fopen(g_mask_path, "rb") : NULL;
-        float *top_down = malloc((size_t)g_width * g_height * sizeof(float));
-        if (!f || fread(top_down, sizeof(float), (size_t)g_width * g_height, f) != (size_t)g_width * g_height) {
-            if (f) fclose(f);
-            free(top_down);
+        if (read_flipped(g_mask_path, channels, data)) {
             free(data);
             return kOfxStatFailed;
         }
-        fclose(f);
-        for (int row = 0; row < g_height; row++)
-            memcpy(data + (size_t)(g_height - 1 - row) * g_width, top_down + (size_t)row * g_width,
-                   (size_t)g_width * sizeof(float));
-        free(top_down);
     } else {
         if (t < g_first || t > g_last) {
             free(data);
@@ -205,19 +209,10 @@ static OfxStatus clip_image(OfxImageClipHandle clip, OfxTime t, const OfxRectD *
         }
         char path[1024];
         snprintf(path, sizeof path, "%s/frame.%d.raw", g_frames_dir, (int)t);
-        FILE *f = fopen(path, "rb");
-        float *top_down = malloc(n * sizeof(float));
-        if (!f || fread(top_down, sizeof(float), n, f) != n) {
-            if (f) fclose(f);
-            free(top_down);
+        if (read_flipped(path, channels, data)) {
             free(data);
             return kOfxStatFailed;
         }
-        fclose(f);
-        for (int row = 0; row < g_height; row++) /* OFX rows go bottom to top */
-            memcpy(data + (size_t)(g_height - 1 - row) * g_width * 4, top_down + (size_t)row * g_width * 4,
-                   (size_t)g_width * 4 * sizeof(float));
-        free(top_down);
     }
     PropSet *image = calloc(1, sizeof *image);
     set_ptr(image, kOfxImagePropData, 0, data);
@@ -324,6 +319,7 @@ static OfxStatus param_get_at(OfxParamHandle h, OfxTime t, ...) {
     va_end(args);
     return s;
 }
+/* Entries the plug-in never calls stay NULL: a call would crash this test host, loudly. */
 static const OfxParameterSuiteV1 PARAM_SUITE = {param_define, param_handle, paramset_props, param_props,
                                                 param_get,    param_get_at};
 
