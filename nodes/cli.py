@@ -141,7 +141,7 @@ def run(argv: list[str]) -> int:
 
 def run_models(action: str) -> int:
     from facerestore.models.errors import ModelError
-    from facerestore.models.restorer import ensure_converted_weights
+    from facerestore.models.restorer import ensure_converted_weights, ensure_onnx
     from facerestore.models.weights import RESTORERS, RETINAFACE_LICENCE, retinaface_onnx_bytes
 
     if action == "list":
@@ -155,6 +155,7 @@ def run_models(action: str) -> int:
         print("retinaface: checksum ok")
         for entry in RESTORERS.values():
             print(f"{entry.name}: checksum ok, converted weights at {ensure_converted_weights(entry)}")
+            print(f"{entry.name}: ONNX export at {ensure_onnx(entry)}")
     except ModelError as exc:
         raise FaceRestoreError(str(exc)) from None
     return 0

@@ -41,6 +41,13 @@ FACE_RESTORE = NodeSpec(
         ),
         Param("model", "Model", "Restoration network.", DEFAULT_RESTORER, choices=tuple(sorted(RESTORERS))),
         Param(
+            "backend",
+            "Inference backend",
+            "auto: ONNX Runtime on the CPU, PyTorch (fp16) on a GPU; or force torch or onnx.",
+            "auto",
+            choices=("auto", "torch", "onnx"),
+        ),
+        Param(
             "matte_feather",
             "Matte feather",
             "Width of the matte's soft edge, as a fraction of the face size.",
@@ -170,7 +177,7 @@ def choose_input_size(footprint_px: float) -> int:
 class FaceRestoreNode:
     def __init__(self, colour: ColourPipeline, device: str = "cpu", **params) -> None:
         from facerestore.models.detector import RetinaFaceDetector
-        from facerestore.models.restorer import TorchRestorer
+        from facerestore.models.restorer import make_restorer
 
         self.params = FACE_RESTORE.resolve(params)
         if self.params["temporal_window"] % 2 == 0:
@@ -182,7 +189,7 @@ class FaceRestoreNode:
         self.colour = colour
         self.device = device
         self.detector = RetinaFaceDetector(device, score_threshold=self.params["detection_threshold"])
-        self.restorer = TorchRestorer(self.params["model"], device)
+        self.restorer = make_restorer(self.params["model"], device, self.params["backend"])
         self._mattes: dict[int, np.ndarray] = {}
 
     def _matte(self, size: int) -> np.ndarray:

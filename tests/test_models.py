@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from facerestore.models.errors import ModelError
-from facerestore.models.restorer import TorchRestorer, converted_weights_path, ensure_converted_weights
+from facerestore.models.restorer import (
+    OnnxRestorer,
+    TorchRestorer,
+    converted_weights_path,
+    ensure_converted_weights,
+    ensure_onnx,
+    make_restorer,
+)
 from facerestore.models.rrdbnet import RRDBNet
 from facerestore.models.weights import REALESRGAN_X4PLUS, PackagedFile, sha256_file
 
@@ -52,3 +59,20 @@ def test_restorer_upscales_and_improves_a_blurred_edge():
         np.count_nonzero((profile > 0.1) & (profile < 0.9))
         < np.count_nonzero((soft[0, 8, :, 0] > 0.1) & (soft[0, 8, :, 0] < 0.9)) * 4
     )
+
+
+def test_onnx_backend_matches_pytorch_on_a_real_face():
+    from facerestore.nodes.demo import astronaut_srgb
+
+    face = astronaut_srgb()[40:200:2, 160:288:2]  # 80x64 crop of the astronaut's face
+    batch = np.stack([face, face[:, ::-1]]).astype(np.float32)
+    torch_out = TorchRestorer("realesrgan-x4plus", "cpu")(batch)
+    onnx_out = OnnxRestorer("realesrgan-x4plus", "cpu")(batch)
+    assert onnx_out.shape == torch_out.shape == (2, 320, 256, 3)
+    assert np.abs(onnx_out - torch_out).max() < 1e-4
+    path = ensure_onnx(REALESRGAN_X4PLUS)
+    assert json.loads(path.with_suffix(".onnx.json").read_text())["sha256"] == sha256_file(path)
+    assert isinstance(make_restorer("realesrgan-x4plus", "cpu"), OnnxRestorer)
+    assert isinstance(make_restorer("realesrgan-x4plus", "cpu", "torch"), TorchRestorer)
+    with pytest.raises(ModelError, match="backend"):
+        make_restorer("realesrgan-x4plus", "cpu", "tensorflow")
