@@ -20,6 +20,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -65,8 +66,16 @@ class Analysis:
 
     def segment_of(self, frame) -> int:
         """Index of the shot segment containing `frame`."""
-        position = self.frames.index(frame)
-        return sum(1 for cut in self.cuts if self.frames.index(cut) <= position) - 1
+        return self._segments[frame]
+
+    @cached_property
+    def _segments(self) -> dict:
+        # Asked for every neighbour of every frame: computed once, not searched each time.
+        cuts, segment, out = set(self.cuts), -1, {}
+        for frame in self.frames:
+            segment += frame in cuts
+            out[frame] = max(segment, 0)
+        return out
 
     def track_ids(self) -> list[int]:
         return sorted({f.track for faces in self.faces.values() for f in faces})
