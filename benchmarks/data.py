@@ -91,7 +91,7 @@ def read_exr_sequence(pattern: str, count: int, colour) -> list[np.ndarray]:
     out = []
     for frame in frames:
         f = read_frame(seq.path(frame))
-        rgb = np.ascontiguousarray(f.pixels[..., list(f.rgb_indices())])
+        rgb = f.rgb()
         out.append(np.clip(colour.encode(np.nan_to_num(rgb)), 0, 1))
     return out
 

@@ -75,7 +75,7 @@ def run_product(
         out = read_frame(out_pattern.replace("####", f"{index:04d}"))
         names = list(out.spec.channelnames)
         matte = out.pixels[..., names.index("face.mask")]
-        rgb = np.ascontiguousarray(out.pixels[..., list(out.rgb_indices())])
+        rgb = out.rgb()
         outside = matte == 0
         diff = np.abs(rgb[outside] - src.pixels[..., :3][outside])
         untouched_max = max(untouched_max, float(diff.max()) if diff.size else 0.0)

@@ -110,8 +110,8 @@ def contact_sheet(
         plate, out = read_frame(plate_path), read_frame(out_path)
         names = list(out.spec.channelnames)
         matte = out.pixels[..., names.index(mask_channel)]
-        before = display(plate.pixels[..., list(plate.rgb_indices())])
-        after = display(out.pixels[..., list(out.rgb_indices())])
+        before = display(plate.rgb())
+        after = display(out.rgb())
         window = face_window(matte) if matte.any() else (slice(None), slice(None))
         overlay = before * 0.45 + np.array([0.1, 0.9, 0.3], np.float32) * matte[..., None] * 0.55
         tiles = [fit(before[window]), fit(after[window]), fit(np.clip(overlay, 0, 1), cv2.INTER_AREA)]

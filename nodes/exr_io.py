@@ -40,6 +40,10 @@ class Frame:
     def rgb_indices(self) -> tuple[int, int, int]:
         return rgb_channel_indices(self.spec, self.path)
 
+    def rgb(self) -> np.ndarray:
+        """The R, G, B channels as a contiguous (H, W, 3) float32 array."""
+        return np.ascontiguousarray(self.pixels[..., list(self.rgb_indices())])
+
 
 def rgb_channel_indices(spec: oiio.ImageSpec, path: str) -> tuple[int, int, int]:
     names = list(spec.channelnames)

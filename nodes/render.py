@@ -105,7 +105,7 @@ def obtain_analysis(options: RenderOptions, node, shot: list[FrameJob], progress
 
     def detect(frame):
         part = read_frame(paths[frame])
-        rgb = np.ascontiguousarray(part.pixels[..., list(part.rgb_indices())])
+        rgb = part.rgb()
         encoded, scale, faces = node.detect_with_image(rgb)
         return encoded, scale, [(f.landmarks, f.box, f.score) for f in faces]
 
@@ -274,7 +274,7 @@ def render(options: RenderOptions, node=None) -> RenderReport:
 
     def plate_of(frame) -> np.ndarray:
         part = read_frame(by_frame[frame].source)
-        return np.ascontiguousarray(part.pixels[..., list(part.rgb_indices())])
+        return part.rgb()
 
     renderer = ShotRenderer(node, analysis, [j.frame for j in shot], plate_of, timings)
     progress = Progress(len(jobs), options.progress)
@@ -282,7 +282,7 @@ def render(options: RenderOptions, node=None) -> RenderReport:
     for done, job in enumerate(jobs, 1):
         start = time.perf_counter()
         frame = read_frame(job.source)
-        rgb = np.ascontiguousarray(frame.pixels[..., list(frame.rgb_indices())])
+        rgb = frame.rgb()
         timings["read"] += time.perf_counter() - start
         result = renderer.render(job.frame, rgb, track_mattes=options.track_mattes)
         for stage, seconds in result.timings.items():
