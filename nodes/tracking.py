@@ -228,17 +228,17 @@ def analyse(frames: list, detect, settings: TrackerSettings | None = None, progr
         for det_index, (landmarks, box, score) in enumerate(detections):
             track = assigned.get(det_index)
             if track is None:
+                # New or returning face: its appearance now is what a later return is matched to.
                 signature = appearance_signature(encoded, landmarks * scale)
                 track = _reidentify(tracks, active, signature, index, segment_start, settings)
                 if track is None:
                     track = _Track(next_id)
                     next_id += 1
                     tracks.append(track)
+                track.signature = signature
                 active.append(track)
             track.observations[index] = (np.asarray(landmarks, np.float64), np.asarray(box, np.float64), float(score))
             track.last_index = index
-            if track.signature is None or det_index not in assigned:
-                track.signature = appearance_signature(encoded, np.asarray(landmarks) * scale)
         if progress:
             progress(index + 1, len(frames))
     faces = {frame: [] for frame in frames}
