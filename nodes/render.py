@@ -22,7 +22,7 @@ from facerestore.nodes.exr_io import (
     write_parts,
 )
 from facerestore.nodes.sequence import FramePattern, describe_frames, parse_frame_range
-from facerestore.nodes.shot import ShotRenderer
+from facerestore.nodes.shot import ShotRenderer, analyse_shot
 
 OUTPUT_MODES = ("both", "restored", "mask")
 
@@ -90,7 +90,7 @@ def shot_frames(options: RenderOptions, jobs: list[FrameJob]) -> list[FrameJob]:
 
 
 def obtain_analysis(options: RenderOptions, node, shot: list[FrameJob], progress_enabled: bool):
-    from facerestore.nodes.tracking import Analysis, analyse, file_fingerprint
+    from facerestore.nodes.tracking import Analysis, file_fingerprint
 
     path = options.analysis or default_analysis_path(options)
     fingerprint = file_fingerprint([j.source for j in shot])
@@ -102,15 +102,10 @@ def obtain_analysis(options: RenderOptions, node, shot: list[FrameJob], progress
         if options.analysis and progress_enabled:
             print(f"note: {path} was made for other frames or settings; analysing again", file=sys.stderr)
     paths = {j.frame: j.source for j in shot}
-
-    def detect(frame):
-        part = read_frame(paths[frame])
-        rgb = part.rgb()
-        encoded, scale, faces = node.detect_with_image(rgb)
-        return encoded, scale, [(f.landmarks, f.box, f.score) for f in faces]
-
     bar = Progress(len(shot), progress_enabled, "analysing")
-    analysis = analyse([j.frame for j in shot], detect, progress=lambda done, total: bar.update(done, ""))
+    analysis = analyse_shot(
+        node, [j.frame for j in shot], lambda f: read_frame(paths[f]).rgb(), lambda done, _: bar.update(done, "")
+    )
     bar.close()
     analysis.fingerprint = fingerprint
     analysis.settings["detection_threshold"] = threshold

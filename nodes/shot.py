@@ -30,6 +30,17 @@ def faces_from_analysis(analysis, frame, sizes: dict[int, int]) -> list[FaceResu
     return [FaceResult(f.box, f.score, f.landmarks, sizes[f.track], f.track) for f in analysis.faces.get(frame, [])]
 
 
+def analyse_shot(node, frames: list, plate_of: Callable[[object], np.ndarray], progress=None):
+    """Track the faces of `frames` (plates from `plate_of`) with the node's detector."""
+    from facerestore.nodes.tracking import analyse
+
+    def detect(frame):
+        encoded, scale, faces = node.detect_with_image(plate_of(frame))
+        return encoded, scale, [(f.landmarks, f.box, f.score) for f in faces]
+
+    return analyse(frames, detect, progress=progress)
+
+
 class ShotRenderer:
     def __init__(
         self, node, analysis, frames: list, plate_of: Callable[[object], np.ndarray], timings: dict | None = None

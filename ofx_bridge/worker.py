@@ -45,8 +45,7 @@ def stored_analysis(path: str, mtime_ns: int):
 
 
 def render(request: dict) -> None:
-    from facerestore.nodes.shot import ShotRenderer
-    from facerestore.nodes.tracking import analyse
+    from facerestore.nodes.shot import ShotRenderer, analyse_shot
 
     params = dict(request["params"])
     output_mode = params.pop("output", "both")
@@ -73,12 +72,7 @@ def render(request: dict) -> None:
         # No stored analysis: track the faces over the frames the host gave, the same for any
         # frame rendered in any order.
         frames = sorted(frame_of)
-
-        def detect(frame):
-            encoded, scale, faces = node.detect_with_image(plate_of(frame))
-            return encoded, scale, [(f.landmarks, f.box, f.score) for f in faces]
-
-        analysis = analyse(frames, detect)
+        analysis = analyse_shot(node, frames, plate_of)
     result = ShotRenderer(node, analysis, frames, plate_of).render(centre)
     out = shared[len(times)]
     source = shared[request["centre"]]
