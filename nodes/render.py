@@ -136,7 +136,8 @@ def plan_jobs(options: RenderOptions) -> list[FrameJob]:
             raise FaceRestoreError(
                 f"missing frames {describe_frames(missing)} of {options.input} (use --skip-missing to skip them)"
             )
-        frames = [f for f in frames if f not in set(missing)]
+        absent = set(missing)
+        frames = [f for f in frames if f not in absent]
         if not frames:
             raise FaceRestoreError(f"no frames of {options.input} in range {options.frames}")
     else:
