@@ -26,7 +26,7 @@ import OpenImageIO as oiio
 
 from facerestore.benchmarks import metrics
 from facerestore.benchmarks.data import load_clip
-from facerestore.benchmarks.degrade import Degradation, degrade_clip, h264_available
+from facerestore.models.degrade import Degradation, degrade_clip, h264_available
 from facerestore.nodes.align import TEMPLATE_SIZE, affine_scale, scaled_template_transform
 from facerestore.nodes.colour import ColourPipeline
 from facerestore.nodes.exr_io import Part, read_frame, write_parts

@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from facerestore.nodes.face_restore import FaceResult, RestoreResult, choose_input_size, footprint_of
+from facerestore.nodes.align import choose_input_size, footprint_of
+from facerestore.nodes.face_restore import FaceResult, RestoreResult
 
 
 def track_restore_sizes(analysis) -> dict[int, int]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from facerestore.benchmarks import metrics
-from facerestore.benchmarks.degrade import Degradation, degrade_clip, gaussian_kernel, h264_available
+from facerestore.models.degrade import Degradation, degrade_clip, gaussian_kernel, h264_available
 from facerestore.nodes.demo import demo_frame_display
 
 from helpers import run_cli

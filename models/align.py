@@ -1,0 +1,90 @@
+"""Geometry between plate pixels and a restorer's canonical face space.
+
+A similarity transform (rotation, uniform scale, translation) from the five landmarks keeps
+the face's proportions; anything with more freedom would warp identity. The template is the
+one FFHQ-aligned face restorers (GFPGAN, GPEN, CodeFormer, RestoreFormer++) are trained on, so
+their weights see faces framed as they expect.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+TEMPLATE_SIZE = 512
+# Landmark positions of a frontal face in 512x512 canonical space: eyes, nose tip, mouth
+# corners (FFHQ-style framing, which leaves room for forehead, chin and cheeks).
+TEMPLATE_LANDMARKS = np.array(
+    [[192.98, 239.95], [318.90, 240.19], [256.63, 314.02], [201.26, 371.41], [313.09, 371.15]],
+    dtype=np.float64,
+)
+
+
+def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity mapping src points onto dst points (Umeyama 1991), as 2x3."""
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    src_mean, dst_mean = src.mean(0), dst.mean(0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    cov = dst_c.T @ src_c / len(src)
+    u, s, vt = np.linalg.svd(cov)
+    d = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[1, 1] = -1  # no reflections
+    rotation = u @ d @ vt
+    scale = np.trace(np.diag(s) @ d) / src_c.var(0).sum()
+    translation = dst_mean - scale * rotation @ src_mean
+    return np.hstack([scale * rotation, translation[:, None]])
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    return cv2.invertAffineTransform(np.asarray(matrix, np.float64))
+
+
+def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    points = np.asarray(points, np.float64)
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def affine_scale(matrix: np.ndarray) -> float:
+    """Uniform scale of a similarity matrix."""
+    return float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+
+
+def scaled_template_transform(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """Plate pixel -> face space of side `size` (the template scaled from 512)."""
+    return estimate_similarity(landmarks, TEMPLATE_LANDMARKS * (size / TEMPLATE_SIZE))
+
+
+def warp_to_face(image: np.ndarray, plate_to_face: np.ndarray, size: int) -> np.ndarray:
+    """Sample a face-space crop of side `size` from `image` (H, W, C).
+
+    When the crop is smaller than the face in the plate, the plate is low-passed first so
+    the crop is not aliased."""
+    scale = affine_scale(plate_to_face)
+    source = image
+    if scale < 0.8:
+        sigma = 0.5 * (1.0 / scale - 1.0)
+        source = cv2.GaussianBlur(image, (0, 0), sigma)
+    return cv2.warpAffine(source, plate_to_face, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+# Restorer input sizes for x4 networks (output is 4x): faces are restored near their plate
+# resolution, so cost follows face area, not frame area.
+INPUT_SIZES = (32, 64, 128)
+
+
+def footprint_of(landmarks: np.ndarray) -> float:
+    """Plate pixels covered by the 512 face space for these landmarks."""
+    return TEMPLATE_SIZE / affine_scale(scaled_template_transform(landmarks, TEMPLATE_SIZE))
+
+
+def choose_input_size(footprint_px: float) -> int:
+    """Smallest restorer input that does not shrink the face by more than 1.6x.
+
+    Measured on the degraded astronaut (x2 blur/noise/JPEG): a 200 px face fed at 64 px lost
+    0.3 dB against the degraded plate, fed at 128 px it gained 0.2 dB."""
+    for size in INPUT_SIZES:
+        if size * 1.6 >= footprint_px:
+            return size
+    return INPUT_SIZES[-1]
