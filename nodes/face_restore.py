@@ -212,6 +212,7 @@ class FaceRestoreNode:
         if neighbours:
             start = time.perf_counter()
             for job, face in zip(jobs, faces):
+                job["own_crop"] = job["crop"]
                 job["crop"] = self._fuse_window(job, face, neighbours)
             timings["temporal"] += time.perf_counter() - start
         start = time.perf_counter()
@@ -357,10 +358,15 @@ class FaceRestoreNode:
         if sigma_plate > 0:
             # Plate colour and tone below the radius, restorer detail above it.
             sigma = sigma_plate * face_per_plate_px
-            plate_in_face = warp_to_face(encoded_roi, to_out_roi, out_size)
-            restored = (
-                restored - cv2.GaussianBlur(restored, (0, 0), sigma) + cv2.GaussianBlur(plate_in_face, (0, 0), sigma)
-            )
+            low = warp_to_face(encoded_roi, to_out_roi, out_size)
+            if "own_crop" in job:
+                # The temporal fusion's change to the input (noise and codec flicker removed), so the
+                # kept low frequencies are as steady as the restored detail above them.
+                steadier = cv2.resize(
+                    job["crop"] - job["own_crop"], (out_size, out_size), interpolation=cv2.INTER_LINEAR
+                )
+                low = low + steadier
+            restored = restored - cv2.GaussianBlur(restored, (0, 0), sigma) + cv2.GaussianBlur(low, (0, 0), sigma)
         if face_per_plate_px > 1.25:
             # Going back down to plate resolution: low-pass first so detail does not alias.
             restored = cv2.GaussianBlur(restored, (0, 0), 0.5 * (face_per_plate_px - 1.0))
