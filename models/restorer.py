@@ -23,25 +23,39 @@ def converted_weights_path(entry: RestorerWeights) -> Path:
     return cache_dir() / "weights" / f"{entry.name}-{entry.sources[-1].sha256[:8]}.pth"
 
 
-def convert_realesrgan_ncnn(entry: RestorerWeights) -> dict:
+def network_for(entry: RestorerWeights):
+    """An untrained network of the entry's architecture."""
+    if entry.kind == "rrdbnet":
+        from facerestore.models.rrdbnet import RRDBNet
+
+        return RRDBNet()
+    if entry.kind == "compact":
+        from facerestore.models.compact import CompactNet
+
+        return CompactNet()
+    raise ModelError(f"{entry.name}: unknown network kind {entry.kind!r}")
+
+
+def convert_ncnn(entry: RestorerWeights) -> dict:
+    """ncnn convolution and PReLU blobs, in file order, onto the network's modules in order."""
     import torch
 
-    from facerestore.models.ncnn_import import read_conv_weights
-    from facerestore.models.rrdbnet import RRDBNet
+    from facerestore.models.ncnn_import import read_layer_weights
 
     param_path, bin_path = (source.verified_path() for source in entry.sources)
-    convs = read_conv_weights(param_path, bin_path)
-    net = RRDBNet()
-    modules = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
-    if len(modules) != len(convs):
-        raise ModelError(f"{entry.name}: {len(convs)} ncnn convolutions for {len(modules)} network layers")
+    blobs = read_layer_weights(param_path, bin_path)
+    net = network_for(entry)
+    modules = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.PReLU)]
+    if len(modules) != len(blobs):
+        raise ModelError(f"{entry.name}: {len(blobs)} ncnn weight layers for {len(modules)} network layers")
     name_of = {module: name for name, module in net.named_modules()}
     state = {}
-    for module, (weight, bias) in zip(modules, convs):
-        if tuple(module.weight.shape) != weight.shape:
-            raise ModelError(f"{entry.name}: shape {weight.shape} does not fit {name_of[module]}")
-        state[f"{name_of[module]}.weight"] = torch.from_numpy(weight)
-        state[f"{name_of[module]}.bias"] = torch.from_numpy(bias)
+    for module, blob in zip(modules, blobs):
+        names = ("weight", "bias") if isinstance(module, torch.nn.Conv2d) else ("weight",)
+        if len(blob) != len(names) or tuple(module.weight.shape) != blob[0].shape:
+            raise ModelError(f"{entry.name}: ncnn blob {blob[0].shape} does not fit {name_of[module]}")
+        for key, array in zip(names, blob):
+            state[f"{name_of[module]}.{key}"] = torch.from_numpy(array)
     return state
 
 
@@ -56,11 +70,13 @@ def ensure_converted_weights(entry: RestorerWeights) -> Path:
     """Convert once into the user cache; later runs verify the cached file's checksum."""
     import torch
 
+    if entry.source_format == "pth":
+        return entry.sources[0].verified_path()
     path = converted_weights_path(entry)
     record_path = path.with_suffix(".json")
     if cached_and_intact(path, record_path):
         return path
-    state = convert_realesrgan_ncnn(entry)
+    state = convert_ncnn(entry)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     write_atomically(path, buffer.getvalue())
@@ -88,7 +104,7 @@ def ensure_onnx(entry: RestorerWeights) -> Path:
     record_path = path.with_suffix(".onnx.json")
     if cached_and_intact(path, record_path):
         return path
-    net = TorchRestorer(entry.name, "cpu").net
+    net = build_network(entry.name).eval()
     buffer = io.BytesIO()
     dynamic = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():
@@ -114,34 +130,75 @@ def ensure_onnx(entry: RestorerWeights) -> Path:
     return path
 
 
-def make_restorer(name: str, device: str, backend: str = "auto"):
-    """`auto`: ONNX Runtime on the CPU (measured 0.68x PyTorch's time on a 128 px face crop,
-    outputs within 1e-6), PyTorch with fp16 on a GPU."""
+def registry_entry(name: str) -> RestorerWeights:
+    if name not in RESTORERS:
+        raise ModelError(f"unknown model {name!r}; available: {', '.join(sorted(RESTORERS))}")
+    return RESTORERS[name]
+
+
+def build_network(name: str):
+    """The named network with its verified weights loaded strictly (in training mode)."""
+    import torch
+
+    entry = registry_entry(name)
+    net = network_for(entry)
+    state = torch.load(ensure_converted_weights(entry), map_location="cpu", weights_only=True)
+    net.load_state_dict(state, strict=True)
+    return net
+
+
+def make_restorer(name: str, device: str, backend: str = "auto", fidelity: float = 0.7):
+    """A registry model by name, else a user's model from the search path (`models.byo`).
+
+    `auto`: ONNX Runtime on the CPU for registry models (measured 0.68x PyTorch's time on a 128 px
+    face crop, outputs within 1e-6), PyTorch with fp16 on a GPU; a user's file runs in the
+    backend its format needs. `fidelity` is CodeFormer's weight (0 = quality, 1 = fidelity)."""
+    import sys
+
+    from facerestore.models import byo
+
+    if backend not in ("auto", "torch", "onnx"):
+        raise ModelError(f"unknown backend {backend!r}; choose auto, torch or onnx")
+    if name not in RESTORERS:
+        user = byo.find(name)
+        if user is None:
+            users = ", ".join(p.stem for p in byo.available()) or "none on FACERESTORE_MODEL_PATHS or in the cache"
+            raise ModelError(f"unknown model {name!r}; built in: {', '.join(sorted(RESTORERS))}; yours: {users}")
+        if user.non_commercial:
+            print(f"facerestore: note: model {user.name!r}: {user.licence}", file=sys.stderr)
+        onnx_kinds = ("face-onnx", "codeformer-onnx")
+        if (backend == "onnx" and user.kind not in onnx_kinds) or (backend == "torch" and user.kind in onnx_kinds):
+            raise ModelError(f"model {user.name!r} ({user.path.suffix} file) cannot run with --backend {backend}")
+        if user.kind in onnx_kinds:
+            return FaceOnnxRestorer(user, device, fidelity)
+        return TorchRestorer(name, device, user)
     if backend == "auto":
         backend = "onnx" if device == "cpu" else "torch"
     if backend == "onnx":
         return OnnxRestorer(name, device)
-    if backend == "torch":
-        return TorchRestorer(name, device)
-    raise ModelError(f"unknown backend {backend!r}; choose auto, torch or onnx")
+    return TorchRestorer(name, device)
+
+
+def _onnx_session(path: Path, device: str):
+    import onnxruntime as ort
+
+    from facerestore.models.device import onnx_providers
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=onnx_providers(device))
 
 
 class OnnxRestorer:
     """One ONNX Runtime session per process and device, reused for every frame."""
 
+    input_size = None  # crops sized to each face
+
     def __init__(self, name: str, device: str) -> None:
-        import onnxruntime as ort
-
-        from facerestore.models.device import onnx_providers
-
-        if name not in RESTORERS:
-            raise ModelError(f"unknown model {name!r}; available: {', '.join(sorted(RESTORERS))}")
-        self.entry = RESTORERS[name]
+        self.entry = registry_entry(name)
         self.scale = self.entry.scale
         self.device = device
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(ensure_onnx(self.entry)), options, providers=onnx_providers(device))
+        self.session = _onnx_session(ensure_onnx(self.entry), device)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) float32 in [0, 1] -> (N, 4H, 4W, 3) float32 in [0, 1]."""
@@ -153,19 +210,18 @@ class OnnxRestorer:
 class TorchRestorer:
     """One network instance per process and device; loading costs seconds, so it is reused."""
 
-    def __init__(self, name: str, device: str) -> None:
+    def __init__(self, name: str, device: str, user=None) -> None:
         import torch
 
-        from facerestore.models.rrdbnet import RRDBNet
-
-        if name not in RESTORERS:
-            raise ModelError(f"unknown model {name!r}; available: {', '.join(sorted(RESTORERS))}")
-        self.entry = RESTORERS[name]
         self.device = torch.device(device)
-        self.scale = self.entry.scale
-        net = RRDBNet()
-        state = torch.load(ensure_converted_weights(self.entry), map_location="cpu", weights_only=True)
-        net.load_state_dict(state, strict=True)
+        if user is None:
+            self.scale, self.input_size = registry_entry(name).scale, None
+            net = build_network(name)
+        else:
+            self.scale, self.input_size = user.scale, user.input_size
+            net = user_network(user)
+        # Face models (GFPGAN) work in [-1, 1]; the x4 restorers in [0, 1].
+        self.signed = self.input_size is not None
         self.net = net.eval().to(self.device)
         # fp16 halves memory and doubles throughput on a GPU; on the CPU it is slower and less exact.
         self.half = self.device.type == "cuda"
@@ -178,7 +234,68 @@ class TorchRestorer:
 
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(self.device)
+            if self.signed:
+                x = x * 2 - 1
             if self.half:
                 x = x.half()
-            y = self.net(x).float().clamp_(0, 1)
+            y = self.net(x).float()
+            y = (y.clamp_(-1, 1) + 1) / 2 if self.signed else y.clamp_(0, 1)
             return y.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def user_network(user):
+    """A user's .pth loaded strictly into our architecture for its kind."""
+    import torch
+
+    from facerestore.models.byo import _unwrap
+
+    state = _unwrap(torch.load(user.path, map_location="cpu", weights_only=True))
+    if user.kind == "gfpgan":
+        from facerestore.models.gfpgan import GFPGAN
+
+        net = GFPGAN(out_size=user.input_size)
+    elif user.kind == "rrdbnet":
+        from facerestore.models.rrdbnet import RRDBNet
+
+        net = RRDBNet()
+    else:
+        from facerestore.models.compact import CompactNet
+
+        body = sorted({int(k.split(".")[1]) for k in state})
+        net = CompactNet(num_feat=state["body.0.weight"].shape[0], num_conv=(len(body) - 3) // 2, upscale=user.scale)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(
+            f"{user.path}: weights do not fit the {user.kind} architecture ({str(exc).splitlines()[0]})"
+        ) from None
+    return net
+
+
+class FaceOnnxRestorer:
+    """A user's ONNX face restorer: fixed square input, RGB in [-1, 1] (GFPGAN, GPEN-BFR,
+    RestoreFormer++), plus the fidelity weight for CodeFormer exports."""
+
+    scale = 1
+
+    def __init__(self, user, device: str, fidelity: float) -> None:
+        self.user, self.input_size = user, user.input_size
+        self.session = _onnx_session(user.path, device)
+        inputs = self.session.get_inputs()
+        self.image_input = inputs[0].name
+        self.extra = {}
+        if len(inputs) == 2:
+            dtype = np.float64 if "double" in inputs[1].type else np.float32
+            self.extra[inputs[1].name] = np.array([fidelity] if inputs[1].shape else fidelity, dtype)
+        # Exports with a fixed batch of 1 run face by face.
+        self.per_face = inputs[0].shape[0] == 1
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) * 2 - 1
+        if self.per_face:
+            y = np.concatenate(
+                [self.session.run(None, {self.image_input: x[i : i + 1]} | self.extra)[0] for i in range(len(x))]
+            )
+        else:
+            y = self.session.run(None, {self.image_input: x} | self.extra)[0]
+        return ((np.clip(y, -1, 1) + 1) / 2).astype(np.float32).transpose(0, 2, 3, 1)

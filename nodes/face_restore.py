@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from facerestore.models.weights import DEFAULT_RESTORER, RESTORERS
+from facerestore.models.weights import DEFAULT_RESTORER
 from facerestore.nodes.align import (
     affine_scale,
     choose_input_size,
@@ -40,13 +40,26 @@ FACE_RESTORE = NodeSpec(
         Param(
             "strength", "Strength", "How much of the restorer's change is applied (0 = plate, 1 = full).", 1.0, 0.0, 1.0
         ),
-        Param("model", "Model", "Restoration network.", DEFAULT_RESTORER, choices=tuple(sorted(RESTORERS))),
+        Param(
+            "model",
+            "Model",
+            "Restoration network: a built-in name or one of yours (`facerestore models list`), or a .pth/.onnx path.",
+            DEFAULT_RESTORER,
+        ),
         Param(
             "backend",
             "Inference backend",
             "auto: ONNX Runtime on the CPU, PyTorch (fp16) on a GPU; or force torch or onnx.",
             "auto",
             choices=("auto", "torch", "onnx"),
+        ),
+        Param(
+            "fidelity",
+            "CodeFormer fidelity",
+            "CodeFormer models only: 0 favours restored quality, 1 favours the plate's identity.",
+            0.7,
+            0.0,
+            1.0,
         ),
         Param(
             "matte_feather",
@@ -174,8 +187,14 @@ class FaceRestoreNode:
         self.colour = colour
         self.device = device
         self.detector = RetinaFaceDetector(device, score_threshold=self.params["detection_threshold"])
-        self.restorer = make_restorer(self.params["model"], device, self.params["backend"])
+        self.restorer = make_restorer(
+            self.params["model"], device, self.params["backend"], fidelity=self.params["fidelity"]
+        )
         self._mattes: dict[int, np.ndarray] = {}
+
+    def input_size_for(self, footprint_px: float) -> int:
+        """Face models take their fixed input size; x4 restorers a crop sized to the face."""
+        return self.restorer.input_size or choose_input_size(footprint_px)
 
     def _matte(self, size: int) -> np.ndarray:
         if size not in self._mattes:
@@ -196,7 +215,9 @@ class FaceRestoreNode:
         faces = []
         for det in self.detector.detect(encoded):
             landmarks = det.landmarks / scale
-            faces.append(FaceResult(det.box / scale, det.score, landmarks, choose_input_size(footprint_of(landmarks))))
+            faces.append(
+                FaceResult(det.box / scale, det.score, landmarks, self.input_size_for(footprint_of(landmarks)))
+            )
         return encoded, scale, faces
 
     def restore_crops(

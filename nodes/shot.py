@@ -17,14 +17,14 @@ from facerestore.nodes.align import choose_input_size, footprint_of
 from facerestore.nodes.face_restore import FaceResult, RestoreResult
 
 
-def track_restore_sizes(analysis) -> dict[int, int]:
+def track_restore_sizes(analysis, choose: Callable[[float], int] = choose_input_size) -> dict[int, int]:
     """One restore size per track for the whole shot, so the restorer's behaviour cannot jump
     between frames when a face hovers near a size boundary."""
     footprints: dict[int, list[float]] = defaultdict(list)
     for faces in analysis.faces.values():
         for face in faces:
             footprints[face.track].append(footprint_of(face.landmarks))
-    return {track: choose_input_size(float(np.median(values))) for track, values in footprints.items()}
+    return {track: choose(float(np.median(values))) for track, values in footprints.items()}
 
 
 def faces_from_analysis(analysis, frame, sizes: dict[int, int]) -> list[FaceResult]:
@@ -48,7 +48,7 @@ class ShotRenderer:
     ) -> None:
         self.node, self.analysis, self.frames, self.plate_of = node, analysis, list(frames), plate_of
         self.timings = timings if timings is not None else defaultdict(float)
-        self.sizes = track_restore_sizes(analysis)
+        self.sizes = track_restore_sizes(analysis, node.input_size_for)
         self.radius = node.params["temporal_window"] // 2
         self.position = {f: i for i, f in enumerate(self.frames)}
         self.plates: dict = {}

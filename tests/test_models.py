@@ -14,7 +14,7 @@ from facerestore.models.restorer import (
     make_restorer,
 )
 from facerestore.models.rrdbnet import RRDBNet
-from facerestore.models.weights import REALESRGAN_X4PLUS, PackagedFile, sha256_file
+from facerestore.models.weights import REALESR_ANIMEVIDEO_V3, REALESRGAN_X4PLUS, RESTORERS, PackagedFile, sha256_file
 
 
 def test_converted_weights_load_strictly_with_a_checksum_record():
@@ -61,18 +61,42 @@ def test_restorer_upscales_and_improves_a_blurred_edge():
     )
 
 
-def test_onnx_backend_matches_pytorch_on_a_real_face():
+@pytest.mark.parametrize("name", sorted(RESTORERS))
+def test_every_built_in_network_exports_to_onnx_matching_pytorch_on_a_real_face(name):
     from facerestore.nodes.demo import astronaut_srgb
 
     face = astronaut_srgb()[40:200:2, 160:288:2]  # 80x64 crop of the astronaut's face
     batch = np.stack([face, face[:, ::-1]]).astype(np.float32)
-    torch_out = TorchRestorer("realesrgan-x4plus", "cpu")(batch)
-    onnx_out = OnnxRestorer("realesrgan-x4plus", "cpu")(batch)
+    torch_out = TorchRestorer(name, "cpu")(batch)
+    onnx_out = OnnxRestorer(name, "cpu")(batch)
     assert onnx_out.shape == torch_out.shape == (2, 320, 256, 3)
     assert np.abs(onnx_out - torch_out).max() < 1e-4
-    path = ensure_onnx(REALESRGAN_X4PLUS)
+    path = ensure_onnx(RESTORERS[name])
     assert json.loads(path.with_suffix(".onnx.json").read_text())["sha256"] == sha256_file(path)
-    assert isinstance(make_restorer("realesrgan-x4plus", "cpu"), OnnxRestorer)
+    assert isinstance(make_restorer(name, "cpu"), OnnxRestorer)
+
+
+def test_compact_network_converts_from_ncnn_with_its_prelu_slopes():
+    import cv2
+
+    from facerestore.models.compact import CompactNet
+    from facerestore.nodes.demo import astronaut_srgb
+
+    state = torch.load(ensure_converted_weights(REALESR_ANIMEVIDEO_V3), weights_only=True)
+    net = CompactNet()
+    net.load_state_dict(state, strict=True)
+    slopes = state["body.1.weight"]
+    assert slopes.shape == (64,) and slopes.std() > 0.05  # read from the file, not PReLU's 0.25 default
+    clean = cv2.resize(astronaut_srgb(), (256, 256), interpolation=cv2.INTER_AREA).astype(np.float32)
+    small = cv2.resize(clean, (64, 64), interpolation=cv2.INTER_AREA)
+    with torch.inference_mode():
+        out = net(torch.from_numpy(small).permute(2, 0, 1)[None]).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+
+    def psnr(image):
+        return 10 * np.log10(1 / np.mean((image - clean) ** 2))
+
+    # Misplaced blobs give noise (< 15 dB); the real network lands near bicubic (22.0 vs 22.7 dB).
+    assert psnr(out) > psnr(cv2.resize(small, (256, 256), interpolation=cv2.INTER_CUBIC)) - 1.5
     assert isinstance(make_restorer("realesrgan-x4plus", "cpu", "torch"), TorchRestorer)
     with pytest.raises(ModelError, match="backend"):
         make_restorer("realesrgan-x4plus", "cpu", "tensorflow")

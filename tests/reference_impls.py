@@ -1,0 +1,97 @@
+"""The reference implementations published on PyPI, for parity tests of our own architectures.
+
+`gfpgan` 1.3.8 (wheel) and `basicsr` 1.4.2 (sdist) are downloaded once with pip (sha256-pinned)
+and only their architecture modules are imported, from the unpacked files: the packages'
+`__init__` modules pull in datasets, training code and facexlib, none of which a forward pass
+needs. Two imports are given placeholders, and only those: `torchvision`, which basicsr's
+`arch_util` imports for deformable convolutions that GFPGAN never calls (no torchvision build
+loads beside torch 2.13 CPU), and `basicsr.utils.get_root_logger` (logging only). The code that
+computes the reference outputs is the published code, unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import types
+import zipfile
+from pathlib import Path
+
+from facerestore.models.weights import cache_dir
+
+DOWNLOADS = {
+    "gfpgan-1.3.8-py3-none-any.whl": (
+        "gfpgan==1.3.8",
+        "3d8386df6320aa9dfb0dd4cd09d9f8ed12ae0bbd9b2df257c3d21aefac5d8b85",
+    ),
+    "basicsr-1.4.2.tar.gz": ("basicsr==1.4.2", "b89b595a87ef964cda9913b4d99380ddb6554c965577c0c10cb7b78e31301e87"),
+}
+
+
+def _unpacked_sources() -> Path:
+    root = cache_dir() / "reference" / "gfpgan-1.3.8-basicsr-1.4.2"
+    if (root / "gfpgan" / "archs" / "gfpganv1_clean_arch.py").is_file() and (root / "basicsr").is_dir():
+        return root
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (requirement, sha256) in DOWNLOADS.items():
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    requirement,
+                    "--no-deps",
+                    "--no-binary",
+                    "basicsr",
+                    "-d",
+                    tmp,
+                    "-q",
+                ],
+                check=True,
+                capture_output=True,
+            )
+            data = (Path(tmp) / name).read_bytes()
+            if hashlib.sha256(data).hexdigest() != sha256:
+                raise RuntimeError(f"{name}: checksum mismatch")
+        staging = Path(tmp) / "staging"
+        with zipfile.ZipFile(Path(tmp) / "gfpgan-1.3.8-py3-none-any.whl") as wheel:
+            wheel.extractall(staging, [n for n in wheel.namelist() if n.startswith("gfpgan/")])
+        with tarfile.open(Path(tmp) / "basicsr-1.4.2.tar.gz") as sdist:
+            members = [m for m in sdist.getmembers() if m.name.startswith("basicsr-1.4.2/basicsr/")]
+            sdist.extractall(staging / "sdist", members, filter="data")
+        (staging / "sdist" / "basicsr-1.4.2" / "basicsr").rename(staging / "basicsr")
+        if root.exists():  # a partial unpack from an interrupted run
+            shutil.rmtree(root)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(root)
+    return root
+
+
+def _package(name: str, path: Path, **attributes) -> None:
+    """A package whose submodules load from `path` without running its `__init__`."""
+    module = types.ModuleType(name)
+    module.__path__ = [str(path)]
+    module.__dict__.update(attributes)
+    sys.modules[name] = module
+
+
+def gfpgan_reference_class():
+    """The official `GFPGANv1Clean` class."""
+    root = _unpacked_sources()
+    if "gfpgan.archs.gfpganv1_clean_arch" not in sys.modules:
+        sys.modules.setdefault("torchvision", types.SimpleNamespace(__version__="0.0.0"))
+        _package("basicsr", root / "basicsr")
+        _package(
+            "basicsr.utils", root / "basicsr" / "utils", get_root_logger=lambda *a, **k: logging.getLogger("basicsr")
+        )
+        _package("basicsr.archs", root / "basicsr" / "archs")
+        _package("gfpgan", root / "gfpgan")
+        _package("gfpgan.archs", root / "gfpgan" / "archs")
+    return importlib.import_module("gfpgan.archs.gfpganv1_clean_arch").GFPGANv1Clean

@@ -1,0 +1,157 @@
+"""Bring-your-own face restorers: our GFPGAN against the published one, ONNX face models, the
+search path and `models import`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from reference_impls import gfpgan_reference_class
+
+from facerestore.models import byo
+from facerestore.models.errors import ModelError
+from facerestore.models.gfpgan import GFPGAN
+from facerestore.models.restorer import make_restorer
+
+from helpers import faces_plate
+
+
+def random_gfpgan_state(seed: int = 0) -> dict:
+    """Every parameter and noise map random (none left at its zero init), so each path counts."""
+    generator = torch.Generator().manual_seed(seed)
+    state = GFPGAN().state_dict()
+    return {k: torch.randn(v.shape, generator=generator) * 0.05 for k, v in state.items()}
+
+
+@pytest.fixture(scope="module")
+def gfpgan_file(tmp_path_factory):
+    """Random weights saved the way official GFPGAN v1.3 / v1.4 files are (`params_ema`)."""
+    path = tmp_path_factory.mktemp("models") / "GFPGANv1.4.pth"
+    torch.save({"params_ema": random_gfpgan_state()}, path)
+    return path
+
+
+def test_gfpgan_matches_the_published_implementation(gfpgan_file):
+    reference = gfpgan_reference_class()(
+        out_size=512,
+        num_style_feat=512,
+        channel_multiplier=2,
+        decoder_load_path=None,
+        fix_decoder=False,
+        num_mlp=8,
+        input_is_latent=True,
+        different_w=True,
+        narrow=1,
+        sft_half=True,
+    ).eval()
+    reference.load_state_dict(torch.load(gfpgan_file, weights_only=True)["params_ema"], strict=True)
+    restorer = make_restorer(str(gfpgan_file), "cpu")  # our loader: identify, then a strict load
+    assert restorer.input_size == 512 and restorer.scale == 1
+    face = np.random.default_rng(1).random((1, 512, 512, 3), dtype=np.float32)
+    with torch.inference_mode():
+        # The published inference maps [0, 1] RGB to [-1, 1] and back the same way; stored noise.
+        x = (torch.from_numpy(face).permute(0, 3, 1, 2) * 2 - 1).contiguous()
+        expected = reference(x, randomize_noise=False)[0]
+    expected = ((expected.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+    ours = restorer(face)
+    assert np.abs(expected).std() > 0.01  # a real signal, not a constant
+    assert np.abs(ours - expected).max() < 1e-4
+
+
+def test_onnx_export_of_gfpgan_runs_as_a_users_face_model(gfpgan_file, tmp_path):
+    net = make_restorer(str(gfpgan_file), "cpu").net
+    onnx_path = tmp_path / "gfpgan-1.4.onnx"
+    with torch.inference_mode():
+        torch.onnx.export(net, (torch.zeros(1, 3, 512, 512),), str(onnx_path), opset_version=17, dynamo=False)
+    model = byo.identify(onnx_path)
+    assert (model.kind, model.input_size) == ("face-onnx", 512)
+    face = np.random.default_rng(2).random((2, 512, 512, 3), dtype=np.float32)
+    via_onnx = make_restorer(str(onnx_path), "cpu")(face)  # batch of 2 through a batch-1 export
+    via_torch = make_restorer(str(gfpgan_file), "cpu")(face)
+    assert np.abs(via_onnx - via_torch).max() < 1e-4
+
+
+class FidelityBlend(torch.nn.Module):
+    """A graph with CodeFormer's ONNX interface (image, fidelity weight): its output moves with
+    the weight, so the test can see the weight arrive."""
+
+    def forward(self, x, w):
+        return torch.tanh(x * (1 + w))
+
+
+def test_codeformer_style_onnx_receives_the_fidelity_weight(tmp_path, capfd):
+    path = tmp_path / "codeformer.onnx"
+    torch.onnx.export(
+        FidelityBlend(),
+        (torch.zeros(1, 3, 512, 512), torch.tensor(0.5, dtype=torch.float64)),
+        str(path),
+        input_names=["x", "w"],
+        opset_version=17,
+        dynamo=False,
+    )
+    model = byo.identify(path)
+    assert model.kind == "codeformer-onnx" and model.non_commercial
+    face = np.full((1, 512, 512, 3), 0.75, np.float32)
+    low, high = (make_restorer(str(path), "cpu", fidelity=f)(face) for f in (0.0, 1.0))
+    assert np.allclose(low, (np.tanh(0.5) + 1) / 2, atol=1e-5)
+    assert np.allclose(high, (np.tanh(1.0) + 1) / 2, atol=1e-5)
+    assert "NON-COMMERCIAL" in capfd.readouterr().err  # said when one is used
+
+
+def test_import_search_path_and_a_render_with_a_users_gfpgan(gfpgan_file, tmp_path, monkeypatch, colour):
+    monkeypatch.setenv("FACERESTORE_CACHE", str(tmp_path / "cache"))
+    cli = [sys.executable, "-m", "facerestore.nodes.cli"]
+    env = dict(os.environ, FACERESTORE_CACHE=str(tmp_path / "cache"))
+    done = subprocess.run(
+        cli + ["models", "import", str(gfpgan_file), "--name", "studio-gfpgan"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    imported = tmp_path / "cache" / "models" / "studio-gfpgan.pth"
+    record = json.loads((tmp_path / "cache" / "models" / "studio-gfpgan.pth.json").read_text())
+    assert record["kind"] == "gfpgan" and record["sha256"] == byo.sha256_file(imported)
+    listing = subprocess.run(cli + ["models", "list"], env=env, capture_output=True, text=True).stdout
+    assert "studio-gfpgan" in listing and "gfpgan" in listing
+
+    # FACERESTORE_MODEL_PATHS is searched before the cache.
+    folder = tmp_path / "studio_models"
+    folder.mkdir()
+    (folder / "other.pth").write_bytes(gfpgan_file.read_bytes())
+    monkeypatch.setenv("FACERESTORE_MODEL_PATHS", str(folder))
+    assert byo.find("other").path == folder / "other.pth"
+
+    from facerestore.nodes.face_restore import FaceRestoreNode
+
+    node = FaceRestoreNode(colour, "cpu", model="studio-gfpgan", temporal_window=1)
+    plate = faces_plate(colour)
+    faces = node.detect(plate)
+    assert faces and all(f.restore_size == 512 for f in faces)
+    result = node.process(plate, faces)
+    changed = np.abs(result.rgb - plate).max(axis=2) > 0
+    assert changed.any() and not changed[result.matte == 0].any()
+
+    # A changed file is refused rather than silently used.
+    with open(imported, "ab") as handle:
+        handle.write(b"tampered")
+    with pytest.raises(ModelError, match="changed since it was imported"):
+        byo.find("studio-gfpgan")
+
+
+def test_bad_model_files_get_one_line_errors(tmp_path):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="not a PyTorch state dict"):
+        byo.identify(junk)
+    torch.save({"params": {"quantize.embedding.weight": torch.zeros(4, 4)}}, tmp_path / "codeformer.pth")
+    with pytest.raises(ModelError, match="CodeFormer .pth"):
+        byo.identify(tmp_path / "codeformer.pth")
+    with pytest.raises(ModelError, match="unknown model 'nope'"):
+        make_restorer("nope", "cpu")
+    done = subprocess.run(
+        [sys.executable, "-m", "facerestore.nodes.cli", "models", "import", str(junk)], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not a PyTorch state dict" in done.stderr
