@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("file", nargs="?", help="import: a .pth or .onnx face restorer (GFPGAN, CodeFormer, GPEN...)")
     models.add_argument("--name", help="import: the name to use with --model (default: the file name)")
 
+    train = sub.add_parser("train", help="train the face restorer on registry footage (reduced on a CPU)")
+    train.add_argument("--out", default="facerestore-train", help="folder for the weights and the training record")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    size = train.add_mutually_exclusive_group()
+    size.add_argument("--full", action="store_true", help="the full schedule (meant for a GPU)")
+    size.add_argument("--steps", type=int, help="steps of the reduced schedule (default 5000)")
+
     demo = sub.add_parser("demo", help="run the whole job on a built-in shot and write a contact sheet")
     demo.add_argument("--out", default="facerestore-demo", help="folder for the demo shot and results")
     demo.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -133,6 +140,8 @@ def run(argv: list[str]) -> int:
         return 0
     if args.command == "models":
         return run_models(args)
+    if args.command == "train":
+        return run_train(args)
     if args.command == "demo":
         from facerestore.nodes.demo import run_demo
 
@@ -182,6 +191,28 @@ def run_models(args) -> int:
             print(f"{path.stem}: {byo.identify(path).kind}, sha256 {byo.sha256_file(path)[:16]}... ok")
     except ModelError as exc:
         raise FaceRestoreError(str(exc)) from None
+    return 0
+
+
+def run_train(args) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    from facerestore.models.device import resolve_torch_device
+    from facerestore.models.errors import ModelError
+    from facerestore.models.training import FULL, REDUCED, train
+
+    config = FULL if args.full else REDUCED
+    if args.steps is not None:
+        if args.steps < 1:
+            raise FaceRestoreError("--steps must be at least 1")
+        config = dataclasses.replace(config, steps=args.steps)
+    try:
+        device = resolve_torch_device(args.device)
+        record = train(config, Path(args.out), device, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except ModelError as exc:
+        raise FaceRestoreError(str(exc)) from None
+    print(f"weights: {Path(args.out) / record['weights']} (sha256 {record['sha256']})")
     return 0
 
 
