@@ -29,6 +29,7 @@ from facerestore.nodes.align import (
     warp_to_face,
 )
 from facerestore.nodes.colour import ColourPipeline
+from facerestore.nodes.grain import grain, missing_grain
 from facerestore.nodes.spec import NodeSpec, Param
 
 FACE_RESTORE = NodeSpec(
@@ -77,6 +78,14 @@ FACE_RESTORE = NodeSpec(
             2.5,
             0.0,
             32.0,
+        ),
+        Param(
+            "regrain",
+            "Re-grain",
+            "Adds back the plate's measured noise where the restorer removed it (0 = off, 1 = the plate's level).",
+            0.0,
+            0.0,
+            1.0,
         ),
         Param(
             "temporal_window",
@@ -398,6 +407,10 @@ class FaceRestoreNode:
         )
         matte_roi = cv2.warpAffine(self._matte(out_size), to_plate, (rw, rh), flags=cv2.INTER_LINEAR, borderValue=0.0)
         matte_roi[matte_roi < 1e-4] = 0.0  # interpolation dust is no coverage
+        if self.params["regrain"] > 0:
+            missing = missing_grain(encoded_roi, restored_roi, matte_roi > 0.5) * self.params["regrain"] ** 2
+            salt = -1 if job["track"] is None else job["track"]
+            restored_roi = restored_roi + grain(restored_roi.shape[:2], missing, encoded_roi, salt)
         # Both sides are decoded from the same clamped encoding, so highlights above 1.0 and
         # negatives, which the restorer never saw, pass through in the plate term.
         decoded = self.colour.decode(np.concatenate([restored_roi, encoded_roi], axis=0))

@@ -77,6 +77,8 @@ static const ParamSpec PARAMS[] = {
      0.12, 0, 0.5},
     {"keep_colour_radius", "Keep plate colour below (px)",
      "The plate's own colour and tone are kept below this blur radius in plate pixels.", P_DOUBLE, 2.5, 0, 32},
+    {"regrain", "Re-grain", "Adds back the plate's measured noise where the restorer removed it (1 = plate level).",
+     P_DOUBLE, 0, 0, 1},
     {"temporal_window", "Temporal window", "Frames fused around each frame (odd; 1 = per-frame).", P_INT, 5, 1, 15},
     {"tracks", "Faces", "Track IDs to restore, e.g. 1,3; empty restores every face.", P_STRING, 0, 0, 0, ""},
     {"track_strengths", "Per-face strength", "Strength per track ID, e.g. 1=0.5,3=0.8.", P_STRING, 0, 0, 0, ""},
