@@ -3,6 +3,8 @@ silent fall back to the CPU."""
 
 from __future__ import annotations
 
+import os
+
 from facerestore.models.errors import ModelError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -23,16 +25,33 @@ def resolve_torch_device(requested: str) -> str:
     return requested
 
 
-def onnx_providers(device: str) -> list[str]:
-    """ONNX Runtime providers for a resolved device ('cpu' or 'cuda')."""
+def onnx_providers(device: str) -> list:
+    """ONNX Runtime providers for a resolved device ('cpu' or 'cuda').
+
+    On a GPU: CUDA, with TensorRT (fp16, engines cached in the user cache) in front of it when
+    FACERESTORE_TENSORRT=1. TensorRT is opt-in because it builds an engine per input shape on
+    first use (minutes), which a one-off render would not win back."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    if device == "cuda":
-        if "CUDAExecutionProvider" not in available:
+    if device != "cuda":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in available:
+        raise ModelError(
+            "CUDA was requested but onnxruntime has no CUDA provider "
+            f"(available: {', '.join(available)}); install onnxruntime-gpu via set-up"
+        )
+    providers: list = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if os.environ.get("FACERESTORE_TENSORRT") == "1":
+        if "TensorrtExecutionProvider" not in available:
             raise ModelError(
-                "CUDA was requested but onnxruntime has no CUDA provider "
-                f"(available: {', '.join(available)}); install onnxruntime-gpu via set-up"
+                "FACERESTORE_TENSORRT=1 but onnxruntime has no TensorRT provider "
+                "(install TensorRT and onnxruntime-gpu with TensorRT support, or unset it)"
             )
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+        from facerestore.models.weights import cache_dir
+
+        engines = cache_dir() / "tensorrt"
+        engines.mkdir(parents=True, exist_ok=True)
+        options = {"trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(engines)}
+        providers.insert(0, ("TensorrtExecutionProvider", options))
+    return providers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -179,14 +180,41 @@ def make_restorer(name: str, device: str, backend: str = "auto", fidelity: float
     return TorchRestorer(name, device)
 
 
+def _file_stamp(path: Path) -> tuple[str, int, int]:
+    """Cache key for a model file: a replaced file (new size or time) gets a new session."""
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
 def _onnx_session(path: Path, device: str):
+    return _cached_onnx_session(_file_stamp(path), device)
+
+
+# One session per model file and device in the process: the OpenFX worker holds a node per
+# parameter set, and every node of the same model shares the session (loading costs seconds
+# and hundreds of MB). ONNX Runtime sessions are safe to run from several threads.
+@lru_cache(maxsize=8)
+def _cached_onnx_session(stamp: tuple[str, int, int], device: str):
     import onnxruntime as ort
 
     from facerestore.models.device import onnx_providers
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=onnx_providers(device))
+    return ort.InferenceSession(stamp[0], options, providers=onnx_providers(device))
+
+
+@lru_cache(maxsize=8)
+def _cached_torch_network(name: str, device: str, user_stamp: tuple | None, user):
+    """One network per model and device in the process, in inference form (fp16 on a GPU)."""
+    import torch
+
+    net = (build_network(name) if user is None else user_network(user)).eval().to(torch.device(device))
+    if torch.device(device).type == "cuda":
+        net = net.half()
+    for parameter in net.parameters():
+        parameter.requires_grad_(False)
+    return net
 
 
 class OnnxRestorer:
@@ -216,17 +244,14 @@ class TorchRestorer:
         self.device = torch.device(device)
         if user is None:
             self.scale, self.input_size = registry_entry(name).scale, None
-            net = build_network(name)
         else:
             self.scale, self.input_size = user.scale, user.input_size
-            net = user_network(user)
         # Face models (GFPGAN) work in [-1, 1]; the x4 restorers in [0, 1].
         self.signed = self.input_size is not None
-        self.net = net.eval().to(self.device)
         # fp16 halves memory and doubles throughput on a GPU; on the CPU it is slower and less exact.
         self.half = self.device.type == "cuda"
-        if self.half:
-            self.net = self.net.half()
+        stamp = None if user is None else _file_stamp(user.path)
+        self.net = _cached_torch_network(name, str(self.device), stamp, user)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) float32 in [0, 1] -> (N, 4H, 4W, 3) float32 in [0, 1]."""

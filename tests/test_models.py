@@ -100,3 +100,31 @@ def test_compact_network_converts_from_ncnn_with_its_prelu_slopes():
     assert isinstance(make_restorer("realesrgan-x4plus", "cpu", "torch"), TorchRestorer)
     with pytest.raises(ModelError, match="backend"):
         make_restorer("realesrgan-x4plus", "cpu", "tensorflow")
+
+
+def test_restorers_of_one_model_share_one_session_and_one_network():
+    first, second = (
+        make_restorer("realesrgan-x4plus", "cpu", "onnx"),
+        make_restorer("realesrgan-x4plus", "cpu", "onnx"),
+    )
+    assert first.session is second.session
+    assert TorchRestorer("realesr-animevideov3-x4", "cpu").net is TorchRestorer("realesr-animevideov3-x4", "cpu").net
+    assert make_restorer("realesr-animevideov3-x4", "cpu", "onnx").session is not first.session
+
+
+def test_gpu_providers_are_refused_clearly_where_onnxruntime_has_none(monkeypatch):
+    import onnxruntime as ort
+
+    from facerestore.models.device import onnx_providers
+
+    assert onnx_providers("cpu") == ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        monkeypatch.setenv("FACERESTORE_TENSORRT", "1")
+        if "TensorrtExecutionProvider" in ort.get_available_providers():
+            assert onnx_providers("cuda")[0][0] == "TensorrtExecutionProvider"
+        else:
+            with pytest.raises(ModelError, match="TensorRT"):
+                onnx_providers("cuda")
+    else:
+        with pytest.raises(ModelError, match="no CUDA provider"):
+            onnx_providers("cuda")
