@@ -5,12 +5,11 @@ cache's `models/` folder, where `facerestore models import FILE` copies a file w
 record. A model's name is its file name without the extension; `--model` also takes a path.
 
 Recognised from the file's contents, never from its name:
-- `.pth` state dicts: GFPGAN v1.3 / v1.4 (clean architecture), Real-ESRGAN RRDBNet x4,
-  Real-ESRGAN compact (SRVGG) networks;
+- `.pth` state dicts: GFPGAN v1.3 / v1.4 (clean architecture), CodeFormer (with its fidelity
+  weight), Real-ESRGAN RRDBNet x4, Real-ESRGAN compact (SRVGG) networks;
 - `.onnx` graphs of 512 px (or other square) FFHQ-aligned face restorers taking RGB in [-1, 1]:
   GFPGAN, GPEN-BFR, RestoreFormer++; and CodeFormer exports, whose second input is the fidelity
   weight.
-CodeFormer `.pth` files are recognised and refused with a pointer to their ONNX export.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ LICENCES = {
     "compact": "Real-ESRGAN-format weights: licence of their source (Real-ESRGAN's own are BSD-3-Clause)",
     "face-onnx": "licence of the exported model (GFPGAN: Apache-2.0/NVIDIA parts; GPEN: non-commercial unless "
     "licensed from Alibaba; RestoreFormer++: see its authors); check before commercial use",
+    "codeformer": "CodeFormer weights: S-Lab License 1.0, NON-COMMERCIAL use only",
     "codeformer-onnx": "CodeFormer weights: S-Lab License 1.0, NON-COMMERCIAL use only",
 }
 
@@ -41,7 +41,7 @@ LICENCES = {
 class UserModel:
     name: str
     path: Path
-    kind: str  # gfpgan | rrdbnet | compact | face-onnx | codeformer-onnx
+    kind: str  # gfpgan | codeformer | rrdbnet | compact | face-onnx | codeformer-onnx
     input_size: int | None  # fixed square input (face models), or None for x4 crops sized to the face
     scale: int
     licence: str
@@ -84,10 +84,8 @@ def identify(path: Path, name: str | None = None) -> UserModel:
             last = state[f"body.{max(int(k.split('.')[1]) for k in keys)}.weight"]
             scale = round((last.shape[0] / 3) ** 0.5)
             return UserModel(name, path, "compact", None, scale, LICENCES["compact"])
-        if any(k.startswith("quantize.embedding") for k in keys):
-            raise ModelError(
-                f"{path}: a CodeFormer .pth; facerestore runs CodeFormer from its ONNX export (import the .onnx)"
-            )
+        if {"quantize.embedding.weight", "position_emb", "idx_pred_layer.1.weight"} <= keys:
+            return UserModel(name, path, "codeformer", 512, 1, LICENCES["codeformer"])
         raise ModelError(f"{path}: unrecognised network (not GFPGAN, CodeFormer or Real-ESRGAN weights)")
     if path.suffix == ".onnx":
         import onnx

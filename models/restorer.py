@@ -172,7 +172,7 @@ def make_restorer(name: str, device: str, backend: str = "auto", fidelity: float
             raise ModelError(f"model {user.name!r} ({user.path.suffix} file) cannot run with --backend {backend}")
         if user.kind in onnx_kinds:
             return FaceOnnxRestorer(user, device, fidelity)
-        return TorchRestorer(name, device, user)
+        return TorchRestorer(name, device, user, fidelity)
     if backend == "auto":
         backend = "onnx" if device == "cpu" else "torch"
     if backend == "onnx":
@@ -238,7 +238,7 @@ class OnnxRestorer:
 class TorchRestorer:
     """One network instance per process and device; loading costs seconds, so it is reused."""
 
-    def __init__(self, name: str, device: str, user=None) -> None:
+    def __init__(self, name: str, device: str, user=None, fidelity: float = 0.7) -> None:
         import torch
 
         self.device = torch.device(device)
@@ -246,8 +246,10 @@ class TorchRestorer:
             self.scale, self.input_size = registry_entry(name).scale, None
         else:
             self.scale, self.input_size = user.scale, user.input_size
-        # Face models (GFPGAN) work in [-1, 1]; the x4 restorers in [0, 1].
+        # Face models (GFPGAN, CodeFormer) work in [-1, 1]; the x4 restorers in [0, 1].
         self.signed = self.input_size is not None
+        # CodeFormer's weight travels with each call, so one shared network serves every fidelity.
+        self.extra_args = (fidelity,) if user is not None and user.kind == "codeformer" else ()
         # fp16 halves memory and doubles throughput on a GPU; on the CPU it is slower and less exact.
         self.half = self.device.type == "cuda"
         stamp = None if user is None else _file_stamp(user.path)
@@ -263,7 +265,7 @@ class TorchRestorer:
                 x = x * 2 - 1
             if self.half:
                 x = x.half()
-            y = self.net(x).float()
+            y = self.net(x, *self.extra_args).float()
             y = (y.clamp_(-1, 1) + 1) / 2 if self.signed else y.clamp_(0, 1)
             return y.permute(0, 2, 3, 1).cpu().numpy()
 
@@ -279,6 +281,10 @@ def user_network(user):
         from facerestore.models.gfpgan import GFPGAN
 
         net = GFPGAN(out_size=user.input_size)
+    elif user.kind == "codeformer":
+        from facerestore.models.codeformer import CodeFormer
+
+        net = CodeFormer()
     elif user.kind == "rrdbnet":
         from facerestore.models.rrdbnet import RRDBNet
 

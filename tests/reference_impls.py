@@ -1,12 +1,13 @@
 """The reference implementations published on PyPI, for parity tests of our own architectures.
 
-`gfpgan` 1.3.8 (wheel) and `basicsr` 1.4.2 (sdist) are downloaded once with pip (sha256-pinned)
-and only their architecture modules are imported, from the unpacked files: the packages'
-`__init__` modules pull in datasets, training code and facexlib, none of which a forward pass
-needs. Two imports are given placeholders, and only those: `torchvision`, which basicsr's
-`arch_util` imports for deformable convolutions that GFPGAN never calls (no torchvision build
-loads beside torch 2.13 CPU), and `basicsr.utils.get_root_logger` (logging only). The code that
-computes the reference outputs is the published code, unchanged.
+`gfpgan` 1.3.8 (wheel), `basicsr` 1.4.2 (sdist) and `codeformer-pip` 0.0.4 (sdist, CodeFormer's
+code under the S-Lab licence, used here only to test against) are downloaded once with pip
+(sha256-pinned) into the user cache, and only their architecture modules are imported, from the
+unpacked files: the packages' `__init__` modules pull in datasets, training code and facexlib,
+none of which a forward pass needs. Two imports are given placeholders, and only those:
+`torchvision`, which basicsr's `arch_util` imports for deformable convolutions that GFPGAN never
+calls (no torchvision build loads beside torch 2.13 CPU), and `get_root_logger` (logging only).
+The code that computes the reference outputs is the published code, unchanged.
 """
 
 from __future__ import annotations
@@ -72,6 +73,61 @@ def _unpacked_sources() -> Path:
         root.parent.mkdir(parents=True, exist_ok=True)
         staging.rename(root)
     return root
+
+
+CODEFORMER_SDIST = ("codeformer-pip==0.0.4", "codeformer-pip-0.0.4.tar.gz")
+CODEFORMER_SHA256 = "b0f7e1bcf9003b2abcf714265b83ec9b6cf30c2243e5a56f4c4f8d42a0262045"
+
+
+def _codeformer_sources() -> Path:
+    root = cache_dir() / "reference" / "codeformer-pip-0.0.4"
+    if (root / "codeformer" / "basicsr" / "archs" / "codeformer_arch.py").is_file():
+        return root
+    requirement, name = CODEFORMER_SDIST
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                requirement,
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-d",
+                tmp,
+                "-q",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        if hashlib.sha256((Path(tmp) / name).read_bytes()).hexdigest() != CODEFORMER_SHA256:
+            raise RuntimeError(f"{name}: checksum mismatch")
+        with tarfile.open(Path(tmp) / name) as sdist:
+            prefix = "codeformer-pip-0.0.4/codeformer/basicsr/"
+            members = [m for m in sdist.getmembers() if m.name.startswith(prefix)]
+            sdist.extractall(Path(tmp) / "staging", members, filter="data")
+        if root.exists():
+            shutil.rmtree(root)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        (Path(tmp) / "staging" / "codeformer-pip-0.0.4").rename(root)
+    return root
+
+
+def codeformer_reference_class():
+    """The published `CodeFormer` class."""
+    root = _codeformer_sources() / "codeformer"
+    if "codeformer.basicsr.archs.codeformer_arch" not in sys.modules:
+        _package("codeformer", root)
+        _package("codeformer.basicsr", root / "basicsr")
+        _package(
+            "codeformer.basicsr.utils",
+            root / "basicsr" / "utils",
+            get_root_logger=lambda *a, **k: logging.getLogger("codeformer"),
+        )
+        _package("codeformer.basicsr.archs", root / "basicsr" / "archs")
+    return importlib.import_module("codeformer.basicsr.archs.codeformer_arch").CodeFormer
 
 
 def _package(name: str, path: Path, **attributes) -> None:

@@ -11,9 +11,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from reference_impls import gfpgan_reference_class
+from reference_impls import codeformer_reference_class, gfpgan_reference_class
 
 from facerestore.models import byo
+from facerestore.models.codeformer import CodeFormer
 from facerestore.models.errors import ModelError
 from facerestore.models.gfpgan import GFPGAN
 from facerestore.models.restorer import make_restorer
@@ -61,6 +62,38 @@ def test_gfpgan_matches_the_published_implementation(gfpgan_file):
     ours = restorer(face)
     assert np.abs(expected).std() > 0.01  # a real signal, not a constant
     assert np.abs(ours - expected).max() < 1e-4
+
+
+@pytest.fixture(scope="module")
+def codeformer_file(tmp_path_factory):
+    """Random CodeFormer weights saved in the official file layout (`params_ema`)."""
+    generator = torch.Generator().manual_seed(3)
+    state = {k: torch.randn(v.shape, generator=generator) * 0.05 for k, v in CodeFormer().state_dict().items()}
+    path = tmp_path_factory.mktemp("models") / "codeformer.pth"
+    torch.save({"params_ema": state}, path)
+    return path
+
+
+def test_codeformer_matches_the_published_implementation_at_its_fidelity(codeformer_file, capfd):
+    reference = codeformer_reference_class()(
+        dim_embd=512, codebook_size=1024, n_head=8, n_layers=9, connect_list=["32", "64", "128", "256"]
+    ).eval()
+    reference.load_state_dict(torch.load(codeformer_file, weights_only=True)["params_ema"], strict=True)
+    model = byo.identify(codeformer_file)
+    assert (model.kind, model.input_size) == ("codeformer", 512) and model.non_commercial
+    restorer = make_restorer(str(codeformer_file), "cpu", fidelity=0.7)
+    assert "NON-COMMERCIAL" in capfd.readouterr().err  # said when the model is used
+    face = np.random.default_rng(4).random((1, 512, 512, 3), dtype=np.float32)
+    with torch.inference_mode():
+        # The published inference: [-1, 1] in, w = fidelity, AdaIN on the codebook features.
+        x = (torch.from_numpy(face).permute(0, 3, 1, 2) * 2 - 1).contiguous()
+        expected = reference(x, w=0.7, adain=True)[0]
+    expected = ((expected.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+    ours = restorer(face)
+    assert np.abs(expected - 0.5).std() > 0.01
+    assert np.abs(ours - expected).max() < 1e-4
+    quality_first = make_restorer(str(codeformer_file), "cpu", fidelity=0.0)(face)
+    assert np.abs(quality_first - ours).max() > 1e-3  # the weight reaches the network
 
 
 def test_onnx_export_of_gfpgan_runs_as_a_users_face_model(gfpgan_file, tmp_path):
@@ -146,9 +179,17 @@ def test_bad_model_files_get_one_line_errors(tmp_path):
     junk.write_bytes(b"not a model")
     with pytest.raises(ModelError, match="not a PyTorch state dict"):
         byo.identify(junk)
-    torch.save({"params": {"quantize.embedding.weight": torch.zeros(4, 4)}}, tmp_path / "codeformer.pth")
-    with pytest.raises(ModelError, match="CodeFormer .pth"):
-        byo.identify(tmp_path / "codeformer.pth")
+    torch.save({"params": {"quantize.embedding.weight": torch.zeros(4, 4)}}, tmp_path / "partial.pth")
+    with pytest.raises(ModelError, match="unrecognised network"):
+        byo.identify(tmp_path / "partial.pth")
+    misfit = {
+        "quantize.embedding.weight": torch.zeros(4, 4),
+        "position_emb": torch.zeros(2),
+        "idx_pred_layer.1.weight": torch.zeros(2),
+    }
+    torch.save({"params_ema": misfit}, tmp_path / "misfit.pth")
+    with pytest.raises(ModelError, match="do not fit the codeformer architecture"):
+        make_restorer(str(tmp_path / "misfit.pth"), "cpu")
     with pytest.raises(ModelError, match="unknown model 'nope'"):
         make_restorer("nope", "cpu")
     done = subprocess.run(
