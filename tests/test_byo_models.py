@@ -19,7 +19,7 @@ from facerestore.models.errors import ModelError
 from facerestore.models.gfpgan import GFPGAN
 from facerestore.models.restorer import make_restorer
 
-from helpers import faces_plate
+from helpers import channel, faces_plate, read_buf, run_cli, write_exr
 
 
 def random_gfpgan_state(seed: int = 0) -> dict:
@@ -196,3 +196,45 @@ def test_bad_model_files_get_one_line_errors(tmp_path):
         [sys.executable, "-m", "facerestore.nodes.cli", "models", "import", str(junk)], capture_output=True, text=True
     )
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not a PyTorch state dict" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def plate_file(tmp_path_factory, colour):
+    path = tmp_path_factory.mktemp("plate") / "plate.exr"
+    write_exr(path, faces_plate(colour))
+    return path
+
+
+def _gfpgan_onnx(gfpgan_file, folder):
+    path = folder / "gfpgan-export.onnx"
+    net = make_restorer(str(gfpgan_file), "cpu").net
+    with torch.inference_mode():
+        torch.onnx.export(net, (torch.zeros(1, 3, 512, 512),), str(path), opset_version=17, dynamo=False)
+    return path
+
+
+def _codeformer_onnx(folder):
+    path = folder / "codeformer-export.onnx"
+    args = (torch.zeros(1, 3, 512, 512), torch.tensor(0.5, dtype=torch.float64))
+    torch.onnx.export(FidelityBlend(), args, str(path), input_names=["x", "w"], opset_version=17, dynamo=False)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["codeformer", "face-onnx", "codeformer-onnx"])
+def test_render_with_each_kind_of_users_model(kind, gfpgan_file, codeformer_file, plate_file, tmp_path):
+    """`facerestore render --model FILE` for the kinds not rendered above (GFPGAN .pth is)."""
+    model = {
+        "codeformer": lambda: codeformer_file,
+        "face-onnx": lambda: _gfpgan_onnx(gfpgan_file, tmp_path),
+        "codeformer-onnx": lambda: _codeformer_onnx(tmp_path),
+    }[kind]()
+    assert byo.identify(model).kind == kind
+    out = tmp_path / "out.exr"
+    proc = run_cli("render", plate_file, "-o", out, "--model", model, "--fidelity", "0.5", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert ("NON-COMMERCIAL" in proc.stderr) == kind.startswith("codeformer")
+    spec, pixels = read_buf(out)
+    _, plate = read_buf(plate_file)
+    matte = channel(spec, pixels, "face.mask")
+    changed = np.abs(pixels[..., :3] - plate[..., :3]).max(axis=2) > 0
+    assert matte.max() > 0.9 and changed[matte > 0.5].mean() > 0.5 and not changed[matte == 0].any()
