@@ -220,11 +220,9 @@ def _cached_torch_network(name: str, device: str, user_stamp: tuple | None, user
 class OnnxRestorer:
     """One ONNX Runtime session per process and device, reused for every frame."""
 
-    input_size = None  # crops sized to each face
-
     def __init__(self, name: str, device: str) -> None:
         self.entry = registry_entry(name)
-        self.scale = self.entry.scale
+        self.scale, self.input_size = self.entry.scale, self.entry.input_size
         self.device = device
         self.session = _onnx_session(ensure_onnx(self.entry), device)
 
@@ -243,7 +241,7 @@ class TorchRestorer:
 
         self.device = torch.device(device)
         if user is None:
-            self.scale, self.input_size = registry_entry(name).scale, None
+            self.scale, self.input_size = registry_entry(name).scale, registry_entry(name).input_size
         else:
             self.scale, self.input_size = user.scale, user.input_size
         # Face models (GFPGAN, CodeFormer) work in [-1, 1]; the x4 restorers in [0, 1].

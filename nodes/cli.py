@@ -156,7 +156,13 @@ def run_models(args) -> int:
     from facerestore.models import byo
     from facerestore.models.errors import ModelError
     from facerestore.models.restorer import ensure_converted_weights, ensure_onnx
-    from facerestore.models.weights import DEFAULT_RESTORER, RESTORERS, RETINAFACE_LICENCE, retinaface_onnx_bytes
+    from facerestore.models.weights import (
+        ALIGNMENT_TEMPLATE,
+        DEFAULT_RESTORER,
+        RESTORERS,
+        RETINAFACE_LICENCE,
+        retinaface_onnx_bytes,
+    )
 
     if args.action != "import" and args.file:
         raise FaceRestoreError(f"models {args.action} takes no file")
@@ -171,12 +177,17 @@ def run_models(args) -> int:
         if args.action == "list":
             for entry in RESTORERS.values():
                 default = " (default)" if entry.name == DEFAULT_RESTORER else ""
+                size = f"{entry.input_size} px" if entry.input_size else "sized to each face (32/64/128 px)"
                 print(f"{entry.name:<26} {entry.architecture}{default}; licence: {entry.licence}")
                 print(f"{'':<26} {entry.summary}")
+                print(f"{'':<26} input {size}, x{entry.scale}; {entry.normalisation}; {entry.template}")
+                print(f"{'':<26} weights {entry.weights_bytes / 1e6:.1f} MB, sha256 {entry.sources[-1].sha256[:16]}...")
             for path in byo.available():
                 try:
                     model = byo.identify(path)
+                    size = f"{model.input_size} px, RGB [-1, 1]" if model.input_size else "sized to each face"
                     print(f"{model.name:<26} yours: {model.kind} ({path}); licence: {model.licence}")
+                    print(f"{'':<26} input {size}, x{model.scale}; {ALIGNMENT_TEMPLATE}")
                 except ModelError as exc:
                     print(f"{path.stem:<26} yours, unusable: {exc}")
             print(f"{'retinaface':<26} face detector (mobilenet 0.25); licence: {RETINAFACE_LICENCE}")

@@ -148,7 +148,8 @@ def test_import_search_path_and_a_render_with_a_users_gfpgan(gfpgan_file, tmp_pa
     record = json.loads((tmp_path / "cache" / "models" / "studio-gfpgan.pth.json").read_text())
     assert record["kind"] == "gfpgan" and record["sha256"] == byo.sha256_file(imported)
     listing = subprocess.run(cli + ["models", "list"], env=env, capture_output=True, text=True).stdout
-    assert "studio-gfpgan" in listing and "gfpgan" in listing
+    assert "studio-gfpgan" in listing and "yours: gfpgan" in listing and "input 512 px, RGB [-1, 1]" in listing
+    assert "facerestore-face-x4" in listing and "(default); licence: Apache-2.0" in listing
 
     # FACERESTORE_MODEL_PATHS is searched before the cache.
     folder = tmp_path / "studio_models"

@@ -42,6 +42,9 @@ def test_source_checksum_mismatch_is_refused():
         wrong.verified_path()
     with pytest.raises(ModelError, match="not installed"):
         PackagedFile("no-such-dist-xyz", "1", "x", "0" * 64).locate()
+    truncated = PackagedFile(source.distribution, source.version, source.path, source.sha256, source.size - 1)
+    with pytest.raises(ModelError, match="bytes, expected"):
+        truncated.verified_path()
 
 
 def test_restorer_upscales_and_improves_a_blurred_edge():
