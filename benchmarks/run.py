@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -27,6 +28,7 @@ import OpenImageIO as oiio
 from facerestore.benchmarks import metrics
 from facerestore.benchmarks.data import load_clip
 from facerestore.models.degrade import Degradation, degrade_clip, h264_available
+from facerestore.models.weights import write_atomically
 from facerestore.nodes.align import TEMPLATE_SIZE, affine_scale, scaled_template_transform
 from facerestore.nodes.colour import ColourPipeline
 from facerestore.nodes.exr_io import Part, read_frame, write_parts
@@ -398,7 +400,7 @@ def add_to_training_record(path: str, results: dict) -> None:
     with open(path) as handle:
         record = json.load(handle)
     summaries = {
-        name: {k: v for k, v in entry["summary"].items()} | {"seconds_per_frame": entry["seconds_per_frame"]}
+        name: entry["summary"] | {"seconds_per_frame": entry["seconds_per_frame"]}
         for name, entry in results["methods"].items()
     }
     entry = {
@@ -412,8 +414,4 @@ def add_to_training_record(path: str, results: dict) -> None:
         "methods": summaries,
     }
     record["benchmark"] = [b for b in record.get("benchmark", []) if b["clip"] != entry["clip"]] + [entry]
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(record, handle, indent=2, default=float)
-        handle.write("\n")
-    os.replace(tmp, path)
+    write_atomically(Path(path), (json.dumps(record, indent=2, default=float) + "\n").encode())

@@ -241,7 +241,8 @@ class TorchRestorer:
 
         self.device = torch.device(device)
         if user is None:
-            self.scale, self.input_size = registry_entry(name).scale, registry_entry(name).input_size
+            entry = registry_entry(name)
+            self.scale, self.input_size = entry.scale, entry.input_size
         else:
             self.scale, self.input_size = user.scale, user.input_size
         # Face models (GFPGAN, CodeFormer) work in [-1, 1]; the x4 restorers in [0, 1].

