@@ -65,6 +65,8 @@ def test_identity_model_tells_people_apart():
 
 
 def test_bench_command_on_an_exr_sequence(tmp_path):
+    record_path = tmp_path / "record.json"
+    record_path.write_text(json.dumps({"losses": []}))
     proc = run_cli("demo", "--out", tmp_path / "demo", "--device", "cpu", "-q")
     assert proc.returncode == 0, proc.stderr
     proc = run_cli(
@@ -79,11 +81,20 @@ def test_bench_command_on_an_exr_sequence(tmp_path):
         "--no-whole-frame",
         "--device",
         "cpu",
+        "--compare-model",
+        "realesr-animevideov3-x4",
+        "--record",
+        record_path,
     )
     assert proc.returncode == 0, proc.stderr
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert results["untouched_max_abs"] == 0.0
-    assert set(results["methods"]) == {"degraded input", "facerestore", "facerestore per-frame"}
+    compared = "facerestore [realesr-animevideov3-x4]"
+    assert set(results["methods"]) == {"degraded input", "facerestore", "facerestore per-frame", compared}
+    assert "Model facerestore-face-x4 against realesr-animevideov3-x4 (both temporal): PSNR" in proc.stdout
+    record = json.loads(record_path.read_text())
+    assert record["losses"] == [] and [b["clip"] for b in record["benchmark"]] == ["plate.####.exr"]
+    assert record["benchmark"][0]["methods"][compared]["psnr"] == results["methods"][compared]["summary"]["psnr"]
     product = results["methods"]["facerestore"]
     assert len(product["per_frame"]["psnr"]) == 2 and len(product["per_frame"]["warping_error"]) == 1
     assert product["stages_ms"]["restore"] > 0
