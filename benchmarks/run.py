@@ -201,19 +201,41 @@ def crops_sheet(truth, methods: list[MethodResult], region: np.ndarray, t: int, 
     for label, image in [("ground truth", truth[t])] + [(m.name, m.frames[t]) for m in methods]:
         crop = image[window]
         tile = cv2.resize(crop, (round(crop.shape[1] * height / crop.shape[0]), height), interpolation=cv2.INTER_CUBIC)
-        tiles.append(np.pad(np.clip(tile, 0, 1), ((30, 4), (4, 4), (0, 0)), constant_values=1.0))
+        tiles.append(np.pad(np.clip(tile, 0, 1), ((44, 4), (4, 4), (0, 0)), constant_values=1.0))
         labels.append(label)
     matte = cv2.resize(
         region.astype(np.float32)[window], (tiles[0].shape[1] - 8, height), interpolation=cv2.INTER_NEAREST
     )
-    tiles.append(np.pad(np.repeat(matte[..., None], 3, 2), ((30, 4), (4, 4), (0, 0)), constant_values=1.0))
+    tiles.append(np.pad(np.repeat(matte[..., None], 3, 2), ((44, 4), (4, 4), (0, 0)), constant_values=1.0))
     labels.append("face region")
     sheet = np.ascontiguousarray((np.concatenate(tiles, 1)[..., ::-1] * 255 + 0.5).astype(np.uint8))
     x = 6
     for tile, label in zip(tiles, labels):
-        cv2.putText(sheet, label, (x, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        for row, line in enumerate(_label_lines(label, tile.shape[1] - 10)):
+            cv2.putText(sheet, line, (x, 18 + 18 * row), _FONT, _FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
         x += tile.shape[1]
-    cv2.imwrite(path, sheet)
+    if not cv2.imwrite(path, sheet):
+        raise OSError(f"cannot write {path}")
+
+
+_FONT, _FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.45
+
+
+def _label_lines(label: str, width: int) -> list[str]:
+    """At most two lines that fit the tile: long method names ("facerestore [model]") would
+    otherwise run into the next tile's label."""
+
+    def fits(text: str) -> bool:
+        return cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)[0][0] <= width
+
+    if fits(label) or " " not in label:
+        return [label]
+    words = label.split(" ")
+    for cut in range(len(words) - 1, 0, -1):
+        first = " ".join(words[:cut])
+        if fits(first):
+            return [first, " ".join(words[cut:])]
+    return [words[0], " ".join(words[1:])]
 
 
 def markdown(results: dict) -> str:

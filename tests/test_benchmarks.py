@@ -101,3 +101,25 @@ def test_bench_command_on_an_exr_sequence(tmp_path):
     assert "| facerestore |" in proc.stdout
     for name in ("crops.png", "psnr.png", "warping_error.png", "results.md"):
         assert (tmp_path / "bench" / name).stat().st_size > 1000 or name == "results.md"
+
+
+def test_crops_sheet_keeps_long_method_names_inside_their_tile(tmp_path):
+    import cv2
+
+    from facerestore.benchmarks.run import MethodResult, crops_sheet
+
+    truth = [np.full((120, 90, 3), 0.5, np.float32)]
+    region = np.zeros((120, 90), bool)
+    region[20:100, 20:70] = True  # an 80x50 face window: tiles ~160 px wide, narrower than the long label
+    long_name = "facerestore [realesr-animevideov3-x4]"
+    methods = [MethodResult(long_name, truth), MethodResult("", truth)]
+    path = tmp_path / "crops.png"
+    crops_sheet(truth, methods, region, 0, str(path))
+    sheet = cv2.imread(str(path))
+    tile_width = sheet.shape[1] // 4  # truth, two methods, the region: equal widths
+    header = sheet[:44].min(axis=2) < 128  # dark text pixels
+    columns_with_text = np.nonzero(header.any(axis=0))[0]
+    second_tile = columns_with_text[(columns_with_text >= tile_width) & (columns_with_text < 2 * tile_width)]
+    assert second_tile.size, "the long label was not drawn"
+    third_tile = columns_with_text[(columns_with_text >= 2 * tile_width) & (columns_with_text < 3 * tile_width)]
+    assert third_tile.size == 0, "the long label ran into the next tile"
