@@ -40,12 +40,7 @@ class PackagedFile:
         return path
 
     def verified_path(self) -> Path:
-        path = self.locate()
-        check_size(path, self.size)
-        actual = sha256_file(path)
-        if actual != self.sha256:
-            raise ModelError(f"checksum mismatch for {path}: expected {self.sha256[:12]}..., got {actual[:12]}...")
-        return path
+        return verified(self.locate(), self.sha256, self.size)
 
 
 @dataclass(frozen=True)
@@ -60,17 +55,18 @@ class ProjectFile:
         path = Path(__file__).parent / self.path
         if not path.is_file():
             raise ModelError(f"{path} is missing from this install of facerestore")
-        check_size(path, self.size)
-        actual = sha256_file(path)
-        if actual != self.sha256:
-            raise ModelError(f"checksum mismatch for {path}: expected {self.sha256[:12]}..., got {actual[:12]}...")
-        return path
+        return verified(path, self.sha256, self.size)
 
 
-def check_size(path: Path, expected: int | None) -> None:
-    """A wrong size is a truncated or replaced file: said before hashing tens of MB."""
-    if expected is not None and path.stat().st_size != expected:
-        raise ModelError(f"{path}: {path.stat().st_size} bytes, expected {expected}; reinstall it")
+def verified(path: Path, sha256: str, size: int | None) -> Path:
+    """`path`, once its size (when known) and sha256 match. A wrong size is a truncated or
+    replaced file: said before hashing tens of MB."""
+    if size is not None and path.stat().st_size != size:
+        raise ModelError(f"{path}: {path.stat().st_size} bytes, expected {size}; reinstall it")
+    actual = sha256_file(path)
+    if actual != sha256:
+        raise ModelError(f"checksum mismatch for {path}: expected {sha256[:12]}..., got {actual[:12]}...")
+    return path
 
 
 ALIGNMENT_TEMPLATE = "FFHQ 512 face space, 5-point similarity (models/align.py)"
