@@ -38,7 +38,7 @@ def parse_weighted_layers(param_path: Path) -> list[NcnnConv | NcnnPReLU]:
     lines = param_path.read_text().split("\n")
     if not lines or lines[0].strip() != str(NCNN_PARAM_MAGIC):
         raise ValueError(f"{param_path} is not an ncnn text param file")
-    convs = []
+    layers: list[NcnnConv | NcnnPReLU] = []
     for line in lines[2:]:
         fields = line.split()
         if not fields:
@@ -52,12 +52,12 @@ def parse_weighted_layers(param_path: Path) -> list[NcnnConv | NcnnPReLU]:
         n_in, n_out = int(fields[2]), int(fields[3])
         params = dict(kv.split("=", 1) for kv in fields[4 + n_in + n_out :])
         if layer_type == "PReLU":
-            convs.append(NcnnPReLU(name=name, slopes=int(params.get("0", "1"))))
+            layers.append(NcnnPReLU(name=name, slopes=int(params.get("0", "1"))))
             continue
         kernel = int(params.get("1", "0"))
         if int(params.get("11", kernel)) != kernel:
             raise ValueError(f"{name}: non-square kernels are not supported")
-        convs.append(
+        layers.append(
             NcnnConv(
                 name=name,
                 out_channels=int(params["0"]),
@@ -66,12 +66,7 @@ def parse_weighted_layers(param_path: Path) -> list[NcnnConv | NcnnPReLU]:
                 weight_count=int(params["6"]),
             )
         )
-    return convs
-
-
-def read_conv_weights(param_path: Path, bin_path: Path) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """Weights (out, in, k, k) float32 and bias (out,) for every convolution, in file order."""
-    return [weights for weights in read_layer_weights(param_path, bin_path) if len(weights) == 2]
+    return layers
 
 
 def read_layer_weights(param_path: Path, bin_path: Path) -> list[tuple[np.ndarray, ...]]:
