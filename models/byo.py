@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facerestore.models.errors import ModelError
-from facerestore.models.weights import cache_dir, sha256_file, write_atomically
+from facerestore.models.weights import cache_dir, replaced_atomically, sha256_file, write_atomically
 
 EXTENSIONS = (".pth", ".onnx")
 
@@ -150,10 +150,8 @@ def import_model(source: Path, name: str | None = None) -> UserModel:
     digest = sha256_file(source)
     if target.is_file() and sha256_file(target) != digest:
         raise ModelError(f"a different model named {model.name!r} is already imported ({target}); use --name")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    with replaced_atomically(target) as tmp:
+        shutil.copyfile(source, tmp)  # streamed: face models run to hundreds of MB
     record = {"name": model.name, "kind": model.kind, "sha256": digest, "licence": model.licence, "from": str(source)}
     write_atomically(record_path(target), json.dumps(record, indent=2).encode())
     return identify(target, model.name)

@@ -12,6 +12,8 @@ import hashlib
 import importlib.metadata
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,16 +187,28 @@ def cache_dir() -> Path:
     return Path(base) / "facerestore"
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+@contextmanager
+def replaced_atomically(path: Path) -> Iterator[Path]:
+    """A temporary file beside `path` to fill; it replaces `path` only when the block ends
+    without an error, and is removed otherwise, so readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    # mkstemp makes owner-only files; a cache shared on a render farm must stay readable as the umask allows.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    with replaced_atomically(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def retinaface_onnx_bytes() -> bytes:

@@ -131,3 +131,23 @@ def test_gpu_providers_are_refused_clearly_where_onnxruntime_has_none(monkeypatc
     else:
         with pytest.raises(ModelError, match="no CUDA provider"):
             onnx_providers("cuda")
+
+
+def test_cache_files_are_replaced_whole_and_readable_as_the_umask_allows(tmp_path):
+    import os
+
+    from facerestore.models.weights import replaced_atomically, write_atomically
+
+    target = tmp_path / "weights.pth"
+    write_atomically(target, b"first")
+    with pytest.raises(RuntimeError), replaced_atomically(target) as tmp:
+        tmp.write_bytes(b"half-writ")
+        raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"first" and [p.name for p in tmp_path.iterdir()] == ["weights.pth"]
+    umask = os.umask(0o022)
+    try:
+        write_atomically(target, b"second")
+    finally:
+        os.umask(umask)
+    # A render farm's shared cache: other accounts must be able to read what one wrote.
+    assert target.read_bytes() == b"second" and target.stat().st_mode & 0o777 == 0o644
