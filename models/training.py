@@ -74,18 +74,23 @@ def _largest_face(detector, image: np.ndarray):
     return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) if faces else None
 
 
+def aligned_pair(degraded: np.ndarray, clean: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The restorer's input crop of `degraded` at the size the node would choose for this face,
+    and the 4x target crop of `clean`, both aligned to the face space by `landmarks`."""
+    in_size = choose_input_size(footprint_of(landmarks))
+    to_out = scaled_template_transform(landmarks, in_size * 4)
+    return warp_to_face(degraded, to_out * 0.25, in_size), warp_to_face(clean, to_out, in_size * 4)
+
+
 def _pairs_from_clip(clean: list[np.ndarray], degraded: list[np.ndarray], detector, out: dict) -> int:
     made = 0
     for t in range(0, len(clean) - 1, 2):
         face = _largest_face(detector, clean[t])
         if face is None:
             continue
-        in_size = choose_input_size(footprint_of(face.landmarks))
-        to_out = scaled_template_transform(face.landmarks, in_size * 4)
-        to_in = to_out * 0.25
-        xs = [warp_to_face(degraded[k], to_in, in_size) for k in (t, t + 1)]
-        ys = [warp_to_face(clean[k], to_out, in_size * 4) for k in (t, t + 1)]
-        out.setdefault(in_size, []).append((np.stack(xs).astype(np.float16), np.stack(ys).astype(np.float16)))
+        # Frame t+1 is aligned with frame t's landmarks: the temporal term compares like with like.
+        xs, ys = zip(*(aligned_pair(degraded[k], clean[k], face.landmarks) for k in (t, t + 1)))
+        out.setdefault(len(xs[0]), []).append((np.stack(xs).astype(np.float16), np.stack(ys).astype(np.float16)))
         made += 1
     return made
 

