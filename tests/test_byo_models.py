@@ -22,18 +22,18 @@ from facerestore.models.restorer import make_restorer
 from helpers import channel, faces_plate, read_buf, run_cli, write_exr
 
 
-def random_gfpgan_state(seed: int = 0) -> dict:
-    """Every parameter and noise map random (none left at its zero init), so each path counts."""
+def random_state(net: torch.nn.Module, seed: int) -> dict:
+    """Every parameter and buffer (GFPGAN's noise maps too) random, none left at its zero init,
+    so each path of the network counts in a parity test."""
     generator = torch.Generator().manual_seed(seed)
-    state = GFPGAN().state_dict()
-    return {k: torch.randn(v.shape, generator=generator) * 0.05 for k, v in state.items()}
+    return {k: torch.randn(v.shape, generator=generator) * 0.05 for k, v in net.state_dict().items()}
 
 
 @pytest.fixture(scope="module")
 def gfpgan_file(tmp_path_factory):
     """Random weights saved the way official GFPGAN v1.3 / v1.4 files are (`params_ema`)."""
     path = tmp_path_factory.mktemp("models") / "GFPGANv1.4.pth"
-    torch.save({"params_ema": random_gfpgan_state()}, path)
+    torch.save({"params_ema": random_state(GFPGAN(), seed=0)}, path)
     return path
 
 
@@ -67,10 +67,8 @@ def test_gfpgan_matches_the_published_implementation(gfpgan_file):
 @pytest.fixture(scope="module")
 def codeformer_file(tmp_path_factory):
     """Random CodeFormer weights saved in the official file layout (`params_ema`)."""
-    generator = torch.Generator().manual_seed(3)
-    state = {k: torch.randn(v.shape, generator=generator) * 0.05 for k, v in CodeFormer().state_dict().items()}
     path = tmp_path_factory.mktemp("models") / "codeformer.pth"
-    torch.save({"params_ema": state}, path)
+    torch.save({"params_ema": random_state(CodeFormer(), seed=3)}, path)
     return path
 
 
@@ -96,19 +94,6 @@ def test_codeformer_matches_the_published_implementation_at_its_fidelity(codefor
     assert np.abs(quality_first - ours).max() > 1e-3  # the weight reaches the network
 
 
-def test_onnx_export_of_gfpgan_runs_as_a_users_face_model(gfpgan_file, tmp_path):
-    net = make_restorer(str(gfpgan_file), "cpu").net
-    onnx_path = tmp_path / "gfpgan-1.4.onnx"
-    with torch.inference_mode():
-        torch.onnx.export(net, (torch.zeros(1, 3, 512, 512),), str(onnx_path), opset_version=17, dynamo=False)
-    model = byo.identify(onnx_path)
-    assert (model.kind, model.input_size) == ("face-onnx", 512)
-    face = np.random.default_rng(2).random((2, 512, 512, 3), dtype=np.float32)
-    via_onnx = make_restorer(str(onnx_path), "cpu")(face)  # batch of 2 through a batch-1 export
-    via_torch = make_restorer(str(gfpgan_file), "cpu")(face)
-    assert np.abs(via_onnx - via_torch).max() < 1e-4
-
-
 class FidelityBlend(torch.nn.Module):
     """A graph with CodeFormer's ONNX interface (image, fidelity weight): its output moves with
     the weight, so the test can see the weight arrive."""
@@ -117,16 +102,33 @@ class FidelityBlend(torch.nn.Module):
         return torch.tanh(x * (1 + w))
 
 
+def _gfpgan_onnx(gfpgan_file, folder):
+    path = folder / "gfpgan-export.onnx"
+    net = make_restorer(str(gfpgan_file), "cpu").net
+    with torch.inference_mode():
+        torch.onnx.export(net, (torch.zeros(1, 3, 512, 512),), str(path), opset_version=17, dynamo=False)
+    return path
+
+
+def _codeformer_onnx(folder):
+    path = folder / "codeformer-export.onnx"
+    args = (torch.zeros(1, 3, 512, 512), torch.tensor(0.5, dtype=torch.float64))
+    torch.onnx.export(FidelityBlend(), args, str(path), input_names=["x", "w"], opset_version=17, dynamo=False)
+    return path
+
+
+def test_onnx_export_of_gfpgan_runs_as_a_users_face_model(gfpgan_file, tmp_path):
+    onnx_path = _gfpgan_onnx(gfpgan_file, tmp_path)
+    model = byo.identify(onnx_path)
+    assert (model.kind, model.input_size) == ("face-onnx", 512)
+    face = np.random.default_rng(2).random((2, 512, 512, 3), dtype=np.float32)
+    via_onnx = make_restorer(str(onnx_path), "cpu")(face)  # batch of 2 through a batch-1 export
+    via_torch = make_restorer(str(gfpgan_file), "cpu")(face)
+    assert np.abs(via_onnx - via_torch).max() < 1e-4
+
+
 def test_codeformer_style_onnx_receives_the_fidelity_weight(tmp_path, capfd):
-    path = tmp_path / "codeformer.onnx"
-    torch.onnx.export(
-        FidelityBlend(),
-        (torch.zeros(1, 3, 512, 512), torch.tensor(0.5, dtype=torch.float64)),
-        str(path),
-        input_names=["x", "w"],
-        opset_version=17,
-        dynamo=False,
-    )
+    path = _codeformer_onnx(tmp_path)
     model = byo.identify(path)
     assert model.kind == "codeformer-onnx" and model.non_commercial
     face = np.full((1, 512, 512, 3), 0.75, np.float32)
@@ -203,21 +205,6 @@ def test_bad_model_files_get_one_line_errors(tmp_path):
 def plate_file(tmp_path_factory, colour):
     path = tmp_path_factory.mktemp("plate") / "plate.exr"
     write_exr(path, faces_plate(colour))
-    return path
-
-
-def _gfpgan_onnx(gfpgan_file, folder):
-    path = folder / "gfpgan-export.onnx"
-    net = make_restorer(str(gfpgan_file), "cpu").net
-    with torch.inference_mode():
-        torch.onnx.export(net, (torch.zeros(1, 3, 512, 512),), str(path), opset_version=17, dynamo=False)
-    return path
-
-
-def _codeformer_onnx(folder):
-    path = folder / "codeformer-export.onnx"
-    args = (torch.zeros(1, 3, 512, 512), torch.tensor(0.5, dtype=torch.float64))
-    torch.onnx.export(FidelityBlend(), args, str(path), input_names=["x", "w"], opset_version=17, dynamo=False)
     return path
 
 

@@ -100,6 +100,9 @@ def test_compact_network_converts_from_ncnn_with_its_prelu_slopes():
 
     # Misplaced blobs give noise (< 15 dB); the real network lands near bicubic (22.0 vs 22.7 dB).
     assert psnr(out) > psnr(cv2.resize(small, (256, 256), interpolation=cv2.INTER_CUBIC)) - 1.5
+
+
+def test_make_restorer_gives_the_backend_asked_for():
     assert isinstance(make_restorer("realesrgan-x4plus", "cpu", "torch"), TorchRestorer)
     with pytest.raises(ModelError, match="backend"):
         make_restorer("realesrgan-x4plus", "cpu", "tensorflow")
