@@ -17,9 +17,15 @@ for arg in "$@"; do
   esac
 done
 
+# FACERESTORE_CONSTRAINTS: the pinned, tested package set (default install/constraints.txt;
+#   install/update_pins.sh points it at a candidate set).
+constraints="${FACERESTORE_CONSTRAINTS:-install/constraints.txt}"
+
 python3 -m venv "$venv"
+venv="$(cd "$venv" && pwd)"  # absolute from here on: the OpenFX build bakes it into the bundle
 py="$venv/bin/python"
 pip=("$py" -m pip install --quiet --disable-pip-version-check)
+if [ "$constraints" != none ]; then pip+=(-c "$constraints"); fi
 "${pip[@]}" --upgrade pip
 
 gpu=0
@@ -43,7 +49,7 @@ fi
 "$venv/bin/facerestore" models verify
 # The OpenFX bundle; its worker runs with this environment's Python.
 if command -v "${CC:-cc}" >/dev/null 2>&1 && command -v make >/dev/null 2>&1; then
-  make -s -C ofx_bridge PYTHON="$PWD/$venv/bin/python"
+  make -s -C ofx_bridge PYTHON="$py"
   echo "setup: OpenFX bundle at ofx_bridge/build/FaceRestore.ofx.bundle (install with install/ofx_install.sh)"
 else
   echo "setup: no C compiler or make: the OpenFX bundle was not built" >&2

@@ -22,18 +22,20 @@ from facerestore.models.restorer import make_restorer
 from helpers import channel, faces_plate, read_buf, run_cli, write_exr
 
 
-def random_state(net: torch.nn.Module, seed: int) -> dict:
+def random_state(net: torch.nn.Module, seed: int, std: float) -> dict:
     """Every parameter and buffer (GFPGAN's noise maps too) random, none left at its zero init,
-    so each path of the network counts in a parity test."""
+    so each path of the network counts in a parity test. `std` must keep the output in range:
+    GFPGAN at 0.05 reaches 1e22, every output pixel saturates, and a parity test then compares
+    the signs of rounding noise (what failed on onnxruntime 1.32)."""
     generator = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(v.shape, generator=generator) * 0.05 for k, v in net.state_dict().items()}
+    return {k: torch.randn(v.shape, generator=generator) * std for k, v in net.state_dict().items()}
 
 
 @pytest.fixture(scope="module")
 def gfpgan_file(tmp_path_factory):
     """Random weights saved the way official GFPGAN v1.3 / v1.4 files are (`params_ema`)."""
     path = tmp_path_factory.mktemp("models") / "GFPGANv1.4.pth"
-    torch.save({"params_ema": random_state(GFPGAN(), seed=0)}, path)
+    torch.save({"params_ema": random_state(GFPGAN(), seed=0, std=0.02)}, path)
     return path
 
 
@@ -60,7 +62,8 @@ def test_gfpgan_matches_the_published_implementation(gfpgan_file):
         expected = reference(x, randomize_noise=False)[0]
     expected = ((expected.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
     ours = restorer(face)
-    assert np.abs(expected).std() > 0.01  # a real signal, not a constant
+    assert np.abs(expected - 0.5).std() > 0.01  # a real signal, not a constant
+    assert 0.0 < expected.min() and expected.max() < 1.0  # nothing saturated: parity is measured
     assert np.abs(ours - expected).max() < 1e-4
 
 
@@ -68,7 +71,7 @@ def test_gfpgan_matches_the_published_implementation(gfpgan_file):
 def codeformer_file(tmp_path_factory):
     """Random CodeFormer weights saved in the official file layout (`params_ema`)."""
     path = tmp_path_factory.mktemp("models") / "codeformer.pth"
-    torch.save({"params_ema": random_state(CodeFormer(), seed=3)}, path)
+    torch.save({"params_ema": random_state(CodeFormer(), seed=3, std=0.05)}, path)
     return path
 
 
@@ -124,6 +127,7 @@ def test_onnx_export_of_gfpgan_runs_as_a_users_face_model(gfpgan_file, tmp_path)
     face = np.random.default_rng(2).random((2, 512, 512, 3), dtype=np.float32)
     via_onnx = make_restorer(str(onnx_path), "cpu")(face)  # batch of 2 through a batch-1 export
     via_torch = make_restorer(str(gfpgan_file), "cpu")(face)
+    assert 0.0 < via_torch.min() and via_torch.max() < 1.0  # in range, so the comparison means something
     assert np.abs(via_onnx - via_torch).max() < 1e-4
 
 

@@ -58,14 +58,25 @@ def shot(tmp_path_factory, colour):
 
 
 def run_host(host, shot, out, *args, env=None, time=3):
-    proc = subprocess.run(
+    """Runs the test host; the result also carries the host's pid, which names its shm segments."""
+    with subprocess.Popen(
         [str(host), str(BINARY), str(shot), str(W), str(H), "1", "5", str(time), str(out), *map(str, args)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
         env=dict(os.environ, **(env or {})),
-    )
+    ) as popen:
+        stdout, stderr = popen.communicate(timeout=600)
+    proc = subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
+    proc.pid = popen.pid
     return proc
+
+
+def leftover_segments(*procs) -> list[str]:
+    """Shared-memory segments left by these host processes (`facerestore-PID-N`), not by
+    anything else on the machine."""
+    prefixes = tuple(f"facerestore-{p.pid}-" for p in procs)
+    return [name for name in os.listdir("/dev/shm") if name.startswith(prefixes)]
 
 
 def test_bundle_layout_and_entry_points(host):
@@ -141,7 +152,7 @@ def test_a_worker_killed_mid_render_is_a_host_error_and_the_next_render_recovers
     assert "render 2 status 0" in proc.stdout and proc.returncode == 0
     missing = run_host(host, shot, tmp_path / "o.raw", env={"FACERESTORE_WORKER_CMD": "/nonexistent/worker"})
     assert missing.returncode == 3 and "while starting" in missing.stdout
-    assert not [n for n in os.listdir("/dev/shm") if n.startswith("facerestore-")]
+    assert not leftover_segments(proc, missing)
 
 
 def test_install_and_uninstall(host, tmp_path):
