@@ -56,7 +56,9 @@ def scaled_template_transform(landmarks: np.ndarray, size: int) -> np.ndarray:
     return estimate_similarity(landmarks, TEMPLATE_LANDMARKS * (size / TEMPLATE_SIZE))
 
 
-def warp_to_face(image: np.ndarray, plate_to_face: np.ndarray, size: int) -> np.ndarray:
+def warp_to_face(
+    image: np.ndarray, plate_to_face: np.ndarray, size: int, interpolation: int = cv2.INTER_LINEAR
+) -> np.ndarray:
     """Sample a face-space crop of side `size` from `image` (H, W, C).
 
     When the crop is smaller than the face in the plate, the plate is low-passed first so
@@ -66,17 +68,32 @@ def warp_to_face(image: np.ndarray, plate_to_face: np.ndarray, size: int) -> np.
     if scale < 0.8:
         sigma = 0.5 * (1.0 / scale - 1.0)
         source = cv2.GaussianBlur(image, (0, 0), sigma)
-    return cv2.warpAffine(source, plate_to_face, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(source, plate_to_face, (size, size), flags=interpolation, borderMode=cv2.BORDER_REPLICATE)
 
 
 # Restorer input sizes for x4 networks (output is 4x): faces are restored near their plate
 # resolution, so cost follows face area, not frame area.
-INPUT_SIZES = (32, 64, 128)
+# 256 in (1024 out) for large faces: capped at 128, a 450 px face was shrunk 3.5x and a clean
+# 128 px crop scaled back already scored below the degraded plate.
+INPUT_SIZES = (32, 64, 128, 256)
 
 
 def footprint_of(landmarks: np.ndarray) -> float:
     """Plate pixels covered by the 512 face space for these landmarks."""
     return TEMPLATE_SIZE / affine_scale(scaled_template_transform(landmarks, TEMPLATE_SIZE))
+
+
+# Face-resolution (x1) restorers: the crop is the face at its own plate resolution, in steps of
+# 16 px (a few shapes for ONNX Runtime to plan, and even sides for the 2x pixel-unshuffle).
+FACE_RESOLUTION_MIN, FACE_RESOLUTION_MAX = 64, 512
+
+
+def choose_face_resolution_size(footprint_px: float) -> int:
+    """Crop side for a x1 restorer: the face's own footprint, rounded up to 16 px, within
+    64..512. Larger faces are reduced to 512 and only the restorer's change is scaled back up,
+    so the plate's own detail above that resolution is kept, not blurred by a round trip."""
+    size = int(np.ceil(footprint_px / 16.0)) * 16
+    return int(min(max(size, FACE_RESOLUTION_MIN), FACE_RESOLUTION_MAX))
 
 
 def choose_input_size(footprint_px: float) -> int:

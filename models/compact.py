@@ -31,3 +31,38 @@ class CompactNet(nn.Module):
             out = layer(out)
         # The network only learns the residual over a nearest-neighbour upscale.
         return self.upsampler(out) + F.interpolate(x, scale_factor=self.upscale, mode="nearest")
+
+
+class FaceResolutionNet(nn.Module):
+    """A x1 face restorer that works at the face's own resolution: a 2x pixel-unshuffle folds
+    every input pixel into channels (nothing is thrown away), the compact convolution stack runs
+    at half resolution (a quarter of the cost), and a pixel shuffle unfolds its residual back
+    onto the input. Large faces keep their detail instead of being shrunk to fit a x4 network's
+    input; cost still follows face area. Side lengths must be even.
+
+    The last convolution starts at zero, so the untrained network is the identity: training
+    only ever adds a correction to the plate."""
+
+    def __init__(self, num_feat: int = 64, num_conv: int = 12) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(12, num_feat, 3, 1, 1), nn.PReLU(num_parameters=num_feat)]
+        for _ in range(num_conv):
+            layers += [nn.Conv2d(num_feat, num_feat, 3, 1, 1), nn.PReLU(num_parameters=num_feat)]
+        # He initialisation for PReLU: with PyTorch's default the activations fade 10x over the
+        # stack (measured 0.21 -> 0.017) and training from scratch barely moves.
+        for layer in layers:
+            if isinstance(layer, nn.Conv2d):
+                nn.init.kaiming_normal_(layer.weight, a=0.25, nonlinearity="leaky_relu")
+                nn.init.zeros_(layer.bias)
+        layers.append(nn.Conv2d(num_feat, 12, 3, 1, 1))
+        nn.init.zeros_(layers[-1].weight)
+        nn.init.zeros_(layers[-1].bias)
+        self.body = nn.ModuleList(layers)
+        self.unshuffle = nn.PixelUnshuffle(2)
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.unshuffle(x)
+        for layer in self.body:
+            out = layer(out)
+        return x + self.shuffle(out)

@@ -34,6 +34,10 @@ def network_for(entry: RestorerWeights):
         from facerestore.models.compact import CompactNet
 
         return CompactNet()
+    if entry.kind == "face-resolution":
+        from facerestore.models.compact import FaceResolutionNet
+
+        return FaceResolutionNet()
     raise ModelError(f"{entry.name}: unknown network kind {entry.kind!r}")
 
 
@@ -227,7 +231,7 @@ class OnnxRestorer:
         self.session = _onnx_session(ensure_onnx(self.entry), device)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) float32 in [0, 1] -> (N, 4H, 4W, 3) float32 in [0, 1]."""
+        """(N, H, W, 3) float32 in [0, 1] -> (N, scale*H, scale*W, 3) float32 in [0, 1]."""
         x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
         y = self.session.run(None, {"input": x})[0]
         return np.clip(y, 0.0, 1.0).transpose(0, 2, 3, 1)
@@ -255,7 +259,7 @@ class TorchRestorer:
         self.net = _cached_torch_network(name, str(self.device), stamp, user)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) float32 in [0, 1] -> (N, 4H, 4W, 3) float32 in [0, 1]."""
+        """(N, H, W, 3) float32 in [0, 1] -> (N, scale*H, scale*W, 3) float32 in [0, 1]."""
         import torch
 
         with torch.inference_mode():

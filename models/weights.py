@@ -82,9 +82,9 @@ class RestorerWeights:
     scale: int
     sources: tuple[PackagedFile | ProjectFile, ...]
     summary: str
-    kind: str = "rrdbnet"  # network class: rrdbnet | compact
+    kind: str = "rrdbnet"  # network class: rrdbnet | compact | face-resolution
     source_format: str = "ncnn"  # ncnn (converted once into the cache) | pth (used as is)
-    input_size: int | None = None  # fixed square input; None: crops sized to each face (32/64/128 px)
+    input_size: int | None = None  # fixed square input; None: crops sized to each face
     normalisation: str = "RGB [0, 1], display-encoded"
     template: str = ALIGNMENT_TEMPLATE
 
@@ -188,9 +188,10 @@ def cache_dir() -> Path:
 
 
 @contextmanager
-def replaced_atomically(path: Path) -> Iterator[Path]:
+def replaced_atomically(path: Path | str) -> Iterator[Path]:
     """A temporary file beside `path` to fill; it replaces `path` only when the block ends
     without an error, and is removed otherwise, so readers never see a half-written file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -206,7 +207,7 @@ def replaced_atomically(path: Path) -> Iterator[Path]:
         raise
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path | str, data: bytes) -> None:
     with replaced_atomically(path) as tmp:
         tmp.write_bytes(data)
 

@@ -9,6 +9,7 @@ from facerestore.models.align import (  # noqa: F401  (re-exported for the node 
     TEMPLATE_LANDMARKS,
     TEMPLATE_SIZE,
     affine_scale,
+    choose_face_resolution_size,
     choose_input_size,
     estimate_similarity,
     footprint_of,
@@ -20,20 +21,28 @@ from facerestore.models.align import (  # noqa: F401  (re-exported for the node 
 
 
 def face_matte(size: int, feather: float = 0.12) -> np.ndarray:
-    """Soft matte of the face area in face space: an egg shape (narrower at the chin) with a
-    smooth fall-off, exactly 0 well inside the crop border so no box edge can show."""
+    """Soft matte of the whole face in face space: a rounded box (superellipse, exponent 3)
+    from the hairline to below the jaw and across the cheeks, tapering at the jaw, at full
+    weight; the feather falls off outside that (up to 10 % beyond it, so it never reaches the
+    crop border, and larger feathers eat inward). Exactly 0 well inside the crop border, so no
+    box edge can show.
+
+    The earlier egg left 14-28 % of the detector's face box (cheeks, jaw and forehead corners)
+    unrestored; this shape covers the face box up to its corners."""
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) * (TEMPLATE_SIZE / size)
-    # Reaches the hairline, ears and jaw: the benchmark's face region (a dilated matte) showed a
-    # tighter egg left those degraded. Still exactly 0 well before the crop border.
     cx, cy = 256.0, 280.0
-    half_width, half_height = 160.0, 205.0
+    half_width, half_height = 155.0, 195.0
     dy = (ys - cy) / half_height
     # Cheeks taper towards the jaw line below the mouth.
-    width = half_width * (1.0 - 0.22 * np.clip(dy, 0.0, 1.0) ** 2)
-    radius = np.sqrt(((xs - cx) / width) ** 2 + dy**2)
-    inner = 1.0 - feather
-    t = np.clip((1.0 - radius) / max(feather, 1e-6), 0.0, 1.0) if feather > 0 else (radius <= 1).astype(float)
-    matte = t * t * (3.0 - 2.0 * t)  # smoothstep: no visible ring at either end of the feather
-    matte[radius >= 1.0] = 0.0
+    width = half_width * (1.0 - 0.25 * np.clip(dy, 0.0, 1.0) ** 2)
+    radius = (np.abs((xs - cx) / width) ** 3 + np.abs(dy) ** 3) ** (1.0 / 3.0)
+    outer = 1.0 + min(feather, 0.1)
+    inner = outer - feather
+    if feather > 0:
+        t = np.clip((outer - radius) / feather, 0.0, 1.0)
+        matte = t * t * (3.0 - 2.0 * t)  # smoothstep: no visible ring at either end of the feather
+    else:
+        matte = (radius <= 1.0).astype(np.float64)
+    matte[radius >= outer] = 0.0
     matte[radius <= inner] = 1.0
     return matte.astype(np.float32)

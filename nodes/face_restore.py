@@ -20,6 +20,7 @@ import numpy as np
 from facerestore.models.weights import DEFAULT_RESTORER
 from facerestore.nodes.align import (
     affine_scale,
+    choose_face_resolution_size,
     choose_input_size,
     face_matte,
     footprint_of,
@@ -113,10 +114,11 @@ FACE_RESTORE = NodeSpec(
     ),
 )
 
-# Restorer input sizes (network output is 4x): faces are restored near their plate resolution, so
-# cost follows face area, not frame area.
-INPUT_SIZES = (32, 64, 128)
 MAX_BATCH = 16
+# Shot analysis also keeps detections down to this confidence, and keeps a face found only at
+# that level when it is tracked through several frames (`TrackerSettings.confirm_frames`): a
+# small, dark or blurred face scores 0.5-0.8 frame after frame where a false hit does not last.
+CANDIDATE_THRESHOLD = 0.5
 # Detection sees at most this many pixels on the long side; larger plates are reduced first.
 DETECT_MAX_SIDE = 2048
 
@@ -195,15 +197,22 @@ class FaceRestoreNode:
         self.track_strengths = parse_track_strengths(self.params["track_strengths"])
         self.colour = colour
         self.device = device
-        self.detector = RetinaFaceDetector(device, score_threshold=self.params["detection_threshold"])
+        self.detector = RetinaFaceDetector(
+            device, score_threshold=min(self.params["detection_threshold"], CANDIDATE_THRESHOLD)
+        )
         self.restorer = make_restorer(
             self.params["model"], device, self.params["backend"], fidelity=self.params["fidelity"]
         )
         self._mattes: dict[int, np.ndarray] = {}
 
     def input_size_for(self, footprint_px: float) -> int:
-        """Face models take their fixed input size; x4 restorers a crop sized to the face."""
-        return self.restorer.input_size or choose_input_size(footprint_px)
+        """Face models take their fixed input size; x1 restorers the face at its own resolution
+        (up to 512 px); x4 restorers a crop a quarter of the size they return."""
+        if self.restorer.input_size:
+            return self.restorer.input_size
+        if self.restorer.scale == 1:
+            return choose_face_resolution_size(footprint_px)
+        return choose_input_size(footprint_px)
 
     def _matte(self, size: int) -> np.ndarray:
         if size not in self._mattes:
@@ -213,8 +222,12 @@ class FaceRestoreNode:
     def detect(self, plate_rgb: np.ndarray) -> list[FaceResult]:
         return self.detect_with_image(plate_rgb)[2]
 
-    def detect_with_image(self, plate_rgb: np.ndarray) -> tuple[np.ndarray, float, list[FaceResult]]:
-        """Faces, plus the display-encoded (possibly reduced) image the detector saw and its scale."""
+    def detect_with_image(
+        self, plate_rgb: np.ndarray, candidates: bool = False, run_detector: bool = True
+    ) -> tuple[np.ndarray, float, list[FaceResult]]:
+        """Faces, plus the display-encoded (possibly reduced) image the detector saw and its scale.
+        `candidates`: also the faces below the detection threshold (down to CANDIDATE_THRESHOLD),
+        for a tracker that confirms them over time. `run_detector=False`: the image and scale only."""
         h, w = plate_rgb.shape[:2]
         scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
         image = np.nan_to_num(plate_rgb, nan=0.0, posinf=1.0, neginf=0.0)
@@ -222,7 +235,10 @@ class FaceRestoreNode:
             image = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
         encoded = np.clip(self.colour.encode(image), 0.0, 1.0)
         faces = []
-        for det in self.detector.detect(encoded):
+        threshold = 0.0 if candidates else self.params["detection_threshold"]
+        for det in self.detector.detect(encoded) if run_detector else ():
+            if det.score < threshold:
+                continue
             landmarks = det.landmarks / scale
             faces.append(
                 FaceResult(det.box / scale, det.score, landmarks, self.input_size_for(footprint_of(landmarks)))
@@ -345,10 +361,16 @@ class FaceRestoreNode:
             crops.append(self._crop(plate, to_in, job["in_size"]))
         return fuse(job["crop"], crops)
 
+    def _crop_interpolation(self) -> int:
+        """x4 restorers were trained on bilinear crops; a x1 restorer's crop is sampled exactly
+        like the reference its change is measured against (cubic), so a restorer that changes
+        nothing changes no pixel."""
+        return cv2.INTER_CUBIC if self.restorer.scale == 1 else cv2.INTER_LINEAR
+
     def _crop(self, plate_rgb: np.ndarray, plate_to_face: np.ndarray, size: int) -> np.ndarray:
         """Display-encoded face-space crop, encoding only the plate region it reads."""
         roi, to_face_roi = face_roi(plate_rgb.shape, plate_to_face, size)
-        return warp_to_face(self._encode(plate_rgb[roi]), to_face_roi, size)
+        return warp_to_face(self._encode(plate_rgb[roi]), to_face_roi, size, self._crop_interpolation())
 
     def _prepare(self, plate_rgb: np.ndarray, face: FaceResult) -> dict:
         in_size = face.restore_size
@@ -356,7 +378,7 @@ class FaceRestoreNode:
         to_out = scaled_template_transform(face.landmarks, out_size)
         roi, to_out_roi = face_roi(plate_rgb.shape, to_out, out_size)
         encoded_roi = self._encode(plate_rgb[roi])
-        crop = warp_to_face(encoded_roi, to_out_roi * (in_size / out_size), in_size)
+        crop = warp_to_face(encoded_roi, to_out_roi * (in_size / out_size), in_size, self._crop_interpolation())
         return {
             "in_size": in_size,
             "out_size": out_size,
@@ -365,6 +387,10 @@ class FaceRestoreNode:
             "encoded_roi": encoded_roi,
             "crop": crop,
         }
+
+    def encode(self, plate_region: np.ndarray) -> np.ndarray:
+        """The plate (or a region of it) as the networks see it."""
+        return self._encode(plate_region)
 
     def _encode(self, plate_region: np.ndarray) -> np.ndarray:
         """What the networks see: display-encoded, clamped, non-finite values neutralised."""
@@ -384,11 +410,17 @@ class FaceRestoreNode:
         out_size, roi, to_out_roi = job["out_size"], job["roi"], job["to_out_roi"]
         encoded_roi = job["encoded_roi"]
         face_per_plate_px = affine_scale(to_out_roi)
+        # The plate on the restorer's output grid: only the change against it goes back into the
+        # plate, so the plate's own detail never makes a resampling round trip (a face larger
+        # than the restorer's crop keeps its detail above the crop's resolution).
+        # Cubic both ways: the plate's round trip (up, then back down) then nearly returns the
+        # plate, so the noise the restorer removed does not come back as the round trip's loss.
+        reference = warp_to_face(encoded_roi, to_out_roi, out_size, cv2.INTER_CUBIC)
         sigma_plate = self.params["keep_colour_radius"]
         if sigma_plate > 0:
             # Plate colour and tone below the radius, restorer detail above it.
             sigma = sigma_plate * face_per_plate_px
-            low = warp_to_face(encoded_roi, to_out_roi, out_size)
+            low = reference
             if "own_crop" in job:
                 # The temporal fusion's change to the input (noise and codec flicker removed), so the
                 # kept low frequencies are as steady as the restored detail above them.
@@ -397,14 +429,22 @@ class FaceRestoreNode:
                 )
                 low = low + steadier
             restored = restored - cv2.GaussianBlur(restored, (0, 0), sigma) + cv2.GaussianBlur(low, (0, 0), sigma)
+        else:
+            # The face's average colour stays the plate's: a tone shift of the restorer is removed
+            # without putting back the artefacts a spatial low-pass of the plate would carry.
+            weights = self._matte(out_size)[..., None]
+            shift = ((restored - reference) * weights).sum(axis=(0, 1)) / max(float(weights.sum()), 1e-6)
+            restored = restored - shift.astype(np.float32)
         if face_per_plate_px > 1.25:
-            # Going back down to plate resolution: low-pass first so detail does not alias.
+            # Going back down to plate resolution: low-pass the restored face first so its detail
+            # does not alias. Not the reference: a low-passed reference would hand the plate's
+            # finest band (its noise and block edges, which the restorer removed) back unchanged.
             restored = cv2.GaussianBlur(restored, (0, 0), 0.5 * (face_per_plate_px - 1.0))
+        change = restored - reference
         to_plate = invert_affine(to_out_roi)
         rh, rw = encoded_roi.shape[:2]
-        restored_roi = cv2.warpAffine(
-            restored, to_plate, (rw, rh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
+        change_roi = cv2.warpAffine(change, to_plate, (rw, rh), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        restored_roi = np.clip(encoded_roi + change_roi, 0.0, 1.0)
         matte_roi = cv2.warpAffine(self._matte(out_size), to_plate, (rw, rh), flags=cv2.INTER_LINEAR, borderValue=0.0)
         matte_roi[matte_roi < 1e-4] = 0.0  # interpolation dust is no coverage
         if self.params["regrain"] > 0:

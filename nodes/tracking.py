@@ -43,6 +43,10 @@ class TrackerSettings:
     cut_threshold: float = 0.12  # mean absolute change of a thumbnail between frames
     smooth_min_cutoff: float = 1.0  # One-Euro, Hz at 24 fps
     smooth_beta: float = 0.5
+    # A run of a track is kept when one detection reaches confirm_score, or when it was detected
+    # (at any candidate score) in at least confirm_frames frames.
+    confirm_score: float = 0.0
+    confirm_frames: int = 5
 
 
 @dataclass
@@ -245,6 +249,9 @@ def analyse(frames: list, detect, settings: TrackerSettings | None = None, progr
     cut_indices = [frames.index(c) for c in cuts]
     for track in tracks:
         for segment in _segments(track, settings.max_gap, cut_indices):
+            best = max(track.observations[i][2] for i in segment)
+            if best < settings.confirm_score and len(segment) < settings.confirm_frames:
+                continue
             _emit(track.id, segment, track.observations, frames, faces, settings)
     for frame in faces:
         faces[frame].sort(key=lambda f: f.track)

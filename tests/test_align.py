@@ -34,6 +34,19 @@ def test_point_and_image_round_trip():
     assert np.abs(restored[inner] - image[inner]).max() < 0.02
 
 
+def test_matte_covers_the_whole_face_box_and_feathers_outside_it():
+    """The detector's box of an aligned face spans about x 120-392, y 110-450 of the 512 face
+    space (hairline to chin, cheek to cheek); the egg-shaped matte before left 14-28 % of it
+    unrestored."""
+    matte = face_matte(512)
+    box = matte[110:450, 120:392]
+    assert (box >= 0.999).mean() > 0.88
+    assert (box > 0).mean() > 0.97
+    assert not matte[:40].any() and not matte[-16:].any() and not matte[:, :40].any() and not matte[:, -40:].any()
+    # Larger feathers eat inward rather than reaching the crop border.
+    assert not face_matte(512, 0.5)[-16:].any()
+
+
 def test_matte_is_soft_centred_and_zero_at_the_border():
     matte = face_matte(128)
     assert matte[int(128 * 285 / 512), 64] == 1.0

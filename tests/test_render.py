@@ -229,3 +229,46 @@ def test_rendering_is_deterministic(tmp_path, node, colour):
     render_with(node, src, tmp_path / "a.exr")
     render_with(node, src, tmp_path / "b.exr")
     assert np.array_equal(read_buf(tmp_path / "a.exr")[1], read_buf(tmp_path / "b.exr")[1])
+
+
+class UntrainedFaceResolutionNet:
+    """A real FaceResolutionNet before training: its last convolution is zero, so it returns
+    its input exactly; what the compositing then does to the plate is the compositing's own."""
+
+    scale, input_size = 1, None
+
+    def __init__(self) -> None:
+        import torch
+
+        from facerestore.models.compact import FaceResolutionNet
+
+        self.torch, self.net = torch, FaceResolutionNet().eval()
+
+    def __call__(self, batch):
+        with self.torch.inference_mode():
+            x = self.torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
+            return self.net(x).numpy().transpose(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize("face_width", [70, 640])
+def test_a_restorer_that_changes_nothing_changes_no_pixel(colour, face_width):
+    """Only the restorer's change goes back into the plate: the plate's own pixels make no
+    resampling round trip, even for a face larger than the largest crop (512 px)."""
+    from facerestore.nodes.face_restore import FaceRestoreNode
+
+    node = FaceRestoreNode(colour, "cpu", keep_colour_radius=0.0, temporal_window=1)
+    node.restorer = UntrainedFaceResolutionNet()
+    size = max(320, face_width + 120)
+    plate = faces_plate(colour, width=size, height=size, face_width=face_width, positions=((60, 30),))
+    faces = node.detect(plate)
+    from facerestore.nodes.align import footprint_of
+
+    footprint = footprint_of(faces[0].landmarks)
+    assert faces[0].restore_size == (512 if footprint > 512 else 16 * int(np.ceil(footprint / 16)))
+    assert (footprint > 600) == (face_width == 640)
+    result = node.process(plate, faces)
+    assert result.matte.max() == 1.0
+    assert np.array_equal(result.rgb, plate)
+    locked = FaceRestoreNode(colour, "cpu", keep_colour_radius=2.5, temporal_window=1)
+    locked.restorer = node.restorer
+    assert np.abs(locked.process(plate, faces).rgb - plate).max() < 1e-4
