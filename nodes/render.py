@@ -44,6 +44,8 @@ class RenderOptions:
     analysis: str | None = None  # sidecar path; default: next to the output
     reanalyse: bool = False
     track_mattes: bool = False  # one matte channel per track beside the combined one
+    added_faces: tuple = ()  # manual_faces.AddedFace: faces the detector missed, given by hand
+    dropped_tracks: tuple[int, ...] = ()  # false faces to remove from the analysis
 
 
 @dataclass
@@ -95,16 +97,35 @@ def obtain_analysis(options: RenderOptions, node, shot: list[FrameJob], progress
     path = options.analysis or default_analysis_path(options)
     fingerprint = file_fingerprint([j.source for j in shot])
     threshold = node.params["detection_threshold"]
+    added = [face.to_json() for face in options.added_faces]
+    dropped = sorted(set(options.dropped_tracks))
     if os.path.isfile(path) and not options.reanalyse:
         analysis = Analysis.load(path)
-        if analysis.fingerprint == fingerprint and analysis.settings.get("detection_threshold") == threshold:
+        if (
+            analysis.fingerprint == fingerprint
+            and analysis.settings.get("detection_threshold") == threshold
+            and analysis.settings.get("added_faces", []) == added
+        ):
+            if dropped and analysis.settings.get("dropped_tracks", []) != dropped:
+                # Dropping a false face keeps every other track's ID: applied to the stored analysis.
+                gone = set(dropped) - set(analysis.track_ids())
+                if gone:
+                    raise FaceRestoreError(f"--drop-tracks: no track {', '.join(map(str, sorted(gone)))} in {path}")
+                analysis.faces = {f: [t for t in fs if t.track not in set(dropped)] for f, fs in analysis.faces.items()}
+                analysis.settings["dropped_tracks"] = sorted(set(analysis.settings.get("dropped_tracks", [])) | set(dropped))
+                analysis.save(path)
             return analysis, path
         if options.analysis and progress_enabled:
             print(f"note: {path} was made for other frames or settings; analysing again", file=sys.stderr)
     paths = {j.frame: j.source for j in shot}
     bar = Progress(len(shot), progress_enabled, "analysing")
     analysis = analyse_shot(
-        node, [j.frame for j in shot], lambda f: read_frame(paths[f]).rgb(), lambda done, _: bar.update(done, "")
+        node,
+        [j.frame for j in shot],
+        lambda f: read_frame(paths[f]).rgb(),
+        lambda done, _: bar.update(done, ""),
+        added=options.added_faces,
+        dropped=dropped,
     )
     bar.close()
     analysis.fingerprint = fingerprint

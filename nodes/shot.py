@@ -31,15 +31,50 @@ def faces_from_analysis(analysis, frame, sizes: dict[int, int]) -> list[FaceResu
     return [FaceResult(f.box, f.score, f.landmarks, sizes[f.track], f.track) for f in analysis.faces.get(frame, [])]
 
 
-def analyse_shot(node, frames: list, plate_of: Callable[[object], np.ndarray], progress=None):
-    """Track the faces of `frames` (plates from `plate_of`) with the node's detector."""
-    from facerestore.nodes.tracking import analyse
+def analyse_shot(node, frames: list, plate_of: Callable[[object], np.ndarray], progress=None, added=(), dropped=()):
+    """Track the faces of `frames` (plates from `plate_of`) with the node's detector.
+
+    `added`: faces given by hand (`manual_faces.AddedFace`), followed through their segments and
+    tracked like detected ones (they win over detections that overlap them). `dropped`: track
+    IDs to remove (false faces). Both are recorded in the analysis settings."""
+    from facerestore.nodes.manual_faces import box_of, follow
+    from facerestore.nodes.tracking import TrackerSettings, analyse
+
+    detections: dict = {}
 
     def detect(frame):
-        encoded, scale, faces = node.detect_with_image(plate_of(frame))
-        return encoded, scale, [(f.landmarks, f.box, f.score) for f in faces]
+        encoded, scale, faces = node.detect_with_image(plate_of(frame), candidates=True)
+        detections[frame] = [(f.landmarks, f.box, f.score) for f in faces]
+        return encoded, scale, detections[frame]
 
-    return analyse(frames, detect, progress=progress)
+    settings = TrackerSettings(confirm_score=node.params["detection_threshold"])
+    analysis = analyse(frames, detect, settings, progress=progress)
+    if added:
+        # Second pass over the cached detections, with the added faces followed by flow.
+        manual = follow(list(added), list(frames), lambda f: node.encode(plate_of(f)), analysis.segment_of)
+
+        def with_added(frame):
+            encoded, scale, _ = node.detect_with_image(plate_of(frame), candidates=False, run_detector=False)
+            boxes = [box_of(points) for points in manual[frame]]
+            kept = [d for d in detections[frame] if all(box_overlap(d[1], b) < 0.3 for b in boxes)]
+            return encoded, scale, kept + [(points, box, 1.0) for points, box in zip(manual[frame], boxes)]
+
+        analysis = analyse(frames, with_added, settings)
+        analysis.settings["added_faces"] = [face.to_json() for face in added]
+    if dropped:
+        analysis.faces = {f: [t for t in faces if t.track not in set(dropped)] for f, faces in analysis.faces.items()}
+        analysis.settings["dropped_tracks"] = sorted(set(dropped))
+    return analysis
+
+
+def box_overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boxes (x0, y0, x1, y1)."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
 
 
 class ShotRenderer:

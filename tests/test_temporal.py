@@ -179,3 +179,59 @@ def test_bad_temporal_requests(cast_shot, node, tmp_path):
         FaceRestoreNode(node.colour, "cpu", temporal_window=4)
     with pytest.raises(FaceRestoreError, match="per-face strengths"):
         FaceRestoreNode(node.colour, "cpu", track_strengths="1:0.5")
+
+
+def test_a_face_added_by_hand_is_followed_restored_and_matted_through_the_shot(node, colour, tmp_path):
+    """A head with its eyes and mouth covered (the detector finds nothing) moving 3 px a frame,
+    given by hand as a box on frame 3 only."""
+    from facerestore.nodes.manual_faces import parse_added_face
+
+    tile = face_tile(90).copy()
+    tile[30:55] = 0.1
+    tile[70:90] = 0.1
+    for t in range(1, 7):
+        canvas = np.full((220, 300, 3), 0.4, np.float32)
+        canvas[40 : 40 + tile.shape[0], 60 + 3 * t : 60 + 3 * t + tile.shape[1]] = tile
+        write_exr(tmp_path / f"s.{t:04d}.exr", colour.decode(canvas), half=False)
+    pattern = str(tmp_path / "s.####.exr")
+    assert not node.detect(colour.decode(canvas))  # the detector misses it
+    box_on_3 = (60 + 9 + 10, 40 + 15, 60 + 9 + 80, 40 + 90)
+    added = parse_added_face("3:" + ",".join(map(str, box_on_3)))
+    report = render(
+        RenderOptions(input=pattern, output=str(tmp_path / "o.####.exr"), progress=False, added_faces=(added,)),
+        node=node,
+    )
+    analysis = Analysis.load(report.analysis_path)
+    assert analysis.settings["added_faces"] == [added.to_json()] and report.tracks == [1]
+    centres = []
+    for t in range(1, 7):
+        spec, out = read_buf(tmp_path / f"o.{t:04d}.exr")
+        matte = channel(spec, out, "face.mask")
+        ys, xs = np.nonzero(matte > 0.5)
+        assert len(xs) > 2000  # matted in every frame, not only the one given
+        centres.append(xs.mean())
+    # It follows the head (3 px a frame), within the landmark smoother's lag at the shot's ends.
+    expected = centres[2] + 3.0 * (np.arange(1, 7) - 3)
+    assert np.all(np.diff(centres) > 1.0) and np.abs(np.array(centres) - expected).max() < 4.0, centres
+    # Dropping it keeps the stored analysis and removes the face.
+    dropped = render(
+        RenderOptions(
+            input=pattern,
+            output=str(tmp_path / "d.####.exr"),
+            analysis=report.analysis_path,
+            progress=False,
+            added_faces=(added,),
+            dropped_tracks=(1,),
+        ),
+        node=node,
+    )
+    assert dropped.tracks == [] and Analysis.load(report.analysis_path).settings["dropped_tracks"] == [1]
+
+
+def test_bad_added_faces_are_one_line_errors(tmp_path):
+    from facerestore.nodes.manual_faces import parse_added_face
+
+    for text in ("3:1,2,3", "x:1,2,3,4", "3:10,10,12,12", "3:nan,1,50,60"):
+        with pytest.raises(FaceRestoreError):
+            parse_added_face(text)
+    assert parse_added_face(":10,20,110,150").frame is None
