@@ -70,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write one matte channel per track (face.mask1, face.mask2, ...)",
     )
+    render.add_argument(
+        "--add-face",
+        action="append",
+        default=[],
+        metavar="FRAME:BOX",
+        help="a face the detector missed: FRAME:X0,Y0,X1,Y1 (plate pixels) or FRAME: and its five points "
+        "(eyes, nose tip, mouth corners: ten numbers); followed through the shot; repeatable",
+    )
+    render.add_argument(
+        "--drop-tracks", default="", metavar="IDS", help="remove false faces from the analysis, e.g. 2,5"
+    )
     render.add_argument("-q", "--quiet", action="store_true", help="no progress bar or timings")
     _add_node_params(render)
 
@@ -78,12 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("file", nargs="?", help="import: a .pth or .onnx face restorer (GFPGAN, CodeFormer, GPEN...)")
     models.add_argument("--name", help="import: the name to use with --model (default: the file name)")
 
-    train = sub.add_parser("train", help="train the face restorer on registry footage (reduced on a CPU)")
+    train = sub.add_parser("train", help="train a face restorer on registry footage (reduced on a CPU)")
+    train.add_argument(
+        "--model",
+        choices=("facerestore-face-v2", "facerestore-face-x4"),
+        default="facerestore-face-v2",
+        help="which of facerestore's own models to train (default: the face-resolution v2)",
+    )
     train.add_argument("--out", default="facerestore-train", help="folder for the weights and the training record")
+    train.add_argument(
+        "--resume", action="store_true", help="v2: go on from the checkpoint in --out (a run longer than a session)"
+    )
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     size = train.add_mutually_exclusive_group()
     size.add_argument("--full", action="store_true", help="the full schedule (meant for a GPU)")
-    size.add_argument("--steps", type=int, help="steps of the reduced schedule (default 5000)")
+    size.add_argument("--steps", type=int, help="steps of the reduced schedule (v2: 6000, x4: 5000)")
 
     demo = sub.add_parser("demo", help="run the whole job on a built-in shot and write a contact sheet")
     demo.add_argument("--out", default="facerestore-demo", help="folder for the demo shot and results")
@@ -110,6 +130,8 @@ def run(argv: list[str]) -> int:
     if hasattr(args, "handler"):
         return args.handler(args)
     if args.command == "render":
+        from facerestore.nodes.face_restore import parse_track_list
+        from facerestore.nodes.manual_faces import parse_added_face
         from facerestore.nodes.render import RenderOptions, format_timings, render
 
         params = {p.id: getattr(args, p.id) for p in FACE_RESTORE.params}
@@ -131,6 +153,8 @@ def run(argv: list[str]) -> int:
             analysis=args.analysis,
             reanalyse=args.reanalyse,
             track_mattes=args.track_mattes,
+            added_faces=tuple(parse_added_face(text) for text in args.add_face),
+            dropped_tracks=tuple(sorted(parse_track_list(args.drop_tracks) or ())),
         )
         report = render(options)
         if not args.quiet:
@@ -212,15 +236,23 @@ def run_train(args) -> int:
     from facerestore.models.device import resolve_torch_device
     from facerestore.models.errors import ModelError
     from facerestore.models.training import FULL, REDUCED, train
+    from facerestore.models.training_v2 import FULL_V2, REDUCED_V2, train_v2
 
-    config = FULL if args.full else REDUCED
+    v2 = args.model == "facerestore-face-v2"
+    if args.resume and not v2:
+        raise FaceRestoreError("--resume is for --model facerestore-face-v2")
+    config = (FULL_V2 if args.full else REDUCED_V2) if v2 else (FULL if args.full else REDUCED)
     if args.steps is not None:
         if args.steps < 1:
             raise FaceRestoreError("--steps must be at least 1")
         config = dataclasses.replace(config, steps=args.steps)
+    progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     try:
         device = resolve_torch_device(args.device)
-        record = train(config, Path(args.out), device, progress=lambda line: print(line, file=sys.stderr, flush=True))
+        if v2:
+            record = train_v2(config, Path(args.out), device, resume=args.resume, progress=progress)
+        else:
+            record = train(config, Path(args.out), device, progress=progress)
     except ModelError as exc:
         raise FaceRestoreError(str(exc)) from None
     print(f"weights: {Path(args.out) / record['weights']} (sha256 {record['sha256']})")

