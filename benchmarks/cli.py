@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from facerestore.benchmarks.cases import CASES, SETTINGS
 from facerestore.nodes.errors import FaceRestoreError
 
 
@@ -22,6 +23,15 @@ def register(sub) -> None:
         default=[],
         metavar="NAME",
         help="also run facerestore with this restorer and report the difference (repeatable)",
+    )
+    bench.add_argument(
+        "--setting", choices=SETTINGS, default="protocol", help="degradation setting (default: protocol)"
+    )
+    bench.add_argument("--case", choices=CASES, default="clip", help="clip as is, zoomed large face, or a group shot")
+    bench.add_argument(
+        "--suite",
+        action="store_true",
+        help="both held-out clips under every setting, the large-face and group cases: one table and sheet",
     )
     bench.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     bench.add_argument("--seed", type=int, default=2024, help="degradation seed")
@@ -42,6 +52,25 @@ def run(args) -> int:
         raise FaceRestoreError("--frames must be at least 2 (temporal metrics need pairs)")
     if args.record and not os.path.isfile(args.record):
         raise FaceRestoreError(f"{args.record}: no such training record")
+    progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    if args.suite:
+        from facerestore.benchmarks.suite import run_suite
+
+        if args.record:
+            raise FaceRestoreError("--record takes one benchmark run, not --suite")
+        suite = run_suite(
+            args.out,
+            args.frames,
+            args.device,
+            args.seed,
+            args.model,
+            tuple(args.compare_model),
+            whole_frame=not args.no_whole_frame,
+            progress=progress,
+        )
+        print(suite["table"])
+        print("files: " + ", ".join(suite["files"]))
+        return 0
     results = run_benchmark(
         args.out,
         args.frames,
@@ -50,9 +79,11 @@ def run(args) -> int:
         args.seed,
         scaling=not args.no_scaling,
         whole_frame=not args.no_whole_frame,
-        progress=lambda line: print(line, file=sys.stderr, flush=True),
+        progress=progress,
         model=args.model,
         compare_models=tuple(args.compare_model),
+        setting=args.setting,
+        case=args.case,
     )
     if args.record:
         from facerestore.benchmarks.run import add_to_training_record

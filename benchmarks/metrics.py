@@ -47,6 +47,18 @@ def face_region(shape: tuple[int, int], landmarks_per_face: list[np.ndarray], di
     return cv2.dilate((region > 0).astype(np.uint8), kernel) > 0
 
 
+def face_boxes(shape: tuple[int, int], boxes: list[np.ndarray], inset: float = 0.0) -> np.ndarray:
+    """Union of the ground-truth detector boxes (shrunk by `inset` of their size on each side):
+    the region every restorer is scored on, whatever matte it draws."""
+    h, w = shape
+    region = np.zeros((h, w), bool)
+    for box in boxes:
+        x0, y0, x1, y1 = (float(v) for v in box)
+        dx, dy = inset * (x1 - x0), inset * (y1 - y0)
+        region[max(0, round(y0 + dy)) : min(h, round(y1 - dy)), max(0, round(x0 + dx)) : min(w, round(x1 - dx))] = True
+    return region
+
+
 def match_landmarks(reference: list[np.ndarray], found: list[np.ndarray], max_distance: float) -> list:
     """For each reference face, the found landmarks nearest to it (or None)."""
     matched = []
