@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import signal
 import socket
+import struct
 import sys
 import threading
 from functools import lru_cache
@@ -23,6 +26,14 @@ from facerestore.nodes.face_restore import FACE_RESTORE
 
 NODE_PARAMS = {p.id for p in FACE_RESTORE.params}
 _lock = threading.Lock()  # one render at a time: models are shared
+# The plug-in's own segment names (pid, counter, random): never a path, so a request cannot
+# make the worker write into any other file.
+SHM_NAME = re.compile(r"facerestore-[0-9]+-[0-9]+-[0-9a-f]{16}")
+MAX_REQUEST_BYTES = 1 << 20  # a render request is a few hundred bytes; a longer line is refused
+
+
+class BadRequest(Exception):
+    """A request the worker answers with an error and then closes the connection on."""
 
 
 @lru_cache(maxsize=4)
@@ -47,14 +58,13 @@ def stored_analysis(path: str, mtime_ns: int):
 def render(request: dict) -> None:
     from facerestore.nodes.shot import ShotRenderer, analyse_shot
 
+    times = [float(t) for t in request["times"]]
+    height, width = int(request["height"]), int(request["width"])
+    shared = open_segment(str(request["shm"]), (len(times) + 1, height, width, 4))
     params = dict(request["params"])
     output_mode = params.pop("output", "both")
     analysis_path = params.pop("analysis", "")
     node = node_for(json.dumps({k: v for k, v in sorted(params.items())}))
-    times = [float(t) for t in request["times"]]
-    height, width = request["height"], request["width"]
-    path = os.path.join("/dev/shm", request["shm"])
-    shared = np.memmap(path, dtype=np.float32, mode="r+", shape=(len(times) + 1, height, width, 4))
     frame_of = {int(round(t)): i for i, t in enumerate(times)}
     centre = int(round(times[request["centre"]]))
 
@@ -85,6 +95,31 @@ def render(request: dict) -> None:
     shared.flush()
 
 
+def open_segment(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The plug-in's shared-memory segment `name`, of exactly `shape` float32: only names the
+    plug-in makes, no symbolic link, owned by this user."""
+    if not SHM_NAME.fullmatch(name):
+        raise BadRequest(f"not a facerestore shared-memory name: {name[:80]!r}")
+    fd = os.open(os.path.join("/dev/shm", name), os.O_RDWR | os.O_NOFOLLOW)
+    try:
+        info = os.fstat(fd)
+        expected = int(np.prod(shape)) * 4
+        if info.st_uid != os.getuid() or info.st_size != expected:
+            raise BadRequest(f"shared memory {name} has {info.st_size} bytes, not the {expected} the request says")
+        return np.memmap(os.fdopen(os.dup(fd), "r+b"), dtype=np.float32, mode="r+", shape=shape)
+    finally:
+        os.close(fd)
+
+
+def stop_once_for_tests() -> None:
+    """FACERESTORE_WORKER_STOP_ONCE=PATH: stop (SIGSTOP) on a request once, the wedged worker
+    of the plug-in's timeout test, leaving PATH behind so the next worker serves."""
+    flag = os.environ.get("FACERESTORE_WORKER_STOP_ONCE")
+    if flag and not os.path.exists(flag):
+        open(flag, "w").close()
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
 def die_once_for_tests() -> None:
     """FACERESTORE_WORKER_DIE_ONCE=PATH: die abruptly mid-render once (the test of the plug-in's
     error path), leaving PATH behind so the next worker lives."""
@@ -94,21 +129,64 @@ def die_once_for_tests() -> None:
         os._exit(9)
 
 
+def peer_uid(conn: socket.socket) -> int:
+    pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid
+
+
+def parse_request(line: bytes) -> dict:
+    if not line.endswith(b"\n"):
+        raise BadRequest(f"request longer than {MAX_REQUEST_BYTES} bytes, or cut short")
+    try:
+        request = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(f"malformed request: {exc}") from None
+    if not isinstance(request, dict) or request.get("op") != "render":
+        raise BadRequest("malformed request: not a render request")
+    return request
+
+
 def serve_connection(conn: socket.socket) -> None:
-    reader = conn.makefile("r", encoding="utf-8")
-    for line in reader:
-        request = json.loads(line)
-        answer = {"id": request.get("id")}
-        try:
-            die_once_for_tests()
-            with _lock:
-                render(request)
-            answer["ok"] = True
-        except FaceRestoreError as exc:
-            answer |= {"ok": False, "error": str(exc)}
-        except Exception as exc:  # reported to the host as a message, never a silent failure
-            answer |= {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        conn.sendall((json.dumps(answer, separators=(",", ":")) + "\n").encode())
+    """One JSON line per request, one per answer. A bad request is answered with an error and
+    the connection closed: the plug-in never waits for an answer that will not come."""
+    with conn:
+        if peer_uid(conn) != os.getuid():
+            return
+        reader = conn.makefile("rb")
+        while line := reader.readline(MAX_REQUEST_BYTES + 1):
+            answer: dict = {"id": None}
+            close = False
+            try:
+                request = parse_request(line)
+                answer["id"] = request.get("id")
+                stop_once_for_tests()
+                die_once_for_tests()
+                with _lock:
+                    render(request)
+                answer["ok"] = True
+            except BadRequest as exc:
+                answer |= {"ok": False, "error": str(exc)}
+                close = True
+            except FaceRestoreError as exc:
+                answer |= {"ok": False, "error": str(exc)}
+            except Exception as exc:  # reported to the host as a message, never a silent failure
+                answer |= {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            conn.sendall((json.dumps(answer, separators=(",", ":")) + "\n").encode())
+            if close:
+                drain_and_close(conn)
+                return
+
+
+def drain_and_close(conn: socket.socket, limit_seconds: float = 1.0) -> None:
+    """Closing with unread input resets the connection and can drop the error just sent:
+    stop writing, discard what is still arriving (bounded in time), then close."""
+    conn.shutdown(socket.SHUT_WR)
+    conn.settimeout(limit_seconds)
+    try:
+        while conn.recv(1 << 16):
+            pass
+    except OSError:
+        pass
 
 
 def register(sub) -> None:
@@ -128,8 +206,11 @@ def serve(args) -> int:
     if os.path.exists(args.socket):
         os.unlink(args.socket)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(args.socket)
-    os.chmod(args.socket, 0o600)
+    old_umask = os.umask(0o077)  # private from the moment it exists, not after a chmod
+    try:
+        server.bind(args.socket)
+    finally:
+        os.umask(old_umask)
     server.listen(8)
     try:
         while True:

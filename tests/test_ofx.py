@@ -39,6 +39,7 @@ def host(tmp_path_factory):
             str(exe),
             str(ROOT / "tests" / "ofx_host" / "test_host.c"),
             "-ldl",
+            "-lpthread",
         ],
         check=True,
     )
@@ -57,7 +58,7 @@ def shot(tmp_path_factory, colour):
     return folder
 
 
-def run_host(host, shot, out, *args, env=None, time=3):
+def run_host(host, shot, out, *args, env=None, time=3, timeout=600):
     """Runs the test host; the result also carries the host's pid, which names its shm segments."""
     with subprocess.Popen(
         [str(host), str(BINARY), str(shot), str(W), str(H), "1", "5", str(time), str(out), *map(str, args)],
@@ -66,7 +67,12 @@ def run_host(host, shot, out, *args, env=None, time=3):
         text=True,
         env=dict(os.environ, **(env or {})),
     ) as popen:
-        stdout, stderr = popen.communicate(timeout=600)
+        try:
+            stdout, stderr = popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            subprocess.run(["pkill", "-KILL", "-P", str(popen.pid)])  # its worker, stopped or not
+            popen.kill()
+            raise
     proc = subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
     proc.pid = popen.pid
     return proc
@@ -164,3 +170,121 @@ def test_install_and_uninstall(host, tmp_path):
         ["bash", str(ROOT / "install" / "ofx_install.sh"), "--uninstall"], check=True, env=env, capture_output=True
     )
     assert not (tmp_path / "plugins" / "FaceRestore.ofx.bundle").exists()
+
+
+# Between two renders: kill the host's worker (its child) and wait until it is gone.
+KILL_WORKER = "pkill -KILL -P $PPID -f 'ofx_bridge[.]worker' && sleep 0.5"
+
+
+def test_a_worker_that_died_between_renders_does_not_end_the_host(host, shot, tmp_path):
+    # The test host keeps SIGPIPE's default action: writing to the dead worker's socket used
+    # to end the host process (exit 141) and leave its segment and socket behind.
+    proc = run_host(host, shot, tmp_path / "o.raw", "--renders", "2", "--between", KILL_WORKER,
+                    env={"TMPDIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "between-renders command failed" not in proc.stdout  # a worker was there to kill
+    assert "render 1 status 0" in proc.stdout and "render 2 status 0" in proc.stdout  # a fresh worker
+    assert not leftover_segments(proc)
+    assert not list(tmp_path.glob("facerestore-*"))  # the socket's directory is gone
+
+
+@pytest.mark.slow
+def test_a_stopped_worker_costs_one_bounded_render_then_a_fresh_worker_serves(host, shot, tmp_path):
+    import time as clock
+
+    flag = tmp_path / "stopped"
+    started = clock.monotonic()
+    proc = run_host(
+        host, shot, tmp_path / "o.raw", "--renders", "2", timeout=120,
+        env={"FACERESTORE_WORKER_STOP_ONCE": str(flag), "FACERESTORE_WORKER_TIMEOUT": "15", "TMPDIR": str(tmp_path)},
+    )
+    assert flag.exists()
+    assert "render 1 status 1" in proc.stdout and "no answer within 15 s" in proc.stdout
+    assert "render 2 status 0" in proc.stdout and proc.returncode == 0
+    assert clock.monotonic() - started < 15 + 3 + 60  # timeout, grace, one fresh worker's render
+    assert not leftover_segments(proc) and not list(tmp_path.glob("facerestore-*"))
+
+
+def test_instances_rendering_at_once_each_get_the_right_frame(host, shot, tmp_path):
+    single = run_host(host, shot, tmp_path / "one.raw")
+    both = run_host(host, shot, tmp_path / "two.raw", "--threads", "3")
+    assert single.returncode == 0 and both.returncode == 0, both.stdout
+    assert both.stdout.count("status 0") == 3
+    one = np.fromfile(tmp_path / "one.raw", np.float32)
+    for i in range(3):
+        assert np.array_equal(np.fromfile(tmp_path / f"two.raw.{i}", np.float32), one)
+    assert not leftover_segments(single, both)
+
+
+def test_the_socket_is_private_to_the_user(host, shot, tmp_path):
+    look = "stat -c '%a %u' ${TMPDIR}/facerestore-*/ ${TMPDIR}/facerestore-*/worker.sock"
+    proc = run_host(host, shot, tmp_path / "o.raw", "--renders", "2", "--between", look, env={"TMPDIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stdout
+    modes = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+    assert len(modes) == 2 and all(uid == str(os.getuid()) for _, uid in modes)
+    assert all(int(mode, 8) & 0o077 == 0 for mode, _ in modes)  # neither group nor others
+
+
+@pytest.fixture
+def worker(tmp_path):
+    """The worker on its own, as the plug-in starts it, for the channel's bad-request tests."""
+    import socket
+    import time as clock
+
+    path = tmp_path / "w.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "facerestore.ofx_bridge.worker", "--socket", str(path)])
+    deadline = clock.monotonic() + 60
+    while not path.exists() and clock.monotonic() < deadline:
+        clock.sleep(0.1)
+
+    def ask(data: bytes) -> tuple[dict, bool]:
+        """The answer to `data`, and whether the worker closed the connection after it."""
+        import json
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(30)
+            conn.connect(str(path))
+            try:
+                conn.sendall(data)
+            except BrokenPipeError:  # an oversized request: answered and closed before it all went
+                pass
+            received = b""
+            while b"\n" not in received:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+            first, _, rest = received.partition(b"\n")
+            conn.settimeout(2)
+            try:
+                closed = not rest and conn.recv(1) == b""
+            except TimeoutError:
+                closed = False
+            return json.loads(first), closed
+
+    yield ask
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_the_worker_answers_every_bad_request_and_closes(worker, tmp_path):
+    target = tmp_path / "victim"
+    target.write_bytes(b"keep")
+    good = {"id": 7, "op": "render", "width": 2, "height": 2, "centre": 0, "times": [1], "params": {}}
+    import json
+
+    cases = {
+        b"{not json\n": "malformed request",
+        b"[1, 2]\n": "not a render request",
+        b"\xff\xfe{}\n": "malformed request",
+        b"x" * (2 << 20): "longer than",
+        (json.dumps(good | {"shm": f"../..{target}"}) + "\n").encode(): "not a facerestore shared-memory name",
+        (json.dumps(good | {"shm": "facerestore-1-1-0123456789abcdef"}) + "\n").encode(): "No such file",
+    }
+    for request, message in cases.items():
+        answer, closed = worker(request)
+        assert answer["ok"] is False and message in answer["error"], (request[:40], answer)
+        # A malformed request closes the channel; a well-formed one naming a missing segment
+        # is an ordinary error and the worker goes on serving.
+        assert closed == (message != "No such file")
+    assert target.read_bytes() == b"keep"

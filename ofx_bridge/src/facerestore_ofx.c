@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -46,8 +47,10 @@ static const OfxMessageSuiteV1 *g_messages; /* optional */
 static pthread_mutex_t g_worker_lock = PTHREAD_MUTEX_INITIALIZER;
 static pid_t g_worker_pid = -1;
 static int g_worker_fd = -1;
-static char g_socket_path[108];
+static char g_socket_dir[96];   /* private to the user (0700, unpredictable name) */
+static char g_socket_path[108]; /* the worker's socket inside it */
 static long g_request_id = 0;
+static long g_shm_counter = 0; /* taken atomically: instances allocate before the worker lock */
 static long g_abandoned_id = 0; /* a request whose answer must be skipped (render aborted) */
 static char g_line[65536];
 static size_t g_line_len = 0;
@@ -109,17 +112,57 @@ static double now_seconds(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* Seconds a render may wait for the worker (FACERESTORE_WORKER_TIMEOUT, default 600). */
+static double worker_timeout(void) {
+    const char *text = getenv("FACERESTORE_WORKER_TIMEOUT");
+    double timeout = text ? atof(text) : 600.0;
+    return timeout > 0 ? timeout : 600.0;
+}
+
+/* Bounded: SIGTERM (and SIGCONT, so a stopped worker can act on it), a short grace, then
+ * SIGKILL, which also ends a stopped or wedged worker. Never waits without limit. */
 static void stop_worker(void) {
     if (g_worker_fd >= 0) close(g_worker_fd);
     g_worker_fd = -1;
     if (g_worker_pid > 0) {
         kill(g_worker_pid, SIGTERM);
-        waitpid(g_worker_pid, NULL, 0);
+        kill(g_worker_pid, SIGCONT);
+        double deadline = now_seconds() + 2.0;
+        while (waitpid(g_worker_pid, NULL, WNOHANG) == 0) {
+            if (now_seconds() > deadline) {
+                kill(g_worker_pid, SIGKILL);
+                waitpid(g_worker_pid, NULL, 0);
+                break;
+            }
+            usleep(20000);
+        }
     }
     g_worker_pid = -1;
     g_line_len = 0;
     g_abandoned_id = 0;
     if (g_socket_path[0]) unlink(g_socket_path);
+    if (g_socket_dir[0]) rmdir(g_socket_dir);
+    g_socket_path[0] = g_socket_dir[0] = 0;
+}
+
+/* Sends all of `data`; never raises SIGPIPE in the host (a dead worker is an error, not a
+ * signal that ends the host process). */
+static int send_all(const char *data, size_t size) {
+    while (size > 0) {
+        ssize_t sent = send(g_worker_fd, data, size, MSG_NOSIGNAL);
+        if (sent < 0 && errno == EINTR) continue;
+        if (sent <= 0) return -1;
+        data += sent;
+        size -= (size_t)sent;
+    }
+    return 0;
+}
+
+/* The peer of the worker socket must run as this user. */
+static int peer_is_this_user(int fd) {
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.uid == getuid();
 }
 
 /* Why the worker is gone, or NULL while it runs. */
@@ -138,21 +181,34 @@ static const char *worker_exit_reason(char *buf, size_t n) {
 static int start_worker(char *err, size_t n) {
     const char *command = getenv("FACERESTORE_WORKER_CMD");
     if (!command || !*command) command = FR_WORKER_COMMAND;
-    snprintf(g_socket_path, sizeof g_socket_path, "/tmp/facerestore-%d-%d.sock", (int)getuid(), (int)getpid());
-    unlink(g_socket_path);
+    /* A fresh private directory (0700, unpredictable name) holds the socket: no other user can
+     * connect to the worker or put a socket of theirs in its place. */
+    const char *tmp = getenv("TMPDIR");
+    if (!tmp || !*tmp || strlen(tmp) > 64) tmp = "/tmp"; /* the socket path must fit in sun_path */
+    snprintf(g_socket_dir, sizeof g_socket_dir, "%s/facerestore-%d-XXXXXX", tmp, (int)getuid());
+    if (!mkdtemp(g_socket_dir)) {
+        snprintf(err, n, "cannot create a private directory for the worker's socket in %s: %s", tmp, strerror(errno));
+        g_socket_dir[0] = 0;
+        return -1;
+    }
+    snprintf(g_socket_path, sizeof g_socket_path, "%s/worker.sock", g_socket_dir);
     char shell_command[4096];
     snprintf(shell_command, sizeof shell_command, "exec %s --socket '%s'", command, g_socket_path);
     char *argv[] = {"/bin/sh", "-c", shell_command, NULL};
     if (posix_spawn(&g_worker_pid, "/bin/sh", NULL, NULL, argv, environ) != 0) {
         snprintf(err, n, "cannot start the worker (%s): %s", command, strerror(errno));
         g_worker_pid = -1;
+        stop_worker();
         return -1;
     }
-    double deadline = now_seconds() + 120.0; /* first start imports torch and loads models */
+    /* The first start imports torch and loads models. */
+    double start_limit = worker_timeout() < 120.0 ? worker_timeout() : 120.0;
+    double deadline = now_seconds() + start_limit;
     while (now_seconds() < deadline) {
         char reason[128];
         if (worker_exit_reason(reason, sizeof reason)) {
             snprintf(err, n, "%s while starting (command: %s)", reason, command);
+            stop_worker();
             return -1;
         }
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -160,12 +216,15 @@ static int start_worker(char *err, size_t n) {
         snprintf(addr.sun_path, sizeof addr.sun_path, "%s", g_socket_path);
         if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) {
             g_worker_fd = fd;
-            return 0;
+            if (peer_is_this_user(fd)) return 0;
+            snprintf(err, n, "the worker's socket belongs to another user");
+            stop_worker();
+            return -1;
         }
         if (fd >= 0) close(fd);
         usleep(100000);
     }
-    snprintf(err, n, "the worker did not answer within 120 s (command: %s)", command);
+    snprintf(err, n, "the worker did not answer within %.0f s (command: %s)", start_limit, command);
     stop_worker();
     return -1;
 }
@@ -437,8 +496,13 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     /* Shared memory: the frames, then the result; RGBA float rows top to bottom. */
     size_t plane = (size_t)width * height * 4 * sizeof(float);
     size_t total = plane * (count + 1);
-    char shm_name[64];
-    snprintf(shm_name, sizeof shm_name, "/facerestore-%d-%ld", (int)getpid(), g_request_id + 1);
+    /* Unique per render even when instances render at once (the counter is atomic), and not
+     * guessable (random suffix). */
+    char shm_name[80];
+    unsigned long long nonce = 0;
+    if (getrandom(&nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce) nonce = (unsigned long long)now_seconds() * 1000003ULL;
+    snprintf(shm_name, sizeof shm_name, "/facerestore-%d-%ld-%016llx", (int)getpid(),
+             __atomic_add_fetch(&g_shm_counter, 1, __ATOMIC_SEQ_CST), nonce);
     OfxStatus status = kOfxStatFailed;
     float *shared = MAP_FAILED;
     int shm_fd = shm_open(shm_name, O_CREAT | O_RDWR | O_EXCL, 0600);
@@ -463,18 +527,24 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
 
     pthread_mutex_lock(&g_worker_lock);
     char err[1024] = "";
-    if (g_worker_fd < 0 && start_worker(err, sizeof err) != 0) {
-        pthread_mutex_unlock(&g_worker_lock);
-        report(effect, "%s", err);
-        goto done;
-    }
-    if (g_abandoned_id) { /* skip the answer to a render the host aborted */
-        while (read_line(NULL, 600, err, sizeof err) == 1) {
+    double timeout = worker_timeout();
+    char reason[128];
+    if (g_worker_fd >= 0 && worker_exit_reason(reason, sizeof reason)) stop_worker(); /* died while idle */
+    if (g_worker_fd >= 0 && g_abandoned_id) { /* skip the answer to a render the host aborted */
+        int skipped;
+        while ((skipped = read_line(NULL, timeout, err, sizeof err)) == 1) {
             long id = line_id();
             consume_line();
             if (id == g_abandoned_id) break;
         }
         g_abandoned_id = 0;
+        if (skipped != 1) stop_worker(); /* it never answered: start afresh */
+        err[0] = 0;
+    }
+    if (g_worker_fd < 0 && start_worker(err, sizeof err) != 0) {
+        pthread_mutex_unlock(&g_worker_lock);
+        report(effect, "%s", err);
+        goto done;
     }
     long id = ++g_request_id;
     OfxParamSetHandle param_set;
@@ -487,10 +557,8 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     k += snprintf(request + k, sizeof request - k, "],\"params\":{");
     append_param_json(request, sizeof request - 2, param_set, time);
     strcat(request, "}\n");
-    const char *timeout_env = getenv("FACERESTORE_WORKER_TIMEOUT");
-    double timeout = timeout_env ? atof(timeout_env) : 600.0;
     int got = -1;
-    if (write(g_worker_fd, request, strlen(request)) != (ssize_t)strlen(request)) {
+    if (send_all(request, strlen(request)) != 0) {
         snprintf(err, sizeof err, "cannot send the request to the worker: %s", strerror(errno));
     } else {
         got = read_line(effect, timeout, err, sizeof err);

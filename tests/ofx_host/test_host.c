@@ -3,11 +3,16 @@
  * runs load -> describe -> describeInContext -> createInstance -> getClipPreferences ->
  * getFramesNeeded -> render (N times) -> destroyInstance -> unload.
  *
- * test_host BUNDLE.ofx FRAMES_DIR WIDTH HEIGHT FIRST LAST TIME OUT.raw [--renders N] [name=value ...]
- * Frames are FRAMES_DIR/frame.<t>.raw: RGBA float32, rows top to bottom. Exit 0 = rendered,
- * 3 = a render failed cleanly (its message printed), 2 = the plug-in could not be loaded. */
+ * test_host BUNDLE.ofx FRAMES_DIR WIDTH HEIGHT FIRST LAST TIME OUT.raw [--renders N] [--threads N]
+ *           [--between 'shell command'] [--mask FILE] [name=value ...]
+ * Frames are FRAMES_DIR/frame.<t>.raw: RGBA float32, rows top to bottom. --threads N renders from
+ * N threads at once (as a host with instance-safe threading may), writing OUT.raw.<thread>;
+ * --between runs a command between two renders. SIGPIPE keeps its default action, as in hosts
+ * that do not ignore it. Exit 0 = rendered, 3 = a render failed cleanly (its message printed),
+ * 2 = the plug-in could not be loaded. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,7 +150,7 @@ static const char *g_frames_dir;
 static const char *g_mask_path; /* --mask FILE: float alpha, rows top to bottom */
 static int g_width, g_height;
 static double g_first, g_last;
-static char g_last_message[4096];
+static __thread char g_last_message[4096];
 
 static OfxStatus effect_props(OfxImageEffectHandle e, OfxPropertySetHandle *p) {
     *p = &e->props;
@@ -174,7 +179,7 @@ static OfxStatus clip_props(OfxImageClipHandle c, OfxPropertySetHandle *p) {
     *p = &c->props;
     return kOfxStatOK;
 }
-static float *g_output; /* the output image, kept after release for writing out */
+static __thread float *g_output; /* the output image, kept after release for writing out */
 
 /* Read a raw float image stored top to bottom into `data` bottom to top, as OFX lays rows out. */
 static int read_flipped(const char *path, int channels, float *data) {
@@ -346,6 +351,48 @@ static const void *fetch_suite(OfxPropertySetHandle host, const char *name, int 
 }
 static OfxHost HOST = {&g_host_props, fetch_suite};
 
+typedef struct {
+    OfxPlugin *plugin;
+    Effect *instance;
+    double time;
+    int renders;
+    const char *between; /* shell command run between two renders */
+    char out_path[1024];
+    int failed;
+} RenderJob;
+
+static pthread_mutex_t g_print_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void *render_job(void *arg) {
+    RenderJob *job = arg;
+    for (int r = 0; r < job->renders; r++) {
+        if (r > 0 && job->between && system(job->between) != 0) printf("between-renders command failed\n");
+        PropSet render_args = {0};
+        set_dbl(&render_args, kOfxPropTime, 0, job->time);
+        int window[4] = {0, 0, g_width, g_height};
+        set_int_n(&render_args, kOfxImageEffectPropRenderWindow, 4, window);
+        g_last_message[0] = 0;
+        OfxStatus status = job->plugin->mainEntry(kOfxImageEffectActionRender, job->instance, &render_args, NULL);
+        pthread_mutex_lock(&g_print_lock);
+        printf("render %d status %d\n", r + 1, status);
+        if (status != kOfxStatOK) printf("render failed: %s\n", g_last_message);
+        fflush(stdout);
+        pthread_mutex_unlock(&g_print_lock);
+        if (status != kOfxStatOK) {
+            job->failed = 1;
+            continue;
+        }
+        job->failed = 0;
+        FILE *f = fopen(job->out_path, "wb");
+        for (int row = 0; row < g_height; row++) /* write top to bottom */
+            fwrite(g_output + (size_t)(g_height - 1 - row) * g_width * 4, sizeof(float), (size_t)g_width * 4, f);
+        fclose(f);
+        free(g_output);
+        g_output = NULL;
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     if (argc < 9) {
         fprintf(stderr, "usage: test_host BUNDLE FRAMES_DIR W H FIRST LAST TIME OUT [--renders N] [name=value...]\n");
@@ -358,7 +405,8 @@ int main(int argc, char **argv) {
     g_last = atof(argv[6]);
     double time = atof(argv[7]);
     const char *out_path = argv[8];
-    int renders = 1;
+    int renders = 1, threads = 1;
+    const char *between = NULL;
 
     void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
@@ -405,6 +453,14 @@ int main(int argc, char **argv) {
             renders = atoi(argv[++a]);
             continue;
         }
+        if (!strcmp(argv[a], "--threads") && a + 1 < argc) {
+            threads = atoi(argv[++a]);
+            continue;
+        }
+        if (!strcmp(argv[a], "--between") && a + 1 < argc) {
+            between = argv[++a];
+            continue;
+        }
         if (!strcmp(argv[a], "--mask") && a + 1 < argc) {
             a++;
             continue;
@@ -435,27 +491,22 @@ int main(int argc, char **argv) {
     get_dbl_n(&out_args, "OfxImageClipPropFrameRange_Source", 2, range);
     printf("frames needed %g %g\n", range[0], range[1]);
 
+    fflush(stdout);
+    if (threads < 1 || threads > 16) threads = 1;
+    RenderJob jobs[16];
+    pthread_t ids[16];
+    for (int i = 0; i < threads; i++) {
+        jobs[i] = (RenderJob){plugin, instance, time, renders, between, "", 0};
+        if (threads == 1)
+            snprintf(jobs[i].out_path, sizeof jobs[i].out_path, "%s", out_path);
+        else
+            snprintf(jobs[i].out_path, sizeof jobs[i].out_path, "%s.%d", out_path, i);
+        pthread_create(&ids[i], NULL, render_job, &jobs[i]);
+    }
     int failed = 0;
-    for (int r = 0; r < renders; r++) {
-        PropSet render_args = {0};
-        set_dbl(&render_args, kOfxPropTime, 0, time);
-        int window[4] = {0, 0, g_width, g_height};
-        set_int_n(&render_args, kOfxImageEffectPropRenderWindow, 4, window);
-        g_last_message[0] = 0;
-        OfxStatus status = plugin->mainEntry(kOfxImageEffectActionRender, instance, &render_args, NULL);
-        printf("render %d status %d\n", r + 1, status);
-        if (status != kOfxStatOK) {
-            printf("render failed: %s\n", g_last_message);
-            failed = 1;
-            continue;
-        }
-        failed = 0;
-        FILE *f = fopen(out_path, "wb");
-        for (int row = 0; row < g_height; row++) /* write top to bottom */
-            fwrite(g_output + (size_t)(g_height - 1 - row) * g_width * 4, sizeof(float), (size_t)g_width * 4, f);
-        fclose(f);
-        free(g_output);
-        g_output = NULL;
+    for (int i = 0; i < threads; i++) {
+        pthread_join(ids[i], NULL);
+        failed |= jobs[i].failed;
     }
     plugin->mainEntry(kOfxActionDestroyInstance, instance, NULL, NULL);
     plugin->mainEntry(kOfxActionUnload, NULL, NULL, NULL);
