@@ -58,10 +58,10 @@ def shot(tmp_path_factory, colour):
     return folder
 
 
-def run_host(host, shot, out, *args, env=None, time=3, timeout=600):
+def run_host(host, shot, out, *args, env=None, time=3, timeout=600, binary=BINARY):
     """Runs the test host; the result also carries the host's pid, which names its shm segments."""
     with subprocess.Popen(
-        [str(host), str(BINARY), str(shot), str(W), str(H), "1", "5", str(time), str(out), *map(str, args)],
+        [str(host), str(binary), str(shot), str(W), str(H), "1", "5", str(time), str(out), *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -170,6 +170,30 @@ def test_install_and_uninstall(host, tmp_path):
         ["bash", str(ROOT / "install" / "ofx_install.sh"), "--uninstall"], check=True, env=env, capture_output=True
     )
     assert not (tmp_path / "plugins" / "FaceRestore.ofx.bundle").exists()
+
+
+def test_an_installed_bundle_finds_its_worker_at_load_time_wherever_it_is(host, shot, tmp_path):
+    # Python somewhere else (a wrapper standing in for a moved venv), the bundle on a shared path.
+    marker = tmp_path / "wrapper-ran"
+    python = tmp_path / "elsewhere" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(f'#!/bin/sh\ntouch "{marker}"\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    shared = tmp_path / "shared plugins"
+    subprocess.run(
+        ["bash", str(ROOT / "install" / "ofx_install.sh"), "--dest", str(shared), "--python", str(python)],
+        check=True, capture_output=True,
+    )
+    marker.unlink()
+    installed = shared / "FaceRestore.ofx.bundle" / "Contents" / "Linux-x86-64" / "FaceRestore.ofx"
+    assert sys.executable.encode() not in installed.read_bytes()  # nothing of the build's paths compiled in
+    proc = run_host(host, shot, tmp_path / "o.raw", binary=installed, env={"FACERESTORE_WORKER_CMD": ""})
+    assert proc.returncode == 0 and marker.exists(), proc.stdout
+    # Without the Resources file, the environment or `facerestore` on PATH: an error that says
+    # where it looked.
+    (installed.parent.parent / "Resources" / "worker.json").unlink()
+    lost = run_host(host, shot, tmp_path / "o.raw", binary=installed, env={"FACERESTORE_WORKER_CMD": "", "PATH": "/usr/bin:/bin"})
+    assert lost.returncode == 3 and "worker.json (missing)" in lost.stdout and "facerestore worker" in lost.stdout
 
 
 # Between two renders: kill the host's worker (its child) and wait until it is gone.

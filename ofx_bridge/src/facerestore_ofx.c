@@ -6,6 +6,7 @@
  * render and shared by every instance in the host process. A missing, failing or killed worker
  * becomes an error message on that render: never a crash, never an endless wait. */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -31,9 +32,8 @@
 #define PLUGIN_VERSION_MAJOR 1 /* bump when saved scripts would break */
 #define PLUGIN_VERSION_MINOR 0
 #define MASK_CLIP "Mask"
-#ifndef FR_WORKER_COMMAND
-#define FR_WORKER_COMMAND "python3 -m facerestore.ofx_bridge.worker"
-#endif
+/* Last resort when neither the environment nor the bundle names a worker. */
+#define FALLBACK_WORKER_COMMAND "facerestore worker"
 
 extern char **environ;
 
@@ -178,9 +178,73 @@ static const char *worker_exit_reason(char *buf, size_t n) {
     return buf;
 }
 
+/* The bundle's Contents/Resources/worker.json, from where this binary was loaded. */
+static int resources_file(char *path, size_t n) {
+    Dl_info info;
+    if (!dladdr((void *)&resources_file, &info) || !info.dli_fname) return -1;
+    snprintf(path, n, "%s", info.dli_fname);
+    for (int up = 0; up < 2; up++) { /* Contents/<arch>/FaceRestore.ofx -> Contents */
+        char *slash = strrchr(path, '/');
+        if (!slash) return -1;
+        *slash = 0;
+    }
+    size_t used = strlen(path);
+    return snprintf(path + used, n - used, "/Resources/worker.json") < (int)(n - used) ? 0 : -1;
+}
+
+/* The "command" string of a worker.json ({"command": "shell words"}), JSON escapes decoded. */
+static int read_worker_json(const char *path, char *out, size_t n) {
+    char text[8192];
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t size = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[size] = 0;
+    const char *p = strstr(text, "\"command\"");
+    if (!p) return -2;
+    p += strlen("\"command\"");
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == ':') p++;
+    if (*p++ != '"') return -2;
+    size_t k = 0;
+    for (; *p && *p != '"' && k + 1 < n; p++) {
+        if (*p != '\\') {
+            out[k++] = *p;
+            continue;
+        }
+        p++;
+        char c = *p == 'n' ? '\n' : *p == 't' ? '\t' : *p; /* \" \\ \/ as themselves */
+        if (*p == 'u') return -2;                          /* not written by our installer */
+        if (!c) return -2;
+        out[k++] = c;
+    }
+    out[k] = 0;
+    return *p == '"' && k > 0 ? 0 : -2;
+}
+
+/* The worker command, found when a render needs it (never compiled in, so the bundle can be
+ * installed anywhere): $FACERESTORE_WORKER_CMD, else the bundle's Resources/worker.json
+ * (written by the build and the installer), else `facerestore worker` on PATH. `tried` says
+ * what was looked at, for the error message. */
+static const char *worker_command(char *buf, size_t n, char *tried, size_t tried_n) {
+    const char *env = getenv("FACERESTORE_WORKER_CMD");
+    if (env && *env) {
+        snprintf(tried, tried_n, "FACERESTORE_WORKER_CMD");
+        return env;
+    }
+    char path[4096] = "";
+    int found = resources_file(path, sizeof path) == 0 ? read_worker_json(path, buf, n) : -1;
+    if (found == 0) {
+        snprintf(tried, tried_n, "%s", path);
+        return buf;
+    }
+    snprintf(tried, tried_n, "FACERESTORE_WORKER_CMD (unset), %s (%s), then PATH", path[0] ? path : "Resources",
+             found == -1 ? "missing" : "no \"command\" string");
+    return FALLBACK_WORKER_COMMAND;
+}
+
 static int start_worker(char *err, size_t n) {
-    const char *command = getenv("FACERESTORE_WORKER_CMD");
-    if (!command || !*command) command = FR_WORKER_COMMAND;
+    char command_buf[4096], tried[4200];
+    const char *command = worker_command(command_buf, sizeof command_buf, tried, sizeof tried);
     /* A fresh private directory (0700, unpredictable name) holds the socket: no other user can
      * connect to the worker or put a socket of theirs in its place. */
     const char *tmp = getenv("TMPDIR");
@@ -196,7 +260,7 @@ static int start_worker(char *err, size_t n) {
     snprintf(shell_command, sizeof shell_command, "exec %s --socket '%s'", command, g_socket_path);
     char *argv[] = {"/bin/sh", "-c", shell_command, NULL};
     if (posix_spawn(&g_worker_pid, "/bin/sh", NULL, NULL, argv, environ) != 0) {
-        snprintf(err, n, "cannot start the worker (%s): %s", command, strerror(errno));
+        snprintf(err, n, "cannot start the worker (%s, from %s): %s", command, tried, strerror(errno));
         g_worker_pid = -1;
         stop_worker();
         return -1;
@@ -207,7 +271,7 @@ static int start_worker(char *err, size_t n) {
     while (now_seconds() < deadline) {
         char reason[128];
         if (worker_exit_reason(reason, sizeof reason)) {
-            snprintf(err, n, "%s while starting (command: %s)", reason, command);
+            snprintf(err, n, "%s while starting (command: %s, from %s)", reason, command, tried);
             stop_worker();
             return -1;
         }
@@ -224,7 +288,7 @@ static int start_worker(char *err, size_t n) {
         if (fd >= 0) close(fd);
         usleep(100000);
     }
-    snprintf(err, n, "the worker did not answer within %.0f s (command: %s)", start_limit, command);
+    snprintf(err, n, "the worker did not answer within %.0f s (command: %s, from %s)", start_limit, command, tried);
     stop_worker();
     return -1;
 }
