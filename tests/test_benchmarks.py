@@ -64,6 +64,7 @@ def test_identity_model_tells_people_apart():
     assert same > 0.95 and other < same
 
 
+@pytest.mark.slow
 def test_bench_command_on_an_exr_sequence(tmp_path):
     record_path = tmp_path / "record.json"
     record_path.write_text(json.dumps({"losses": []}))

@@ -39,6 +39,7 @@ def gfpgan_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_gfpgan_matches_the_published_implementation(gfpgan_file):
     reference = gfpgan_reference_class()(
         out_size=512,
@@ -75,6 +76,7 @@ def codeformer_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_codeformer_matches_the_published_implementation_at_its_fidelity(codeformer_file, capfd):
     reference = codeformer_reference_class()(
         dim_embd=512, codebook_size=1024, n_head=8, n_layers=9, connect_list=["32", "64", "128", "256"]
@@ -120,6 +122,7 @@ def _codeformer_onnx(folder):
     return path
 
 
+@pytest.mark.slow
 def test_onnx_export_of_gfpgan_runs_as_a_users_face_model(gfpgan_file, tmp_path):
     onnx_path = _gfpgan_onnx(gfpgan_file, tmp_path)
     model = byo.identify(onnx_path)
@@ -142,6 +145,7 @@ def test_codeformer_style_onnx_receives_the_fidelity_weight(tmp_path, capfd):
     assert "NON-COMMERCIAL" in capfd.readouterr().err  # said when one is used
 
 
+@pytest.mark.slow
 def test_import_search_path_and_a_render_with_a_users_gfpgan(gfpgan_file, tmp_path, monkeypatch, colour):
     monkeypatch.setenv("FACERESTORE_CACHE", str(tmp_path / "cache"))
     cli = [sys.executable, "-m", "facerestore.nodes.cli"]
@@ -212,6 +216,7 @@ def plate_file(tmp_path_factory, colour):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["codeformer", "face-onnx", "codeformer-onnx"])
 def test_render_with_each_kind_of_users_model(kind, gfpgan_file, codeformer_file, plate_file, tmp_path):
     """`facerestore render --model FILE` for the kinds not rendered above (GFPGAN .pth is)."""

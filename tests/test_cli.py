@@ -70,6 +70,7 @@ def test_cuda_requested_without_a_gpu_says_so(shot, tmp_path):
     assert proc.returncode == 2 and "CUDA was requested" in proc.stderr
 
 
+@pytest.mark.slow
 def test_demo_writes_outputs_and_contact_sheet(tmp_path):
     proc = run_cli("demo", "--out", tmp_path / "demo", "--device", "cpu", "-q")
     assert proc.returncode == 0, proc.stderr

