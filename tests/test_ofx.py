@@ -115,6 +115,33 @@ def test_describe_offers_the_node_parameters_and_temporal_frames(host, shot, tmp
     assert "frames needed 1 5" in lines  # time 3, window 3: two radii either side
 
 
+def test_the_declared_parameters_are_the_node_spec(host, shot, tmp_path):
+    """Labels, defaults, ranges and choices as the plug-in declares them to a host, against the
+    spec they are generated from: the OFX node cannot drift from the CLI."""
+    from facerestore.ofx_bridge.params import OFX_ONLY
+
+    proc = run_host(host, shot, tmp_path / "o.raw", env={"FACERESTORE_WORKER_CMD": "false"})
+    declared = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("paramdef "):
+            name, rest = line[len("paramdef ") :].split(" ", 1)
+            declared[name] = rest
+    for p in FACE_RESTORE.params + OFX_ONLY:
+        line = declared[p.id]
+        assert line.startswith(f"label={p.label}")
+        if p.choices:
+            assert f" default={p.choices.index(p.default)}" in line
+            assert line.endswith(" ".join(f"option={c}" for c in p.choices))
+        elif isinstance(p.default, str):
+            assert line.endswith(f" default={p.default}")
+        elif isinstance(p.default, int):
+            assert line.endswith(f" default={p.default} min={p.minimum} max={p.maximum}")
+        else:
+            numbers = dict(field.split("=") for field in line.split(" ")[-3:])
+            assert [float(numbers[k]) for k in ("default", "min", "max")] == [p.default, p.minimum, p.maximum]
+    assert len(declared) == len(FACE_RESTORE.params) + len(OFX_ONLY)
+
+
 def test_render_matches_facerestore_render(host, shot, tmp_path, node):
     from facerestore.nodes.render import RenderOptions, render
 

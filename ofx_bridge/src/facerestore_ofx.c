@@ -29,8 +29,6 @@
 #include "ofx_decls.h"
 
 #define PLUGIN_ID "com.facerestore.FaceRestore"
-#define PLUGIN_VERSION_MAJOR 1 /* bump when saved scripts would break */
-#define PLUGIN_VERSION_MINOR 0
 #define MASK_CLIP "Mask"
 /* Last resort when neither the environment nor the bundle names a worker. */
 #define FALLBACK_WORKER_COMMAND "facerestore worker"
@@ -66,34 +64,8 @@ typedef struct {
     int n_options;
 } ParamSpec;
 
-static const char *const OUTPUT_OPTIONS[] = {"both", "restored", "mask"};
-static const char *const BACKEND_OPTIONS[] = {"auto", "torch", "onnx"};
-static const ParamSpec PARAMS[] = {
-    {"strength", "Strength", "How much of the restorer's change is applied (0 = plate, 1 = full).", P_DOUBLE, 1, 0, 1},
-    {"model", "Model", "Restoration network: a built-in name or one of yours (facerestore models list).", P_STRING, 0,
-     0, 0, "facerestore-face-x4"},
-    {"backend", "Inference backend", "auto: ONNX Runtime on the CPU, PyTorch (fp16) on a GPU; or torch or onnx.",
-     P_CHOICE, 0, 0, 0, NULL, BACKEND_OPTIONS, 3},
-    {"fidelity", "CodeFormer fidelity", "CodeFormer models only: 0 favours quality, 1 the plate's identity.", P_DOUBLE,
-     0.7, 0, 1},
-    {"matte_feather", "Matte feather", "Width of the matte's soft edge, as a fraction of the face size.", P_DOUBLE,
-     0.12, 0, 0.5},
-    {"keep_colour_radius", "Keep plate colour below (px)",
-     "The plate's own colour and tone are kept below this blur radius in plate pixels.", P_DOUBLE, 2.5, 0, 32},
-    {"regrain", "Re-grain", "Adds back the plate's measured noise where the restorer removed it (1 = plate level).",
-     P_DOUBLE, 0, 0, 1},
-    {"temporal_window", "Temporal window", "Frames fused around each frame (odd; 1 = per-frame).", P_INT, 5, 1, 15},
-    {"tracks", "Faces", "Track IDs to restore, e.g. 1,3; empty restores every face.", P_STRING, 0, 0, 0, ""},
-    {"track_strengths", "Per-face strength", "Strength per track ID, e.g. 1=0.5,3=0.8.", P_STRING, 0, 0, 0, ""},
-    {"detection_threshold", "Detection threshold", "Minimum face detector confidence.", P_DOUBLE, 0.8, 0.05,
-     0.999},
-    {"output", "Output", "both: restored RGB with the face matte in alpha; restored: RGB, plate alpha; mask: the matte.",
-     P_CHOICE, 0, 0, 0, NULL, OUTPUT_OPTIONS, 3},
-    {"colorspace", "Plate colourspace", "OCIO colourspace of the plate; empty = the config's scene_linear role.",
-     P_STRING, 0, 0, 0, ""},
-    {"analysis", "Analysis file", "Shot analysis from `facerestore render` (tracks, smoothed landmarks); empty = "
-     "analyse the frames around each frame.", P_STRING, 0, 0, 0, ""},
-};
+/* The table, generated from the node spec at build time (ofx_bridge/params.py). */
+#include "params.h"
 #define N_PARAMS (int)(sizeof(PARAMS) / sizeof(PARAMS[0]))
 
 static void report(OfxImageEffectHandle effect, const char *fmt, ...) {
@@ -435,7 +407,7 @@ static OfxStatus describe_in_context(OfxImageEffectHandle effect, OfxPropertySet
             break;
         case P_CHOICE:
             for (int k = 0; k < p->n_options; k++) g_props->propSetString(pp, kOfxParamPropChoiceOption, k, p->options[k]);
-            g_props->propSetInt(pp, kOfxParamPropDefault, 0, 0);
+            g_props->propSetInt(pp, kOfxParamPropDefault, 0, (int)p->def);
             g_props->propSetInt(pp, kOfxParamPropAnimates, 0, 0);
             break;
         }
@@ -511,7 +483,7 @@ static void append_param_json(char *json, size_t n, OfxParamSetHandle param_set,
             g_params->paramGetValueAtTime(param, time, &v);
             snprintf(value, sizeof value, "%d", v);
         } else if (p->kind == P_CHOICE) {
-            int v = 0;
+            int v = (int)p->def;
             g_params->paramGetValueAtTime(param, time, &v);
             json_string(value, sizeof value, p->options[(v >= 0 && v < p->n_options) ? v : 0]);
         } else {
@@ -731,7 +703,7 @@ static OfxStatus main_entry(const char *action, const void *handle, OfxPropertyS
 
 static void set_host(OfxHost *host) { g_host = host; }
 
-static OfxPlugin g_plugin = {kOfxImageEffectPluginApi, 1, PLUGIN_ID, PLUGIN_VERSION_MAJOR, PLUGIN_VERSION_MINOR,
+static OfxPlugin g_plugin = {kOfxImageEffectPluginApi, 1, PLUGIN_ID, FR_SPEC_VERSION_MAJOR, FR_SPEC_VERSION_MINOR,
                              set_host, main_entry};
 
 FR_OFX_EXPORT int OfxGetNumberOfPlugins(void) { return 1; }

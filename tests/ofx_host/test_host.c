@@ -446,6 +446,27 @@ int main(int argc, char **argv) {
     for (int i = 0; i < instance->params.count; i++) {
         Param *p = &instance->params.params[i];
         printf("param %s %s\n", p->name, p->type);
+        /* What the plug-in declared, for the test that compares it with the node spec. */
+        char *text = "";
+        get_str(&p->props, kOfxPropLabel, 0, &text);
+        printf("paramdef %s label=%s", p->name, text);
+        if (!strcmp(p->type, kOfxParamTypeDouble)) {
+            double def = 0, lo = 0, hi = 0;
+            get_dbl(&p->props, kOfxParamPropDefault, 0, &def);
+            get_dbl(&p->props, kOfxParamPropMin, 0, &lo);
+            get_dbl(&p->props, kOfxParamPropMax, 0, &hi);
+            printf(" default=%.17g min=%.17g max=%.17g", def, lo, hi);
+        } else if (!strcmp(p->type, kOfxParamTypeInteger) || !strcmp(p->type, kOfxParamTypeChoice)) {
+            int def = 0, lo = 0, hi = 0;
+            get_int(&p->props, kOfxParamPropDefault, 0, &def);
+            printf(" default=%d", def);
+            if (!get_int(&p->props, kOfxParamPropMin, 0, &lo) && !get_int(&p->props, kOfxParamPropMax, 0, &hi))
+                printf(" min=%d max=%d", lo, hi);
+        } else if (!get_str(&p->props, kOfxParamPropDefault, 0, &text)) {
+            printf(" default=%s", text);
+        }
+        for (int k = 0; !get_str(&p->props, kOfxParamPropChoiceOption, k, &text); k++) printf(" option=%s", text);
+        printf("\n");
     }
     for (int i = 0; i < instance->n_clips; i++) printf("clip %s\n", instance->clips[i].name);
     for (int a = 9; a < argc; a++) {

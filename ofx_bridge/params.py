@@ -1,0 +1,79 @@
+"""The OpenFX plug-in's parameter table, generated from the node spec at build time:
+`python -m facerestore.ofx_bridge.params > build/params.h` (the Makefile does this), so the
+OFX node, the CLI and the host adapters cannot drift apart.
+
+Besides the node's own parameters, the OFX node has three of its own (how the result is
+returned, the plate's colourspace and the shot's analysis file); the worker reads them."""
+
+from __future__ import annotations
+
+import sys
+
+from facerestore.nodes.face_restore import FACE_RESTORE
+from facerestore.nodes.spec import Param
+
+OFX_ONLY = (
+    Param(
+        "output",
+        "Output",
+        "both: restored RGB with the face matte in alpha; restored: RGB, plate alpha; mask: the matte.",
+        "both",
+        choices=("both", "restored", "mask"),
+    ),
+    Param("colorspace", "Plate colourspace", "OCIO colourspace of the plate; empty = the config's scene_linear role.", ""),
+    Param(
+        "analysis",
+        "Analysis file",
+        "Shot analysis from `facerestore render` (tracks, smoothed landmarks); empty = analyse the frames around "
+        "each frame.",
+        "",
+    ),
+)
+
+
+def c_string(text: str) -> str:
+    out = []
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif " " <= char <= "~":
+            out.append(char)
+        else:
+            out += [f"\\{byte:03o}" for byte in char.encode("utf-8")]
+    return '"' + "".join(out) + '"'
+
+
+def c_number(value) -> str:
+    return repr(float(value)) if value is not None else "0"
+
+
+def header(params=FACE_RESTORE.params + OFX_ONLY) -> str:
+    lines = [
+        "/* Generated from the node spec by `python -m facerestore.ofx_bridge.params`; do not edit. */",
+        f"#define FR_SPEC_VERSION_MAJOR {FACE_RESTORE.version[0]}",
+        f"#define FR_SPEC_VERSION_MINOR {FACE_RESTORE.version[1]}",
+    ]
+    for p in params:
+        if p.choices:
+            options = ", ".join(c_string(c) for c in p.choices)
+            lines.append(f"static const char *const OPTIONS_{p.id}[] = {{{options}}};")
+    lines.append("static const ParamSpec PARAMS[] = {")
+    for p in params:
+        common = f"{c_string(p.id)}, {c_string(p.label)}, {c_string(p.hint)}"
+        if p.choices:
+            fields = f"P_CHOICE, {p.choices.index(p.default)}, 0, 0, NULL, OPTIONS_{p.id}, {len(p.choices)}"
+        elif isinstance(p.default, bool) or not isinstance(p.default, (int, float, str)):
+            raise TypeError(f"{p.id}: no OFX parameter kind for {type(p.default).__name__}")
+        elif isinstance(p.default, str):
+            fields = f"P_STRING, 0, 0, 0, {c_string(p.default)}, NULL, 0"
+        elif isinstance(p.default, int):
+            fields = f"P_INT, {p.default}, {c_number(p.minimum)}, {c_number(p.maximum)}, NULL, NULL, 0"
+        else:
+            fields = f"P_DOUBLE, {c_number(p.default)}, {c_number(p.minimum)}, {c_number(p.maximum)}, NULL, NULL, 0"
+        lines.append(f"    {{{common}, {fields}}},")
+    lines.append("};")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(header())
