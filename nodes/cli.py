@@ -51,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     render.add_argument("--mask-channel", default="face.mask", help="name of the matte channel")
     render.add_argument(
+        "--replace-channel",
+        action="store_true",
+        help="let the matte overwrite a channel of that name already in the plate (an earlier render's matte)",
+    )
+    render.add_argument(
+        "--keep-lossy-compression",
+        action="store_true",
+        help="write DWAA/DWAB/B44 plates with their own lossy compression; pixels outside the matte then change "
+        "(default: lossless ZIP, so they stay bit-identical)",
+    )
+    render.add_argument(
         "--output",
         dest="output_mode",
         choices=OUTPUT_MODES,
@@ -153,6 +164,8 @@ def run(argv: list[str]) -> int:
             analysis=args.analysis,
             reanalyse=args.reanalyse,
             track_mattes=args.track_mattes,
+            replace_channel=args.replace_channel,
+            keep_lossy_compression=args.keep_lossy_compression,
             added_faces=tuple(parse_added_face(text) for text in args.add_face),
             dropped_tracks=tuple(sorted(parse_track_list(args.drop_tracks) or ())),
         )

@@ -155,3 +155,37 @@ def channel_format_names(spec: oiio.ImageSpec) -> list[str]:
     if spec.channelformats:
         return [str(f) for f in spec.channelformats]
     return [str(spec.format)] * spec.nchannels
+
+
+# Compressions that change pixel values on write. PXR24 rounds 32-bit floats to 24 bits (half
+# and integer channels pass exactly).
+LOSSY_COMPRESSIONS = ("dwaa", "dwab", "b44", "b44a")
+LOSSLESS_REPLACEMENT = "zip"
+DWA_LEVEL = "openexr:dwaCompressionLevel"
+
+
+def lossy_compression(spec: oiio.ImageSpec) -> str | None:
+    """The plate's compression if writing it again would change untouched pixels, else None."""
+    name = spec.get_string_attribute("compression").split(":")[0].lower()
+    if name in LOSSY_COMPRESSIONS:
+        return name
+    if name == "pxr24" and "float" in channel_format_names(spec):
+        return name
+    return None
+
+
+def with_output_compression(spec: oiio.ImageSpec, keep_lossy: bool) -> oiio.ImageSpec:
+    """`spec` as it should be written: a lossy compression becomes lossless ZIP (so pixels
+    outside the matte stay what the plate decodes to), unless `keep_lossy`; a kept DWA
+    compression keeps its level, which OIIO would otherwise drop."""
+    name = lossy_compression(spec)
+    out = oiio.ImageSpec(spec)
+    level = spec.getattribute(DWA_LEVEL)
+    if name is None:
+        return out
+    if not keep_lossy:
+        out.attribute("compression", LOSSLESS_REPLACEMENT)
+        out.erase_attribute(DWA_LEVEL)
+    elif name in ("dwaa", "dwab") and level is not None:
+        out.attribute("compression", f"{name}:{float(level):g}")
+    return out

@@ -15,10 +15,12 @@ from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.exr_io import (
     Part,
     channel_format_names,
+    lossy_compression,
     read_frame,
     read_header,
     rgb_channel_indices,
     spec_with_channels,
+    with_output_compression,
     write_parts,
 )
 from facerestore.nodes.sequence import FramePattern, describe_frames, parse_frame_range
@@ -46,6 +48,8 @@ class RenderOptions:
     track_mattes: bool = False  # one matte channel per track beside the combined one
     added_faces: tuple = ()  # manual_faces.AddedFace: faces the detector missed, given by hand
     dropped_tracks: tuple[int, ...] = ()  # false faces to remove from the analysis
+    replace_channel: bool = False  # a matte channel that already exists in the plate may be overwritten
+    keep_lossy_compression: bool = False  # write DWA/B44 plates with their own (lossy) compression
 
 
 @dataclass
@@ -170,11 +174,20 @@ def plan_jobs(options: RenderOptions) -> list[FrameJob]:
     jobs = [FrameJob(f, source.path(f), output_path_for(target, source.path(f), f)) for f in frames]
     inputs = {os.path.realpath(j.source) for j in jobs}
     for job in jobs:
-        if os.path.realpath(job.target) in inputs:
-            raise FaceRestoreError(f"refusing to overwrite input file {job.target}")
+        check_writable_target(job.target, inputs, "output frame")
     if len({os.path.realpath(j.target) for j in jobs}) != len(jobs):
         raise FaceRestoreError(f"output {options.output} maps several frames to one file")
+    check_writable_target(options.analysis or default_analysis_path(options), inputs, "analysis sidecar")
     return jobs
+
+
+def check_writable_target(path: str, inputs: set[str], what: str) -> None:
+    """Every file a run writes: never an input (or a link to one), never something that is
+    not a regular file (a folder, a device, a pipe)."""
+    if os.path.realpath(path) in inputs:
+        raise FaceRestoreError(f"refusing to overwrite input file {path} with the {what}")
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise FaceRestoreError(f"{path}: the {what} would replace something that is not a regular file")
 
 
 def prepare_output_folders(jobs: list[FrameJob]) -> None:
@@ -204,8 +217,21 @@ def check_headers(jobs: list[FrameJob]) -> None:
             )
 
 
+def check_matte_channels(spec, options: RenderOptions, names: list[str]) -> None:
+    """A matte written over a channel the plate already has (R, A, Z, an AOV, an earlier
+    matte) replaces it: only when asked for."""
+    if options.output_mode != "both" or options.replace_channel:
+        return
+    taken = [name for name in names if name in spec.channelnames]
+    if taken:
+        raise FaceRestoreError(
+            f"the plate already has a channel {taken[0]!r}: choose another --mask-channel, "
+            "or --replace-channel to overwrite it"
+        )
+
+
 def build_output_parts(frame, result, options: RenderOptions, tracks: list[int] = ()) -> list[Part]:
-    spec = frame.spec
+    spec = with_output_compression(frame.spec, options.keep_lossy_compression)
     names = list(spec.channelnames)
     formats = channel_format_names(spec)
     r, g, b = frame.rgb_indices()
@@ -230,7 +256,8 @@ def build_output_parts(frame, result, options: RenderOptions, tracks: list[int] 
         if extra:
             pixels = np.concatenate([pixels] + extra, axis=2)
     main = Part(spec_with_channels(spec, names, formats), pixels)
-    return [main] + list(frame.extra_parts)
+    extra = [Part(with_output_compression(p.spec, options.keep_lossy_compression), p.pixels) for p in frame.extra_parts]
+    return [main] + extra
 
 
 class Progress:
@@ -268,6 +295,8 @@ def render(options: RenderOptions, node=None) -> RenderReport:
         raise FaceRestoreError(f"invalid matte channel name {options.mask_channel!r}")
     jobs = plan_jobs(options)
     check_headers(jobs)
+    first_spec = read_header(jobs[0].source)
+    check_matte_channels(first_spec, options, [options.mask_channel])
     prepare_output_folders(jobs)
     timings: dict[str, float] = defaultdict(float)
     start = time.perf_counter()
@@ -287,6 +316,19 @@ def render(options: RenderOptions, node=None) -> RenderReport:
     if node.selected_tracks is not None and not node.selected_tracks <= set(tracks):
         missing = ", ".join(map(str, sorted(node.selected_tracks - set(tracks))))
         raise FaceRestoreError(f"no track {missing} in this shot (tracks: {', '.join(map(str, tracks)) or 'none'})")
+    if options.track_mattes:
+        check_matte_channels(first_spec, options, [f"{options.mask_channel}{t}" for t in tracks])
+    lossy = lossy_compression(first_spec)
+    if lossy and options.progress:
+        print(
+            f"note: the plates use lossy {lossy.upper()} compression; "
+            + (
+                "keeping it (--keep-lossy-compression): pixels outside the matte will change on write"
+                if options.keep_lossy_compression
+                else "writing ZIP so pixels outside the matte stay bit-identical (--keep-lossy-compression keeps it)"
+            ),
+            file=sys.stderr,
+        )
     by_frame = {j.frame: j for j in shot}
 
     def plate_of(frame) -> np.ndarray:

@@ -1,0 +1,91 @@
+"""Hostile input to `facerestore render`: every case asserts the inputs are unchanged (hashes)
+and nothing is written that should not be (astronaut, NASA, public domain)."""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from facerestore.nodes.errors import FaceRestoreError
+from facerestore.nodes.render import RenderOptions, render
+
+from helpers import faces_plate, read_buf, run_cli, write_exr
+
+
+def hashes(folder) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def plates(tmp_path, colour):
+    folder = tmp_path / "plates"
+    folder.mkdir()
+    for t in (1, 2, 3):
+        plate = faces_plate(colour, 240, 180, face_width=80, positions=((80 + 2 * t, 30),), seed=t)
+        write_exr(folder / f"p.{t:04d}.exr", plate, extra={"A": np.ones(plate.shape[:2], np.float32)})
+    return folder
+
+
+def options(plates, out, **kwargs) -> RenderOptions:
+    return RenderOptions(input=str(plates / "p.####.exr"), output=str(out / "r.####.exr"), progress=False, **kwargs)
+
+
+def test_the_sidecar_may_not_be_an_input_plate(plates, tmp_path, node):
+    before = hashes(plates)
+    with pytest.raises(FaceRestoreError, match="refusing to overwrite input file .*p.0002.exr with the analysis"):
+        render(options(plates, tmp_path / "out", analysis=str(plates / "p.0002.exr"), reanalyse=True), node=node)
+    assert hashes(plates) == before and not (tmp_path / "out").exists()
+
+
+def test_the_cli_refuses_a_sidecar_over_an_input_with_one_line(plates, tmp_path):
+    before = hashes(plates)
+    proc = run_cli("render", plates / "p.####.exr", "-o", tmp_path / "out/r.####.exr", "--analysis",
+                   plates / "p.0001.exr", "--reanalyse", "-q")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "analysis sidecar" in proc.stderr
+    assert hashes(plates) == before
+
+
+@pytest.mark.parametrize("what", ["sidecar", "frame"])
+def test_a_folder_where_a_file_would_go_is_refused_before_anything_is_written(plates, tmp_path, node, what):
+    out = tmp_path / "out"
+    out.mkdir()
+    blocker = out / ("shot.analysis.json" if what == "sidecar" else "r.0003.exr")
+    blocker.mkdir()
+    kwargs = {"analysis": str(blocker)} if what == "sidecar" else {}
+    with pytest.raises(FaceRestoreError, match="not a regular file"):
+        render(options(plates, out, **kwargs), node=node)
+    assert [p.name for p in out.iterdir()] == [blocker.name]  # frames 1 and 2 were not written first
+
+
+@pytest.mark.parametrize("name", ["A", "R"])
+def test_a_matte_over_an_existing_channel_needs_replace_channel(plates, tmp_path, node, name):
+    before = hashes(plates)
+    with pytest.raises(FaceRestoreError, match=f"already has a channel '{name}'.*--replace-channel"):
+        render(options(plates, tmp_path / "out", mask_channel=name), node=node)
+    assert not (tmp_path / "out").exists()
+    render(options(plates, tmp_path / "out", mask_channel=name, replace_channel=True), node=node)
+    spec, pixels = read_buf(tmp_path / "out" / "r.0002.exr")
+    assert list(spec.channelnames).count(name) == 1 and pixels[..., list(spec.channelnames).index(name)].max() <= 1.0
+    assert hashes(plates) == before
+
+
+def test_lossy_plates_are_written_losslessly_so_untouched_pixels_stay_exact(tmp_path, colour, node):
+    plates = tmp_path / "plates"
+    plates.mkdir()
+    for t in (1, 2):
+        plate = faces_plate(colour, 240, 180, face_width=80, positions=((80 + 2 * t, 30),), seed=t)
+        write_exr(plates / f"p.{t:04d}.exr", plate, compression="dwaa:45")
+    before = hashes(plates)
+    render(options(plates, tmp_path / "out"), node=node)
+    render(options(plates, tmp_path / "kept", keep_lossy_compression=True), node=node)
+    plate_spec, plate = read_buf(plates / "p.0002.exr")
+    spec, out = read_buf(tmp_path / "out" / "r.0002.exr")
+    untouched = out[..., list(spec.channelnames).index("face.mask")] == 0
+    assert spec.get_string_attribute("compression") == "zip"
+    assert np.array_equal(out[untouched][:, :3], plate[untouched][:, :3])
+    kept_spec, kept = read_buf(tmp_path / "kept" / "r.0002.exr")
+    # Kept on request, whole (the DWA level too); the untouched pixels then drift, as the help says.
+    assert kept_spec.get_string_attribute("compression") == "dwaa"
+    assert kept_spec.getattribute("openexr:dwaCompressionLevel") == 45.0
+    assert not np.array_equal(kept[untouched][:, :3], plate[untouched][:, :3])
+    assert hashes(plates) == before
