@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     render.add_argument("--mask-channel", default="face.mask", help="name of the matte channel")
     render.add_argument(
+        "--analysis-frozen",
+        action="store_true",
+        help="use the analysis sidecar as it is (hand-edited tracks): an error, not a new analysis, when the plates "
+        "or settings no longer fit it",
+    )
+    render.add_argument(
         "--replace-channel",
         action="store_true",
         help="let the matte overwrite a channel of that name already in the plate (an earlier render's matte)",
@@ -165,6 +171,7 @@ def run(argv: list[str]) -> int:
             reanalyse=args.reanalyse,
             track_mattes=args.track_mattes,
             replace_channel=args.replace_channel,
+            analysis_frozen=args.analysis_frozen,
             keep_lossy_compression=args.keep_lossy_compression,
             added_faces=tuple(parse_added_face(text) for text in args.add_face),
             dropped_tracks=tuple(sorted(parse_track_list(args.drop_tracks) or ())),

@@ -73,6 +73,14 @@ class ColourPipeline:
         pipeline._build(cfg)
         return pipeline
 
+    def identity(self) -> str:
+        """What the networks and the detector see depends on: the two spaces and the exact
+        transform between them (a config edited in place changes this too)."""
+        import hashlib
+
+        transform = hashlib.sha256(self._encode.getCacheID().encode()).hexdigest()[:16]
+        return f"{self.config_path} | {self.plate_space} -> {self.encoded_space} | {transform}"
+
     def _build(self, cfg: OCIO.Config) -> None:
         lossless = OCIO.OPTIMIZATION_LOSSLESS
         self._encode = cfg.getProcessor(self.plate_space, self.encoded_space).getOptimizedCPUProcessor(lossless)

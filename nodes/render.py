@@ -25,6 +25,7 @@ from facerestore.nodes.exr_io import (
 )
 from facerestore.nodes.sequence import FramePattern, describe_frames, parse_frame_range
 from facerestore.nodes.shot import ShotRenderer, analyse_shot
+from facerestore.nodes.tracking import file_fingerprint
 
 OUTPUT_MODES = ("both", "restored", "mask")
 
@@ -48,6 +49,7 @@ class RenderOptions:
     track_mattes: bool = False  # one matte channel per track beside the combined one
     added_faces: tuple = ()  # manual_faces.AddedFace: faces the detector missed, given by hand
     dropped_tracks: tuple[int, ...] = ()  # false faces to remove from the analysis
+    analysis_frozen: bool = False  # use the sidecar as it is; anything that no longer fits is an error
     replace_channel: bool = False  # a matte channel that already exists in the plate may be overwritten
     keep_lossy_compression: bool = False  # write DWA/B44 plates with their own (lossy) compression
 
@@ -95,21 +97,53 @@ def shot_frames(options: RenderOptions, jobs: list[FrameJob]) -> list[FrameJob]:
     return [rendered.get(f) or FrameJob(f, source.path(f), "") for f in source.existing_frames()]
 
 
-def obtain_analysis(options: RenderOptions, node, shot: list[FrameJob], progress_enabled: bool):
-    from facerestore.nodes.tracking import Analysis, file_fingerprint
+def analysis_determinants(options: RenderOptions, node) -> dict:
+    """Everything the stored tracks depend on; a change to any of them means analysing again."""
+    from facerestore.models.weights import RETINAFACE_SOURCE
+    from facerestore.nodes.face_restore import CANDIDATE_THRESHOLD
 
+    return {
+        "detection_threshold": node.params["detection_threshold"],
+        "candidate_threshold": CANDIDATE_THRESHOLD,
+        "colour": node.colour.identity(),
+        "detector": f"RetinaFace mobilenet 0.25 ({RETINAFACE_SOURCE.sha256[:16]})",
+        "added_faces": [face.to_json() for face in options.added_faces],
+    }
+
+
+def stored_analysis_problem(path: str, fingerprint: dict, determinants: dict, frames: list):
+    """(analysis, None) when the sidecar at `path` fits this shot and these settings, else
+    (None, what does not fit)."""
+    from facerestore.nodes.tracking import Analysis
+
+    try:
+        analysis = Analysis.load(path)
+    except FaceRestoreError as exc:
+        return None, str(exc)
+    if analysis.frames != frames:
+        return None, f"{path} covers other frames"
+    changed = [name for name in fingerprint if analysis.fingerprint.get(name) != fingerprint[name]]
+    if changed:
+        return None, f"{path} was made for other plates ({changed[0]}{' and more' if len(changed) > 1 else ''} changed)"
+    stored = analysis.settings.get("determined_by", {})
+    differs = [key for key, value in determinants.items() if stored.get(key) != value]
+    if differs:
+        return None, f"{path} was made with another {', '.join(differs)}"
+    return analysis, None
+
+
+def obtain_analysis(options: RenderOptions, node, shot: list[FrameJob], progress_enabled: bool):
     path = options.analysis or default_analysis_path(options)
     fingerprint = file_fingerprint([j.source for j in shot])
-    threshold = node.params["detection_threshold"]
-    added = [face.to_json() for face in options.added_faces]
+    determinants = analysis_determinants(options, node)
     dropped = sorted(set(options.dropped_tracks))
+    if options.analysis_frozen and not os.path.isfile(path):
+        raise FaceRestoreError(f"--analysis-frozen: no analysis at {path}")
     if os.path.isfile(path) and not options.reanalyse:
-        analysis = Analysis.load(path)
-        if (
-            analysis.fingerprint == fingerprint
-            and analysis.settings.get("detection_threshold") == threshold
-            and analysis.settings.get("added_faces", []) == added
-        ):
+        analysis, problem = stored_analysis_problem(path, fingerprint, determinants, [j.frame for j in shot])
+        if problem and options.analysis_frozen:
+            raise FaceRestoreError(f"--analysis-frozen: {problem}")
+        if analysis is not None:
             if dropped and analysis.settings.get("dropped_tracks", []) != dropped:
                 # Dropping a false face keeps every other track's ID: applied to the stored analysis.
                 gone = set(dropped) - set(analysis.track_ids())
@@ -119,8 +153,8 @@ def obtain_analysis(options: RenderOptions, node, shot: list[FrameJob], progress
                 analysis.settings["dropped_tracks"] = sorted(set(analysis.settings.get("dropped_tracks", [])) | set(dropped))
                 analysis.save(path)
             return analysis, path
-        if options.analysis and progress_enabled:
-            print(f"note: {path} was made for other frames or settings; analysing again", file=sys.stderr)
+        if progress_enabled:
+            print(f"note: {problem}; analysing again", file=sys.stderr)
     paths = {j.frame: j.source for j in shot}
     bar = Progress(len(shot), progress_enabled, "analysing")
     analysis = analyse_shot(
@@ -133,7 +167,8 @@ def obtain_analysis(options: RenderOptions, node, shot: list[FrameJob], progress
     )
     bar.close()
     analysis.fingerprint = fingerprint
-    analysis.settings["detection_threshold"] = threshold
+    analysis.settings["detection_threshold"] = node.params["detection_threshold"]
+    analysis.settings["determined_by"] = determinants
     analysis.save(path)
     return analysis, path
 

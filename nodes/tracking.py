@@ -16,6 +16,7 @@ full-shot render sees (JSON floats round-trip exactly).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -110,6 +111,7 @@ class Analysis:
     def from_json(cls, data: dict) -> Analysis:
         if data.get("format") != ANALYSIS_FORMAT or data.get("version") != ANALYSIS_VERSION:
             raise FaceRestoreError("not a facerestore analysis file of a supported version")
+        validate_analysis_json(data)
         faces = {
             json.loads(k): [
                 TrackedFace(
@@ -139,16 +141,67 @@ class Analysis:
         try:
             with open(path) as handle:
                 return cls.from_json(json.load(handle))
+        except FaceRestoreError as exc:
+            raise FaceRestoreError(f"analysis {path}: {exc}") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise FaceRestoreError(f"cannot read analysis {path}: {exc}") from None
 
 
+def validate_analysis_json(data: dict) -> None:
+    """Every number a render will use is checked before it is used (a damaged or hand-edited
+    sidecar is a clear error naming the field, not an SVD failure deep in alignment)."""
+
+    def bad(field: str, why: str):
+        raise FaceRestoreError(f"{field}: {why}")
+
+    frames = data.get("frames")
+    if not isinstance(frames, list) or not frames:
+        bad("frames", "missing or empty")
+    size = data.get("size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and 0 < v < 1 << 20 for v in size)):
+        bad("size", f"{size!r} is not a frame size")
+    limit = 4.0 * max(size)
+    faces = data.get("faces")
+    if not isinstance(faces, dict):
+        bad("faces", "missing")
+    keys = {json.dumps(f) for f in frames}
+    if set(faces) != keys:
+        missing = sorted(keys - set(faces))
+        bad("faces", f"frames {', '.join(missing[:5]) or 'none'} missing, or frames not in the shot listed")
+    for key, entries in faces.items():
+        if not isinstance(entries, list):
+            bad(f"faces[{key}]", "not a list")
+        for index, face in enumerate(entries):
+            where = f"faces[{key}][{index}]"
+            if not isinstance(face, dict) or not isinstance(face.get("track"), int) or face["track"] < 1:
+                bad(where, "no track ID")
+            for field_name, shape in (("landmarks", (5, 2)), ("raw_landmarks", (5, 2)), ("box", (4,))):
+                try:
+                    values = np.asarray(face.get(field_name), np.float64)
+                except (TypeError, ValueError):
+                    bad(f"{where}.{field_name}", "not numbers")
+                if values.shape != shape:
+                    bad(f"{where}.{field_name}", f"shape {values.shape}, expected {shape}")
+                if not np.isfinite(values).all() or np.abs(values).max() > limit:
+                    bad(f"{where}.{field_name}", "not finite or far outside the frame")
+            landmarks = np.asarray(face["landmarks"], np.float64)
+            if np.ptp(landmarks, axis=0).max() < 1.0:
+                bad(f"{where}.landmarks", "collapsed to a point")
+            score = face.get("score")
+            if not isinstance(score, (int, float)) or not 0.0 <= score <= 1.0:
+                bad(f"{where}.score", f"{score!r} is not a detector score")
+
+
 def file_fingerprint(paths: list[str]) -> dict:
-    """Size and modification time of every input frame: a changed plate invalidates the analysis."""
+    """Size and a content hash of every input frame: a replaced plate invalidates the analysis
+    even with the same size and modification time (a render reads every byte anyway)."""
     out = {}
     for path in paths:
-        stat = os.stat(path)
-        out[os.path.basename(path)] = [stat.st_size, stat.st_mtime_ns]
+        digest = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+        out[os.path.basename(path)] = [os.path.getsize(path), digest.hexdigest()]
     return out
 
 

@@ -89,3 +89,77 @@ def test_lossy_plates_are_written_losslessly_so_untouched_pixels_stay_exact(tmp_
     assert kept_spec.getattribute("openexr:dwaCompressionLevel") == 45.0
     assert not np.array_equal(kept[untouched][:, :3], plate[untouched][:, :3])
     assert hashes(plates) == before
+
+
+def sidecar(out):
+    import json
+
+    path = out / "r.analysis.json"
+    return path, json.loads(path.read_text())
+
+
+def test_plates_replaced_with_the_same_size_and_time_are_analysed_again(tmp_path, colour, node):
+    import os
+
+    plates = tmp_path / "plates"
+    plates.mkdir()
+    for t in (1, 2, 3):
+        plate = faces_plate(colour, 240, 180, face_width=80, positions=((80 + 2 * t, 30),), seed=t)
+        write_exr(plates / f"p.{t:04d}.exr", plate, compression="none")
+    first = render(options(plates, tmp_path / "out"), node=node)
+    assert sum(first.faces_per_frame.values()) == 3
+    for t in (1, 2, 3):  # the same files, now without a face: same size (uncompressed), same mtime
+        path = plates / f"p.{t:04d}.exr"
+        stat = path.stat()
+        write_exr(path, np.full((180, 240, 3), 0.2, np.float32), compression="none")
+        assert path.stat().st_size == stat.st_size
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = render(options(plates, tmp_path / "out"), node=node)
+    assert sum(again.faces_per_frame.values()) == 0
+
+
+def test_a_colourspace_change_means_a_new_analysis(plates, tmp_path, node, colour):
+    from facerestore.nodes.colour import ColourPipeline
+    from facerestore.nodes.face_restore import FaceRestoreNode
+
+    render(options(plates, tmp_path / "out"), node=node)
+    before = sidecar(tmp_path / "out")[1]["settings"]["determined_by"]["colour"]
+    other = FaceRestoreNode(ColourPipeline.create(plate_space="Linear Rec.709 (sRGB)"), "cpu")
+    render(options(plates, tmp_path / "out"), node=other)
+    after = sidecar(tmp_path / "out")[1]["settings"]["determined_by"]["colour"]
+    assert "Linear Rec.709" in after and after != before
+
+
+@pytest.mark.parametrize(
+    "damage, field",
+    [
+        (lambda d: d["faces"].pop("2"), "faces: frames 2 missing"),
+        (lambda d: d["faces"]["2"][0].__setitem__("landmarks", [[float("nan"), 0]] * 5), "faces[2][0].landmarks"),
+        (lambda d: d["faces"]["2"][0].__setitem__("landmarks", [[1e12, 0]] * 5), "far outside the frame"),
+        (lambda d: d["faces"]["2"][0].__setitem__("landmarks", [[1, 2]] * 3), "shape (3, 2)"),
+        (lambda d: d["faces"]["2"][0].__setitem__("landmarks", [[50, 50]] * 5), "collapsed to a point"),
+        (None, "cannot read analysis"),  # cut short
+    ],
+)
+def test_a_damaged_sidecar_is_named_and_redone_or_refused_when_frozen(plates, tmp_path, node, damage, field):
+    import json
+
+    out = tmp_path / "out"
+    reference = render(options(plates, out), node=node)
+    path, data = sidecar(out)
+    if damage is None:
+        path.write_text(path.read_text()[:200])
+    else:
+        damage(data)
+        path.write_text(json.dumps(data))
+    with pytest.raises(FaceRestoreError, match=re_escape(field)):
+        render(options(plates, out, analysis_frozen=True), node=node)
+    redone = render(options(plates, out), node=node)  # a note, then a fresh analysis
+    assert redone.faces_per_frame == reference.faces_per_frame
+    assert sidecar(out)[1]["faces"].keys() == {"1", "2", "3"}
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
