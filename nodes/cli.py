@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     render.add_argument("--mask-channel", default="face.mask", help="name of the matte channel")
     render.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip frames already rendered (output whole and newer than its plate and the analysis): "
+        "go on after an interrupted render",
+    )
+    render.add_argument(
         "--analysis-frozen",
         action="store_true",
         help="use the analysis sidecar as it is (hand-edited tracks): an error, not a new analysis, when the plates "
@@ -172,6 +178,7 @@ def run(argv: list[str]) -> int:
             track_mattes=args.track_mattes,
             replace_channel=args.replace_channel,
             analysis_frozen=args.analysis_frozen,
+            resume=args.resume,
             keep_lossy_compression=args.keep_lossy_compression,
             added_faces=tuple(parse_added_face(text) for text in args.add_face),
             dropped_tracks=tuple(sorted(parse_track_list(args.drop_tracks) or ())),
@@ -279,8 +286,16 @@ def run_train(args) -> int:
     return 0
 
 
+def _terminated(signum, frame):
+    # A farm's kill is a SIGTERM: stop like Ctrl-C, so the frame being written is removed.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     argv = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         return run(argv)
     except FaceRestoreError as exc:

@@ -56,9 +56,22 @@ def rgb_channel_indices(spec: oiio.ImageSpec, path: str) -> tuple[int, int, int]
     raise FaceRestoreError(f"{path}: no R, G, B channels (channels: {', '.join(names)})")
 
 
+EXR_MAGIC = b"\x76\x2f\x31\x01"
+
+
 def _open(path: str) -> oiio.ImageInput:
     if not os.path.exists(path):
         raise FaceRestoreError(f"{path}: no such file")
+    if path.lower().endswith(".exr"):
+        # OIIO opens by content: a PNG or JPEG renamed .exr would be read as a display-referred
+        # image and treated as a linear plate. Plates are OpenEXR.
+        try:
+            with open(path, "rb") as handle:
+                magic = handle.read(4)
+        except OSError as exc:
+            raise FaceRestoreError(f"{path}: cannot read ({exc.strerror})") from None
+        if magic != EXR_MAGIC:
+            raise FaceRestoreError(f"{path}: not an OpenEXR file (named .exr, but its first bytes say otherwise)")
     inp = oiio.ImageInput.open(path)
     if inp is None:
         reason = oiio.geterror().strip().split("\n")[0] or "unreadable"
@@ -113,10 +126,40 @@ def read_frame(path: str) -> Frame:
         inp.close()
 
 
+PARTIAL = ".partial-"  # .NAME.partial-PID: a frame being written by process PID
+
+
+def remove_stale_partials(folder: str) -> list[str]:
+    """Half-written frames this tool left when its process was killed (SIGKILL, power loss):
+    `.NAME.partial-PID` whose PID no longer runs. Others' files and live writers' are kept."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        head, sep, pid = name.rpartition(PARTIAL)
+        if not (sep and name.startswith(".") and pid.isdigit()):
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # someone else's live process
+        try:
+            os.remove(os.path.join(folder, name))
+            removed.append(name)
+        except OSError:
+            pass
+    return removed
+
+
 def write_parts(path: str, parts: list[Part]) -> None:
     """Write all parts to `path` atomically; on failure nothing is left at `path`."""
     folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.partial-{os.getpid()}")
+    tmp = os.path.join(folder, f".{os.path.basename(path)}{PARTIAL}{os.getpid()}")
     out = oiio.ImageOutput.create(path)  # the final name picks the format plug-in
     if out is None:
         raise FaceRestoreError(f"{path}: no image writer for this file type ({oiio.geterror().strip()})")

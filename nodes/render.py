@@ -17,6 +17,7 @@ from facerestore.nodes.exr_io import (
     channel_format_names,
     lossy_compression,
     read_frame,
+    remove_stale_partials,
     read_header,
     rgb_channel_indices,
     spec_with_channels,
@@ -49,6 +50,7 @@ class RenderOptions:
     track_mattes: bool = False  # one matte channel per track beside the combined one
     added_faces: tuple = ()  # manual_faces.AddedFace: faces the detector missed, given by hand
     dropped_tracks: tuple[int, ...] = ()  # false faces to remove from the analysis
+    resume: bool = False  # skip frames whose output is whole and newer than its plate and the analysis
     analysis_frozen: bool = False  # use the sidecar as it is; anything that no longer fits is an error
     replace_channel: bool = False  # a matte channel that already exists in the plate may be overwritten
     keep_lossy_compression: bool = False  # write DWA/B44 plates with their own (lossy) compression
@@ -85,6 +87,24 @@ def default_analysis_path(options: RenderOptions) -> str:
     stem = name.rstrip("._-") or "shot"
     stem = os.path.splitext(stem)[0] if not target.has_token else stem
     return os.path.join(folder or ".", f"{stem}.analysis.json")
+
+
+def matching_frames(shot: list[FrameJob], spec) -> tuple[list[FrameJob], list[int]]:
+    """Frames beyond the render range that the analysis would read are checked like the range
+    (windows and channels); a frame that does not match is left out, not silently mixed in."""
+    shape = (spec.x, spec.y, spec.width, spec.height, tuple(spec.channelnames))
+    kept, excluded = [], []
+    for job in shot:
+        if job.target:  # in the render range: already checked
+            kept.append(job)
+            continue
+        try:
+            other = read_header(job.source)
+            same = (other.x, other.y, other.width, other.height, tuple(other.channelnames)) == shape
+        except FaceRestoreError:
+            same = False
+        (kept if same else excluded).append(job if same else job.frame)
+    return kept, excluded
 
 
 def shot_frames(options: RenderOptions, jobs: list[FrameJob]) -> list[FrameJob]:
@@ -225,14 +245,46 @@ def check_writable_target(path: str, inputs: set[str], what: str) -> None:
         raise FaceRestoreError(f"{path}: the {what} would replace something that is not a regular file")
 
 
-def prepare_output_folders(jobs: list[FrameJob]) -> None:
+def prepare_output_folders(jobs: list[FrameJob]) -> tuple[list[str], list[str]]:
+    """Creates the output folders; returns those it created (removed again if the run fails
+    before writing into them) and the stale half-written frames it removed."""
+    created, stale = [], []
     for folder in sorted({os.path.dirname(os.path.abspath(j.target)) for j in jobs}):
+        missing = []
+        parent = folder
+        while not os.path.exists(parent):
+            missing.append(parent)
+            parent = os.path.dirname(parent)
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as exc:
             raise FaceRestoreError(f"cannot create output folder {folder}: {exc.strerror}") from None
+        created += missing
         if not os.access(folder, os.W_OK | os.X_OK):
             raise FaceRestoreError(f"output folder {folder} is not writable")
+        stale += [os.path.join(folder, name) for name in remove_stale_partials(folder)]
+    return created, stale
+
+
+def remove_if_empty(folders: list[str]) -> None:
+    for folder in sorted(folders, key=len, reverse=True):  # deepest first
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
+
+
+def already_rendered(job: FrameJob, analysis_path: str) -> bool:
+    """--resume: the output exists, reads, and is newer than its plate and the analysis (frames
+    are written atomically, so an existing one is whole; any frame alone equals the full render)."""
+    try:
+        target = os.stat(job.target).st_mtime_ns
+        if target < os.stat(job.source).st_mtime_ns or target < os.stat(analysis_path).st_mtime_ns:
+            return False
+        read_header(job.target)
+        return True
+    except (OSError, FaceRestoreError):
+        return False
 
 
 def check_headers(jobs: list[FrameJob]) -> None:
@@ -318,11 +370,6 @@ class Progress:
 
 def render(options: RenderOptions, node=None) -> RenderReport:
     """Render a shot. `node` may be passed in to reuse loaded models across calls."""
-    from facerestore.models.device import resolve_torch_device
-    from facerestore.models.errors import ModelError
-    from facerestore.nodes.colour import ColourPipeline
-    from facerestore.nodes.face_restore import FaceRestoreNode
-
     wall = time.perf_counter()
     if options.output_mode not in OUTPUT_MODES:
         raise FaceRestoreError(f"--output must be one of {', '.join(OUTPUT_MODES)}")
@@ -332,7 +379,35 @@ def render(options: RenderOptions, node=None) -> RenderReport:
     check_headers(jobs)
     first_spec = read_header(jobs[0].source)
     check_matte_channels(first_spec, options, [options.mask_channel])
-    prepare_output_folders(jobs)
+    gaps = sequence_gaps(options, jobs)
+    created, stale = prepare_output_folders(jobs)
+    if options.progress:
+        if gaps:
+            print(f"note: frames {describe_frames(gaps)} are not on disk; rendering the {len(jobs)} that are", file=sys.stderr)
+        if stale:
+            print(f"note: removed {len(stale)} half-written frame(s) of killed runs", file=sys.stderr)
+    try:
+        return _render(options, node, jobs, first_spec, wall)
+    except BaseException:
+        remove_if_empty(created)
+        raise
+
+
+def sequence_gaps(options: RenderOptions, jobs: list[FrameJob]) -> list[int]:
+    """Frames missing inside the sequence when no range was given (said, not silently skipped)."""
+    frames = [j.frame for j in jobs if j.frame is not None]
+    if options.frames or len(frames) < 2:
+        return []
+    present = set(frames)
+    return [f for f in range(frames[0], frames[-1] + 1) if f not in present]
+
+
+def _render(options: RenderOptions, node, jobs: list[FrameJob], first_spec, wall: float) -> RenderReport:
+    from facerestore.models.device import resolve_torch_device
+    from facerestore.models.errors import ModelError
+    from facerestore.nodes.colour import ColourPipeline
+    from facerestore.nodes.face_restore import FaceRestoreNode
+
     timings: dict[str, float] = defaultdict(float)
     start = time.perf_counter()
     try:
@@ -344,7 +419,13 @@ def render(options: RenderOptions, node=None) -> RenderReport:
     timings["load models"] += time.perf_counter() - start
 
     start = time.perf_counter()
-    shot = shot_frames(options, jobs)
+    shot, excluded = matching_frames(shot_frames(options, jobs), first_spec)
+    if excluded and options.progress:
+        print(
+            f"note: frames {describe_frames(excluded)} outside the range differ in size or channels; "
+            "left out of the analysis and the temporal window",
+            file=sys.stderr,
+        )
     analysis, analysis_path = obtain_analysis(options, node, shot, options.progress)
     timings["analyse"] += time.perf_counter() - start
     tracks = analysis.track_ids()
@@ -370,6 +451,11 @@ def render(options: RenderOptions, node=None) -> RenderReport:
         part = read_frame(by_frame[frame].source)
         return part.rgb()
 
+    if options.resume:
+        skipped = [j for j in jobs if already_rendered(j, analysis_path)]
+        jobs = [j for j in jobs if j not in skipped]
+        if options.progress and skipped:
+            print(f"resume: {len(skipped)} frame(s) already rendered, {len(jobs)} to go", file=sys.stderr)
     renderer = ShotRenderer(node, analysis, [j.frame for j in shot], plate_of, timings)
     progress = Progress(len(jobs), options.progress)
     faces_per_frame = {}

@@ -70,6 +70,10 @@ class FramePattern:
         return sorted(set(frames))
 
 
+# More frames than any shot has: a typo such as 1-2000000000 is an error, not hours of stat calls.
+MAX_FRAMES = 1_000_000
+
+
 def parse_frame_range(text: str) -> list[int]:
     """'1001-1100', '1001', '1001-1100x2' or comma-separated lists of those."""
     frames: list[int] = []
@@ -84,6 +88,8 @@ def parse_frame_range(text: str) -> list[int]:
             raise FaceRestoreError(f"frame range {text!r}: step must be at least 1")
         if last < first:
             raise FaceRestoreError(f"frame range {text!r} is empty (end before start)")
+        if len(frames) + len(range(first, last + 1, step)) > MAX_FRAMES:
+            raise FaceRestoreError(f"frame range {text!r} names more than {MAX_FRAMES:,} frames; render it in parts")
         frames.extend(range(first, last + 1, step))
     if not frames:
         raise FaceRestoreError(f"frame range {text!r} is empty")

@@ -163,3 +163,79 @@ def re_escape(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+def test_a_png_named_exr_is_not_taken_for_a_linear_plate(tmp_path, node):
+    import cv2
+
+    folder = tmp_path / "plates"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "p.png"), np.full((40, 60, 3), 128, np.uint8))
+    (folder / "p.png").rename(folder / "p.0001.exr")
+    with pytest.raises(FaceRestoreError, match="p.0001.exr: not an OpenEXR file"):
+        render(options(folder, tmp_path / "out"), node=node)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_absurd_frame_range_is_refused_at_once(plates, tmp_path, node):
+    with pytest.raises(FaceRestoreError, match="more than 1,000,000 frames"):
+        render(options(plates, tmp_path / "out", frames="1-2000000000"), node=node)
+
+
+def test_frames_outside_the_range_of_another_size_do_not_change_the_result(plates, tmp_path, node, colour):
+    (plates / "p.0003.exr").rename(tmp_path / "aside.exr")
+    reference = render(options(plates, tmp_path / "ref", frames="1-2"), node=node)
+    write_exr(plates / "p.0003.exr", faces_plate(colour, 300, 200, face_width=80, positions=((90, 40),), seed=9))
+    mixed = render(options(plates, tmp_path / "mixed", frames="1-2"), node=node)
+    assert mixed.tracks == reference.tracks
+    for t in (1, 2):
+        assert np.array_equal(read_buf(tmp_path / "mixed" / f"r.000{t}.exr")[1], read_buf(tmp_path / "ref" / f"r.000{t}.exr")[1])
+
+
+def test_stale_partials_of_killed_runs_are_removed_and_live_ones_kept(plates, tmp_path, node):
+    import os
+
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = out / ".r.0001.exr.partial-999999999"  # no such process
+    live = out / f".r.0002.exr.partial-{os.getppid()}"  # another process that is running
+    foreign = out / "notes.partial-1"
+    for path in (dead, live, foreign):
+        path.write_bytes(b"half")
+    render(options(plates, out), node=node)
+    assert not dead.exists() and live.exists() and foreign.exists()
+
+
+def test_resume_renders_only_what_is_missing_or_stale(plates, tmp_path, node):
+    import os
+
+    out = tmp_path / "out"
+    render(options(plates, out), node=node)
+    full = {t: read_buf(out / f"r.000{t}.exr")[1] for t in (1, 2, 3)}
+    (out / "r.0002.exr").unlink()
+    older = os.stat(plates / "p.0003.exr").st_mtime_ns - 10**9
+    os.utime(out / "r.0003.exr", ns=(older, older))  # older than its plate: redone
+    report = render(options(plates, out, resume=True), node=node)
+    assert [j.frame for j in report.jobs] == [2, 3]
+    for t in (1, 2, 3):
+        assert np.array_equal(read_buf(out / f"r.000{t}.exr")[1], full[t])
+
+
+def test_sigterm_stops_a_render_like_ctrl_c_and_leaves_no_partial(plates, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "facerestore.nodes.cli", "render", str(plates / "p.####.exr"), "-o", str(out / "r.####.exr")],
+        stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out / "r.analysis.json").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in stderr
+    assert not [p for p in out.iterdir() if ".partial-" in p.name]
