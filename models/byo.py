@@ -113,6 +113,9 @@ def find(name: str) -> UserModel | None:
     as_path = Path(name)
     if as_path.suffix in EXTENSIONS and as_path.is_file():
         return identify(as_path)
+    if os.sep in name and as_path.exists():
+        # A path the user meant as a model: say what is wrong with it, not "unknown model".
+        raise ModelError(f"{name}: not a model file (a .pth or .onnx face restorer)")
     for folder in search_paths():
         for extension in EXTENSIONS:
             candidate = folder / f"{name}{extension}"

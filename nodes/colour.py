@@ -62,6 +62,8 @@ class ColourPipeline:
             )
         if cfg.getColorSpace(plate) is None:
             raise FaceRestoreError(f"unknown colourspace {plate!r} in OCIO config {path}")
+        if encoded_space and cfg.getColorSpace(encoded_space) is None:
+            raise FaceRestoreError(f"unknown colourspace {encoded_space!r} in OCIO config {path} (--restore-colorspace)")
         encoded = encoded_space or next((n for n in SRGB_ENCODED_NAMES if cfg.getColorSpace(n)), None)
         if encoded is None:
             encoded = cfg.getRoleColorSpace("color_picking")

@@ -7,6 +7,7 @@ Writes are atomic: a temporary file in the destination folder, renamed when comp
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -156,6 +157,17 @@ def remove_stale_partials(folder: str) -> list[str]:
     return removed
 
 
+def _write_error(out, folder: str, parts: list[Part]) -> str:
+    """OIIO's reason, and the likely one it does not give: a full disk."""
+    reason = out.geterror().strip() or "unknown error"
+    try:
+        if shutil.disk_usage(folder).free < sum(p.pixels.nbytes for p in parts):
+            return f"no space left on device: {reason}"
+    except OSError:
+        pass
+    return reason
+
+
 def write_parts(path: str, parts: list[Part]) -> None:
     """Write all parts to `path` atomically; on failure nothing is left at `path`."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -172,9 +184,9 @@ def write_parts(path: str, parts: list[Part]) -> None:
             if index and not out.open(tmp, part.spec, "AppendSubimage"):
                 raise FaceRestoreError(f"{path}: cannot write part {index} ({out.geterror().strip()})")
             if not out.write_image(np.ascontiguousarray(part.pixels)):
-                raise FaceRestoreError(f"{path}: write failed ({out.geterror().strip()})")
+                raise FaceRestoreError(f"{path}: write failed ({_write_error(out, folder, parts)})")
         if not out.close():
-            raise FaceRestoreError(f"{path}: write failed ({out.geterror().strip()})")
+            raise FaceRestoreError(f"{path}: write failed ({_write_error(out, folder, parts)})")
         os.replace(tmp, path)
     except BaseException:
         out.close()

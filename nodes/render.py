@@ -300,7 +300,7 @@ def check_headers(jobs: list[FrameJob]) -> None:
             raise FaceRestoreError(
                 f"{job.source}: {spec.width}x{spec.height} at ({spec.x},{spec.y}) with channels "
                 f"{','.join(spec.channelnames)} differs from {first[0].source} "
-                f"({first[1][2]}x{first[1][3]} at ({first[1][0]},{first[1][1]}))"
+                f"({first[1][2]}x{first[1][3]} at ({first[1][0]},{first[1][1]}) with channels {','.join(first[1][4])})"
             )
 
 

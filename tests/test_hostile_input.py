@@ -239,3 +239,16 @@ def test_sigterm_stops_a_render_like_ctrl_c_and_leaves_no_partial(plates, tmp_pa
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in stderr
     assert not [p for p in out.iterdir() if ".partial-" in p.name]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--restore-colorspace", "Bogus"], "unknown colourspace 'Bogus'"),
+        (["--model", "/etc/passwd"], "/etc/passwd: not a model file"),
+    ],
+)
+def test_messages_name_the_real_problem(plates, tmp_path, args, message):
+    proc = run_cli("render", plates / "p.####.exr", "-o", tmp_path / "out/r.####.exr", "-q", *args)
+    assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "out").exists()
