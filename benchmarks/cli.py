@@ -33,6 +33,13 @@ def register(sub) -> None:
         action="store_true",
         help="both held-out clips under every setting, the large-face and group cases: one table and sheet",
     )
+    bench.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PARAM=VALUE",
+        help="a node parameter for every facerestore run, by its spec id (e.g. keep_colour_radius=0); repeatable",
+    )
     bench.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     bench.add_argument("--seed", type=int, default=2024, help="degradation seed")
     bench.add_argument("--no-scaling", action="store_true", help="skip the 1080p / 4K timing")
@@ -53,6 +60,7 @@ def run(args) -> int:
     if args.record and not os.path.isfile(args.record):
         raise FaceRestoreError(f"{args.record}: no such training record")
     progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    settings = node_settings(args.set)
     if args.suite:
         from facerestore.benchmarks.suite import run_suite
 
@@ -67,6 +75,7 @@ def run(args) -> int:
             tuple(args.compare_model),
             whole_frame=not args.no_whole_frame,
             progress=progress,
+            node_settings=settings,
         )
         print(suite["table"])
         print("files: " + ", ".join(suite["files"]))
@@ -84,6 +93,7 @@ def run(args) -> int:
         compare_models=tuple(args.compare_model),
         setting=args.setting,
         case=args.case,
+        node_settings=settings,
     )
     if args.record:
         from facerestore.benchmarks.run import add_to_training_record
@@ -94,3 +104,21 @@ def run(args) -> int:
         print(handle.read())
     print("files: " + ", ".join(results["files"]))
     return 0
+
+
+def node_settings(texts: list[str]) -> dict:
+    """`--set id=value` pairs as node parameters, typed like the spec's defaults."""
+    from facerestore.nodes.face_restore import FACE_RESTORE
+
+    params = {p.id: p for p in FACE_RESTORE.params}
+    settings = {}
+    for text in texts:
+        name, sep, value = text.partition("=")
+        if not sep or name not in params:
+            raise FaceRestoreError(f"--set {text}: expected PARAM=VALUE with PARAM one of {', '.join(params)}")
+        kind = type(params[name].default)
+        try:
+            settings[name] = kind(value)
+        except ValueError:
+            raise FaceRestoreError(f"--set {text}: {value!r} is not a {kind.__name__}") from None
+    return settings

@@ -279,7 +279,9 @@ def markdown(results: dict) -> str:
     lines = [
         f"Clip: {results['clip']['name']} ({results['clip']['licence']}), {results['clip']['frames']} frames "
         f"{results['clip']['size']}; degradation {results['degradation']}",
-        f"Model: {results['model']}; device {results['device']}; {results['machine']}",
+        f"Model: {results['model']}"
+        + "".join(f", {k}={v}" for k, v in results.get("node_settings", {}).items())
+        + f"; device {results['device']}; {results['machine']}",
         "",
         "| method | PSNR | PSNR inner face | SSIM | identity | AKD px | warp err x1e3 | warp err inner face | TLME px | s/frame |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -358,6 +360,7 @@ def run_benchmark(
     compare_models: tuple[str, ...] = (),
     setting: str = "protocol",
     case: str = "clip",
+    node_settings: dict | None = None,
 ) -> dict:
     from facerestore.models.detector import RetinaFaceDetector
     from facerestore.models.device import resolve_torch_device
@@ -366,7 +369,8 @@ def run_benchmark(
     os.makedirs(out, exist_ok=True)
     colour = ColourPipeline.create()
     device = resolve_torch_device(device)
-    node = FaceRestoreNode(colour, device, **({"model": model} if model else {}))
+    settings = dict(node_settings or {})
+    node = FaceRestoreNode(colour, device, **settings, **({"model": model} if model else {}))
     # Ground truth and landmark scores use confident detections only (the node's own detector
     # also returns low-confidence candidates for its tracker).
     detector = RetinaFaceDetector(device, score_threshold=node.params["detection_threshold"])
@@ -401,7 +405,7 @@ def run_benchmark(
     methods = [MethodResult(DEGRADED, degraded), per_frame, product]
     for other in compare_models:
         progress(f"running facerestore (temporal) with {other}")
-        other_node = FaceRestoreNode(colour, device, model=other)
+        other_node = FaceRestoreNode(colour, device, **settings | {"model": other})
         result, other_untouched = run_product(
             other_node,
             pattern,
@@ -430,6 +434,7 @@ def run_benchmark(
         "seed": seed,
         "temporal_window": node.params["temporal_window"],
         "model": node.params["model"],
+        "node_settings": settings,
         "compared_models": list(compare_models),
         "device": device,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}",

@@ -29,6 +29,7 @@ def run_suite(
     compare_models: tuple[str, ...],
     whole_frame: bool,
     progress=print,
+    node_settings: dict | None = None,
 ) -> dict:
     os.makedirs(out, exist_ok=True)
     rows, sheets = [], []
@@ -48,6 +49,7 @@ def run_suite(
             compare_models=compare_models,
             setting=setting,
             case=case,
+            node_settings=node_settings,
         )
         rows.append(summary_row(name, results))
         sheets.append(os.path.join(out, name, "crops.png"))
