@@ -1,4 +1,5 @@
-"""Training the face-resolution restorer (`facerestore train --model facerestore-face-v2`).
+"""Training on broad degradations: the x4 default's fine-tune (`facerestore train`, recipe
+`broad`) and the face-resolution restorer (`facerestore train --model facerestore-face-v2`).
 
 What changed from the x4 model's training (`models.training`), and why:
 - The network restores at the face's own resolution (`FaceResolutionNet`, x1), so the target
@@ -66,10 +67,32 @@ class TrainV2Config:
     still_angles: tuple[float, ...] = (-8.0, -3.0, 0.0, 4.0, 9.0)  # head rolls made of each still
     seed: int = 11
     checkpoint_every: int = 200
+    # 4: a x4 restorer (the product's CompactNet) fine-tuned from `init`: its input is the
+    # degraded face reduced by 1.0-1.6x (as the node sizes x4 crops), its target the clean face
+    # at plate resolution brought to the 4x grid, so the loss asks for fidelity, not invention.
+    scale: int = 1
+    init: str | None = None
 
 
 REDUCED_V2 = TrainV2Config()
 FULL_V2 = TrainV2Config(steps=60000, batch=32, patch=128, max_size=512)
+# The x4 default retrained on the broad degradations: short enough for a CPU session.
+BROAD_X4 = TrainV2Config(steps=4000, patch=32, lr=1e-4, scale=4, init="facerestore-face-x4", checkpoint_every=100)
+FULL_BROAD_X4 = TrainV2Config(
+    steps=40000, batch=32, patch=64, lr=2e-4, scale=4, init="facerestore-face-x4", max_size=512
+)
+
+
+def initial_weights(name: str) -> str:
+    """The starting weights, by name and checksum (a fine-tune of the default starts from the
+    default as it was)."""
+    from facerestore.models.restorer import registry_entry
+
+    return f"{name} (sha256 {registry_entry(name).sources[0].sha256})"
+
+
+def model_name(config: TrainV2Config) -> str:
+    return config.init if config.init else MODEL_NAME
 
 
 def _largest_face(detector, image: np.ndarray):
@@ -178,11 +201,28 @@ def make_sample(bank: FaceBank, config: TrainV2Config, rng: np.random.Generator,
     draw = CropDegradation.sample(rng, video_codecs)
     frames = expose(frames, draw.exposure)
     degraded = degrade_crops(frames, draw, rng)
+    if config.scale != 1:
+        return _x4_window(frames, degraded, config, rng)
     oy, ox = rng.integers(0, size - config.patch + 1, 2)
     window = (slice(oy, oy + config.patch), slice(ox, ox + config.patch))
     x = np.stack([f[window] for f in degraded])
     y = np.stack([f[window] for f in frames])
     return x, y
+
+
+def _x4_window(clean: list, degraded: list, config: TrainV2Config, rng: np.random.Generator):
+    """A x4 pair from a face at plate size F: input reduced to F/r (r 1.0-1.6, as the node
+    sizes x4 crops), target the clean face on the 4x grid of that input."""
+    size = clean[0].shape[0]
+    small = max(config.patch, int(round(size / rng.uniform(1.0, 1.6))))
+    big = small * config.scale
+    x = [cv2.resize(f, (small, small), interpolation=cv2.INTER_AREA if small < size else cv2.INTER_LINEAR) for f in degraded]
+    y = [cv2.resize(f, (big, big), interpolation=cv2.INTER_CUBIC) for f in clean]
+    oy, ox = rng.integers(0, small - config.patch + 1, 2)
+    p, k = config.patch, config.scale
+    xs = np.stack([f[oy : oy + p, ox : ox + p] for f in x])
+    ys = np.stack([np.clip(f[k * oy : k * (oy + p), k * ox : k * (ox + p)], 0, 1) for f in y])
+    return xs, ys
 
 
 def batches(bank, config: TrainV2Config, seed: int, stop: threading.Event, depth: int = 3) -> queue.Queue:
@@ -231,7 +271,12 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
     if len(bank.faces) < 16:
         raise ModelError(f"only {len(bank.faces)} training faces were found; the face detector found too few")
     data_seconds = time.time() - started
-    net = FaceResolutionNet(config.num_feat, config.num_conv).to(device).train()
+    if config.init:
+        from facerestore.models.restorer import build_network
+
+        net = build_network(config.init).to(device).train()
+    else:
+        net = FaceResolutionNet(config.num_feat, config.num_conv).to(device).train()
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.steps) / config.steps))
@@ -304,17 +349,24 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
     finally:
         stop.set()
     save_checkpoint()
-    weights_path = out_dir / f"{MODEL_NAME}.pth"
+    name = model_name(config)
+    weights_path = out_dir / f"{name}.pth"
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu().float().contiguous() for k, v in net.state_dict().items()}, buffer)
     write_atomically(weights_path, buffer.getvalue())
+    if config.init:
+        from facerestore.models.restorer import registry_entry
+
+        architecture, licence = registry_entry(config.init).architecture, registry_entry(config.init).licence
+    else:
+        architecture = f"FaceResolutionNet ({config.num_feat} features, {config.num_conv} convolutions, x1, 2x pixel-unshuffle)"
+        licence = "Apache-2.0 (trained by facerestore)"
     record = {
         "weights": weights_path.name,
         "sha256": sha256_file(weights_path),
-        "architecture": f"FaceResolutionNet ({config.num_feat} features, {config.num_conv} convolutions, x1, "
-        "2x pixel-unshuffle)",
-        "initialised_from": "random (last convolution zero: the identity)",
-        "licence": "Apache-2.0 (trained by facerestore)",
+        "architecture": architecture,
+        "initialised_from": initial_weights(config.init) if config.init else "random (last convolution zero: the identity)",
+        "licence": licence,
         "config": _plain(config),
         "data": bank.sources,
         "degradations": "models.degrade.CropDegradation, a new draw per sample",
@@ -326,5 +378,5 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
         "train_seconds": round(train_seconds),
         "losses": log,
     }
-    write_atomically(out_dir / f"{MODEL_NAME}.json", (json.dumps(record, indent=2) + "\n").encode())
+    write_atomically(out_dir / f"{name}.json", (json.dumps(record, indent=2) + "\n").encode())
     return record

@@ -115,18 +115,26 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a face restorer on registry footage (reduced on a CPU)")
     train.add_argument(
         "--model",
-        choices=("facerestore-face-v2", "facerestore-face-x4"),
-        default="facerestore-face-v2",
-        help="which of facerestore's own models to train (default: the face-resolution v2)",
+        choices=("facerestore-face-x4", "facerestore-face-v2"),
+        default="facerestore-face-x4",
+        help="which of facerestore's own models to train: the x4 default, or the face-resolution v2 "
+        "(from scratch; meant for a GPU)",
+    )
+    train.add_argument(
+        "--recipe",
+        choices=("broad", "protocol"),
+        default="broad",
+        help="x4: 'broad' fine-tunes the current weights on the broad degradations (the default's last "
+        "stage); 'protocol' is its first stage, from realesr-animevideov3 on the benchmark protocol",
     )
     train.add_argument("--out", default="facerestore-train", help="folder for the weights and the training record")
     train.add_argument(
-        "--resume", action="store_true", help="v2: go on from the checkpoint in --out (a run longer than a session)"
+        "--resume", action="store_true", help="go on from the checkpoint in --out (a run longer than a session)"
     )
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     size = train.add_mutually_exclusive_group()
     size.add_argument("--full", action="store_true", help="the full schedule (meant for a GPU)")
-    size.add_argument("--steps", type=int, help="steps of the reduced schedule (v2: 6000, x4: 5000)")
+    size.add_argument("--steps", type=int, help="steps of the reduced schedule (x4 broad 4000, protocol 5000; v2 6000)")
 
     demo = sub.add_parser("demo", help="run the whole job on a built-in shot and write a contact sheet")
     demo.add_argument("--out", default="facerestore-demo", help="folder for the demo shot and results")
@@ -263,12 +271,17 @@ def run_train(args) -> int:
     from facerestore.models.device import resolve_torch_device
     from facerestore.models.errors import ModelError
     from facerestore.models.training import FULL, REDUCED, train
-    from facerestore.models.training_v2 import FULL_V2, REDUCED_V2, train_v2
+    from facerestore.models.training_v2 import BROAD_X4, FULL_BROAD_X4, FULL_V2, REDUCED_V2, train_v2
 
-    v2 = args.model == "facerestore-face-v2"
-    if args.resume and not v2:
-        raise FaceRestoreError("--resume is for --model facerestore-face-v2")
-    config = (FULL_V2 if args.full else REDUCED_V2) if v2 else (FULL if args.full else REDUCED)
+    protocol = args.model == "facerestore-face-x4" and args.recipe == "protocol"
+    if args.resume and protocol:
+        raise FaceRestoreError("--resume is for the broad recipe and facerestore-face-v2")
+    if protocol:
+        config = FULL if args.full else REDUCED
+    elif args.model == "facerestore-face-x4":
+        config = FULL_BROAD_X4 if args.full else BROAD_X4
+    else:
+        config = FULL_V2 if args.full else REDUCED_V2
     if args.steps is not None:
         if args.steps < 1:
             raise FaceRestoreError("--steps must be at least 1")
@@ -276,10 +289,10 @@ def run_train(args) -> int:
     progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     try:
         device = resolve_torch_device(args.device)
-        if v2:
-            record = train_v2(config, Path(args.out), device, resume=args.resume, progress=progress)
-        else:
+        if protocol:
             record = train(config, Path(args.out), device, progress=progress)
+        else:
+            record = train_v2(config, Path(args.out), device, resume=args.resume, progress=progress)
     except ModelError as exc:
         raise FaceRestoreError(str(exc)) from None
     print(f"weights: {Path(args.out) / record['weights']} (sha256 {record['sha256']})")

@@ -101,3 +101,29 @@ def test_a_short_run_writes_weights_a_record_and_resumes(tmp_path):
     with pytest.raises(ModelError, match="another configuration"):
         training_v2.train_v2(dataclasses.replace(config, lr=1e-3), tmp_path, resume=True, progress=lambda line: None)
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_x4_samples_reduce_the_face_as_the_node_does_and_target_the_4x_grid():
+    faces = [np.random.default_rng(1).random((160, 160, 3)).astype(np.float32)]
+    bank = training_v2.FaceBank(faces=[(f * 255).astype(np.uint8) for f in faces], weights=np.ones(1), sources=[])
+    config = dataclasses.replace(training_v2.BROAD_X4, min_size=96, max_size=160)
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        x, y = training_v2.make_sample(bank, config, rng, video_codecs=False)
+        assert x.shape == (2, 32, 32, 3) and y.shape == (2, 128, 128, 3)
+        assert 0 <= x.min() and x.max() <= 1 and 0 <= y.min() and y.max() <= 1
+
+
+@pytest.mark.slow
+def test_the_broad_x4_recipe_fine_tunes_the_default_and_names_its_start(tmp_path):
+    from facerestore.models.restorer import build_network, registry_entry
+
+    config = dataclasses.replace(training_v2.BROAD_X4, steps=2, batch=2, clip_step=60, still_angles=(0.0,))
+    record = training_v2.train_v2(config, tmp_path, progress=lambda line: None)
+    assert record["weights"] == "facerestore-face-x4.pth"
+    assert registry_entry("facerestore-face-x4").sources[0].sha256 in record["initialised_from"]
+    tuned = torch.load(tmp_path / record["weights"], weights_only=True)
+    start = build_network("facerestore-face-x4").state_dict()
+    assert tuned.keys() == start.keys()
+    assert any(not torch.equal(tuned[k], start[k]) for k in start)  # trained, from the default's weights
+    assert max((tuned[k] - start[k]).abs().max().item() for k in start) < 0.05  # two small steps from it
