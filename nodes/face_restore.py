@@ -96,6 +96,14 @@ FACE_RESTORE = NodeSpec(
             1,
             15,
         ),
+        Param(
+            "ensemble",
+            "Flip ensemble",
+            "Restore each face and its mirror image and average them: more faithful and steadier, twice the restore "
+            "time. auto: on for facerestore's own networks, off for 512 px face models (GFPGAN, CodeFormer...).",
+            "auto",
+            choices=("auto", "flip", "off"),
+        ),
         Param("tracks", "Faces", "Track IDs to restore, e.g. 1,3; empty restores every face.", ""),
         Param(
             "track_strengths",
@@ -268,11 +276,22 @@ class FaceRestoreNode:
         for indices in by_size.values():
             for chunk in range(0, len(indices), MAX_BATCH):
                 members = indices[chunk : chunk + MAX_BATCH]
-                restored = self.restorer(np.stack([jobs[i]["crop"] for i in members]))
+                restored = self._restore(np.stack([jobs[i]["crop"] for i in members]))
                 for i, crop in zip(members, restored):
                     jobs[i]["restored"] = crop
         timings["restore"] += time.perf_counter() - start
         return jobs
+
+    def _restore(self, batch: np.ndarray) -> np.ndarray:
+        """The restorer on a batch of crops; with the flip ensemble, also on their mirror images
+        (one batch), the two averaged. Measured on the held-out clips with the x4 default:
+        +0.06 dB (cap13) and +0.21 dB (franck) face PSNR for twice the restore time."""
+        mode = self.params["ensemble"]
+        if mode == "off" or (mode == "auto" and self.restorer.input_size):
+            return self.restorer(batch)
+        both = self.restorer(np.concatenate([batch, np.ascontiguousarray(batch[:, :, ::-1])]))
+        n = len(batch)
+        return 0.5 * (both[:n] + both[n:, :, ::-1])
 
     def select(self, faces: list[FaceResult]) -> list[FaceResult]:
         if self.selected_tracks is None:

@@ -131,7 +131,8 @@ def test_twenty_faces_in_one_frame_all_restored_in_batches(tmp_path, node, colou
     monkeypatch.setattr(type(node.restorer), "__call__", lambda self, b: batches.append(len(b)) or real_call(self, b))
     report = render_with(node, src, tmp_path / "out.exr")
     assert report.faces_per_frame[None] >= 20
-    assert sum(batches) == report.faces_per_frame[None] and len(batches) <= 3  # batched, not one by one
+    passes = 1 if node.params["ensemble"] == "off" else 2  # the flip ensemble: each face and its mirror image
+    assert sum(batches) == passes * report.faces_per_frame[None] and len(batches) <= 3  # batched, not one by one
     spec, out = read_buf(tmp_path / "out.exr")
     import cv2
 
@@ -272,3 +273,16 @@ def test_a_restorer_that_changes_nothing_changes_no_pixel(colour, face_width):
     locked = FaceRestoreNode(colour, "cpu", keep_colour_radius=2.5, temporal_window=1)
     locked.restorer = node.restorer
     assert np.abs(locked.process(plate, faces).rgb - plate).max() < 1e-4
+
+
+def test_the_flip_ensemble_averages_the_restorer_and_its_mirror(colour):
+    from facerestore.nodes.face_restore import FaceRestoreNode
+
+    node = FaceRestoreNode(colour, "cpu", ensemble="flip")
+    crops = np.random.default_rng(4).random((2, 32, 32, 3)).astype(np.float32)
+    single = node.restorer(crops)
+    mirrored = node.restorer(np.ascontiguousarray(crops[:, :, ::-1]))[:, :, ::-1]
+    assert np.allclose(node._restore(crops), 0.5 * (single + mirrored), atol=1e-6)
+    assert not np.allclose(single, mirrored, atol=1e-3)  # the network is not mirror-symmetric: the pass matters
+    off = FaceRestoreNode(colour, "cpu", ensemble="off")
+    assert np.array_equal(off._restore(crops), single)
