@@ -56,6 +56,22 @@ def scaled_template_transform(landmarks: np.ndarray, size: int) -> np.ndarray:
     return estimate_similarity(landmarks, TEMPLATE_LANDMARKS * (size / TEMPLATE_SIZE))
 
 
+def input_transform(to_out: np.ndarray, scale: int) -> np.ndarray:
+    """Plate -> the input crop of a x`scale` restorer whose output grid is `to_out`.
+
+    Pixel centres: input pixel i covers output pixels scale*i .. scale*i + scale-1, so its
+    centre sits on output coordinate scale*i + (scale-1)/2. That is how the networks upsample
+    (pixel shuffle and a nearest-neighbour base) and how cv2.resize samples; scaling the output
+    transform alone (input i on output scale*i) puts the restored face 1.5 px (x4) off the
+    plate's face. Measured on a clean face: the broad-trained x4 model scored 25.8 dB against
+    its target off by that shift and 32.3 dB aligned."""
+    if scale == 1:
+        return to_out
+    out = np.array(to_out, np.float64) / scale
+    out[:, 2] -= (scale - 1) / (2.0 * scale)
+    return out
+
+
 def warp_to_face(
     image: np.ndarray, plate_to_face: np.ndarray, size: int, interpolation: int = cv2.INTER_LINEAR
 ) -> np.ndarray:

@@ -33,7 +33,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facerestore.models.align import choose_input_size, footprint_of, scaled_template_transform, warp_to_face
+from facerestore.models.align import (
+    choose_input_size,
+    footprint_of,
+    input_transform,
+    scaled_template_transform,
+    warp_to_face,
+)
 from facerestore.models.degrade import Degradation, degrade_clip, h264_available
 from facerestore.models.errors import ModelError
 
@@ -79,7 +85,7 @@ def aligned_pair(degraded: np.ndarray, clean: np.ndarray, landmarks: np.ndarray)
     and the 4x target crop of `clean`, both aligned to the face space by `landmarks`."""
     in_size = choose_input_size(footprint_of(landmarks))
     to_out = scaled_template_transform(landmarks, in_size * 4)
-    return warp_to_face(degraded, to_out * 0.25, in_size), warp_to_face(clean, to_out, in_size * 4)
+    return warp_to_face(degraded, input_transform(to_out, 4), in_size), warp_to_face(clean, to_out, in_size * 4)
 
 
 def _pairs_from_clip(clean: list[np.ndarray], degraded: list[np.ndarray], detector, out: dict) -> int:

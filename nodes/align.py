@@ -13,6 +13,7 @@ from facerestore.models.align import (  # noqa: F401  (re-exported for the node 
     choose_input_size,
     estimate_similarity,
     footprint_of,
+    input_transform,
     invert_affine,
     scaled_template_transform,
     transform_points,
