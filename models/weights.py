@@ -136,10 +136,10 @@ REALESR_ANIMEVIDEO_V3 = RestorerWeights(
 )
 
 # The default: facerestore's own face model, the compact network above fine-tuned on aligned
-# face crops by `facerestore train` (reduced CPU schedule). On the held-out benchmark clips
-# (24 frames each) it is ahead of realesrgan-x4plus on PSNR (+0.64 dB cap13, +1.62 dB franck)
-# and identity (+0.013, +0.0005), flickers less and runs 11-13x faster on a CPU; the training
-# record beside the weights holds the figures.
+# face crops by `facerestore train` in two stages on a CPU (protocol recipe, then the broad
+# degradations). On the bench suite (two held-out clips x four degradation settings, a large
+# face, a group shot) it gains +0.27 to +1.87 dB face PSNR over the degraded input, never less;
+# the training record beside the weights holds the data, losses and figures.
 FACERESTORE_FACE_X4 = RestorerWeights(
     name="facerestore-face-x4",
     architecture="CompactNet (64 features, 16 convolutions, x4)",
@@ -148,8 +148,8 @@ FACERESTORE_FACE_X4 = RestorerWeights(
     sources=(
         ProjectFile(
             "trained/facerestore-face-x4.pth",
-            "738df0c6d1e10be20e03ffc9749870ed92198bf9cb0e7a86b2ab3fb6c0de8701",
-            2502580,
+            "95fa0a5ee631723b3e8bea96f0f8ecb5df3ff604d3d6a69a3f57a37af491bd41",
+            2500996,
         ),
     ),
     summary="Face-trained x4 restorer (facerestore train, held-out clips cap13 and franck); record: trained/facerestore-face-x4.json.",
