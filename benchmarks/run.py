@@ -237,11 +237,8 @@ def crops_sheet(truth, methods: list[MethodResult], region: np.ndarray, t: int, 
         tile = cv2.resize(crop, (round(crop.shape[1] * height / crop.shape[0]), height), interpolation=cv2.INTER_CUBIC)
         tiles.append(np.pad(np.clip(tile, 0, 1), ((44, 4), (4, 4), (0, 0)), constant_values=1.0))
         labels.append(label)
-    matte = cv2.resize(
-        region.astype(np.float32)[window], (tiles[0].shape[1] - 8, height), interpolation=cv2.INTER_NEAREST
-    )
-    tiles.append(np.pad(np.repeat(matte[..., None], 3, 2), ((44, 4), (4, 4), (0, 0)), constant_values=1.0))
-    labels.append("face region")
+    # The window is the face region's bounding box (the detector's boxes), so no region tile:
+    # it would be all white.
     sheet = np.ascontiguousarray((np.concatenate(tiles, 1)[..., ::-1] * 255 + 0.5).astype(np.uint8))
     x = 6
     for tile, label in zip(tiles, labels):

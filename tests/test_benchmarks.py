@@ -117,7 +117,7 @@ def test_crops_sheet_keeps_long_method_names_inside_their_tile(tmp_path):
     path = tmp_path / "crops.png"
     crops_sheet(truth, methods, region, 0, str(path))
     sheet = cv2.imread(str(path))
-    tile_width = sheet.shape[1] // 4  # truth, two methods, the region: equal widths
+    tile_width = sheet.shape[1] // 3  # truth and two methods: equal widths
     header = sheet[:44].min(axis=2) < 128  # dark text pixels
     columns_with_text = np.nonzero(header.any(axis=0))[0]
     second_tile = columns_with_text[(columns_with_text >= tile_width) & (columns_with_text < 2 * tile_width)]

@@ -141,7 +141,8 @@ def test_twenty_faces_in_one_frame_all_restored_in_batches(tmp_path, node, colou
 
 
 def test_restoration_is_visibly_cleaner_and_closer_to_the_truth(tmp_path, node, colour):
-    """Degraded astronaut face: the restored face is closer to the clean one (PSNR) and sharper."""
+    """Degraded astronaut face: the restored face is closer to the clean one (PSNR), its fine
+    detail closer to the clean face's than the plate's is, and not softer than the plate."""
     from facerestore.nodes.demo import demo_frame_display
 
     clean = demo_frame_display(0, clean=True)
@@ -155,14 +156,20 @@ def test_restoration_is_visibly_cleaner_and_closer_to_the_truth(tmp_path, node, 
     def psnr(image):
         return 10 * np.log10(1.0 / np.mean((image[matte] - clean[matte]) ** 2))
 
+    import cv2
+
+    def detail(image):
+        return cv2.Laplacian(image.mean(2).astype(np.float32), cv2.CV_32F)
+
     def sharpness(image):
-        import cv2
+        return float(np.abs(detail(image))[matte].mean())
 
-        grey = image.mean(2).astype(np.float32)
-        return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F))[matte].mean())
+    def detail_error(image):  # codec blocks and noise count here; so does detail that is missing
+        return float(np.abs(detail(image) - detail(clean))[matte].mean())
 
-    assert psnr(restored) > psnr(degraded)
-    assert sharpness(restored) > 1.2 * sharpness(degraded)
+    assert psnr(restored) > psnr(degraded) + 0.5
+    assert detail_error(restored) < detail_error(degraded)
+    assert sharpness(restored) > sharpness(degraded)
 
 
 def test_a_frame_of_another_resolution_stops_before_anything_is_written(tmp_path, node, colour):
