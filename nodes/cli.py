@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     render.add_argument("--mask-channel", default="face.mask", help="name of the matte channel")
     render.add_argument(
+        "--allow-non-exr",
+        action="store_true",
+        help="read plates in other formats OIIO knows (TIFF, DPX...) as scene-linear; default: OpenEXR only",
+    )
+    render.add_argument(
         "--resume",
         action="store_true",
         help="skip frames already rendered (output whole and newer than its plate and the analysis): "
@@ -187,6 +192,7 @@ def run(argv: list[str]) -> int:
             replace_channel=args.replace_channel,
             analysis_frozen=args.analysis_frozen,
             resume=args.resume,
+            allow_non_exr=args.allow_non_exr,
             keep_lossy_compression=args.keep_lossy_compression,
             added_faces=tuple(parse_added_face(text) for text in args.add_face),
             dropped_tracks=tuple(sorted(parse_track_list(args.drop_tracks) or ())),

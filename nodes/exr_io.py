@@ -60,6 +60,15 @@ def rgb_channel_indices(spec: oiio.ImageSpec, path: str) -> tuple[int, int, int]
 EXR_MAGIC = b"\x76\x2f\x31\x01"
 
 
+def is_openexr(path: str) -> bool:
+    """By content (the magic number), not by name."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == EXR_MAGIC
+    except OSError:
+        return False
+
+
 def _open(path: str) -> oiio.ImageInput:
     if not os.path.exists(path):
         raise FaceRestoreError(f"{path}: no such file")

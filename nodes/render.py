@@ -15,6 +15,7 @@ from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.exr_io import (
     Part,
     channel_format_names,
+    is_openexr,
     lossy_compression,
     read_frame,
     remove_stale_partials,
@@ -50,6 +51,7 @@ class RenderOptions:
     track_mattes: bool = False  # one matte channel per track beside the combined one
     added_faces: tuple = ()  # manual_faces.AddedFace: faces the detector missed, given by hand
     dropped_tracks: tuple[int, ...] = ()  # false faces to remove from the analysis
+    allow_non_exr: bool = False  # read TIFF, DPX... as linear plates (OIIO), on request only
     resume: bool = False  # skip frames whose output is whole and newer than its plate and the analysis
     analysis_frozen: bool = False  # use the sidecar as it is; anything that no longer fits is an error
     replace_channel: bool = False  # a matte channel that already exists in the plate may be overwritten
@@ -99,6 +101,8 @@ def matching_frames(shot: list[FrameJob], spec) -> tuple[list[FrameJob], list[in
             kept.append(job)
             continue
         try:
+            if not is_openexr(job.source):
+                raise FaceRestoreError(job.source)
             other = read_header(job.source)
             same = (other.x, other.y, other.width, other.height, tuple(other.channelnames)) == shape
         except FaceRestoreError:
@@ -287,10 +291,16 @@ def already_rendered(job: FrameJob, analysis_path: str) -> bool:
         return False
 
 
-def check_headers(jobs: list[FrameJob]) -> None:
-    """Every frame must share the first frame's windows and channels; checked before any write."""
+def check_headers(jobs: list[FrameJob], require_exr: bool = True) -> None:
+    """Every frame must share the first frame's windows and channels, and be an OpenEXR unless
+    other formats were asked for; checked before any write."""
     first = None
     for job in jobs:
+        if require_exr and not is_openexr(job.source):
+            raise FaceRestoreError(
+                f"{job.source}: not an OpenEXR file; plates are scene-linear EXRs "
+                "(--allow-non-exr reads other formats OIIO knows, as linear)"
+            )
         spec = read_header(job.source)
         rgb_channel_indices(spec, job.source)
         shape = (spec.x, spec.y, spec.width, spec.height, tuple(spec.channelnames))
@@ -376,7 +386,7 @@ def render(options: RenderOptions, node=None) -> RenderReport:
     if not options.mask_channel or any(c in options.mask_channel for c in " ,"):
         raise FaceRestoreError(f"invalid matte channel name {options.mask_channel!r}")
     jobs = plan_jobs(options)
-    check_headers(jobs)
+    check_headers(jobs, require_exr=not options.allow_non_exr)
     first_spec = read_header(jobs[0].source)
     check_matte_channels(first_spec, options, [options.mask_channel])
     gaps = sequence_gaps(options, jobs)

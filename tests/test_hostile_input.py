@@ -252,3 +252,32 @@ def test_messages_name_the_real_problem(plates, tmp_path, args, message):
     proc = run_cli("render", plates / "p.####.exr", "-o", tmp_path / "out/r.####.exr", "-q", *args)
     assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_other_formats_are_read_only_when_asked_for(tmp_path, colour, node):
+    import OpenImageIO as oiio
+
+    folder = tmp_path / "plates"
+    folder.mkdir()
+    plate = faces_plate(colour, 240, 180, face_width=80, positions=((80, 30),))
+    buf = oiio.ImageBuf(oiio.ImageSpec(240, 180, 3, "float"))
+    buf.set_pixels(oiio.ROI(), plate)
+    assert buf.write(str(folder / "p.0001.tif"))
+    opts = RenderOptions(input=str(folder / "p.####.tif"), output=str(tmp_path / "out/r.####.tif"), progress=False)
+    with pytest.raises(FaceRestoreError, match="p.0001.tif: not an OpenEXR file.*--allow-non-exr"):
+        render(opts, node=node)
+    import dataclasses
+
+    report = render(dataclasses.replace(opts, allow_non_exr=True), node=node)
+    assert report.faces_per_frame == {1: 1}
+
+
+def test_a_sidecar_of_another_version_is_named(plates, tmp_path, node):
+    import json
+
+    out = tmp_path / "out"
+    render(options(plates, out), node=node)
+    path, data = sidecar(out)
+    path.write_text(json.dumps(data | {"version": 99}))
+    with pytest.raises(FaceRestoreError, match=f"analysis {re_escape(str(path))}: not a facerestore analysis file"):
+        render(options(plates, out, analysis_frozen=True), node=node)
