@@ -225,9 +225,12 @@ def _x4_window(clean: list, degraded: list, config: TrainV2Config, rng: np.rando
     return xs, ys
 
 
-def batches(bank, config: TrainV2Config, seed: int, stop: threading.Event, depth: int = 3) -> queue.Queue:
+def batches(
+    bank, config: TrainV2Config, seed: int, stop: threading.Event, depth: int = 3
+) -> tuple[queue.Queue, threading.Thread]:
     """Batches made in a background thread (the codecs and OpenCV release the GIL), so data
-    and training overlap."""
+    and training overlap. The caller sets `stop` and joins the thread: a thread still inside
+    OpenCV or a codec when the interpreter exits aborts the process."""
     out: queue.Queue = queue.Queue(maxsize=depth)
     video_codecs = h264_available()
 
@@ -243,8 +246,9 @@ def batches(bank, config: TrainV2Config, seed: int, stop: threading.Event, depth
                 except queue.Full:
                     continue
 
-    threading.Thread(target=produce, daemon=True, name="training-data").start()
-    return out
+    thread = threading.Thread(target=produce, daemon=True, name="training-data")
+    thread.start()
+    return out, thread
 
 
 def _plain(config) -> dict:
@@ -310,7 +314,7 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
 
     stop = threading.Event()
     # A resumed run draws new samples: the seed moves with the step.
-    feed = batches(bank, config, config.seed * 1000003 + step, stop)
+    feed, producer = batches(bank, config, config.seed * 1000003 + step, stop)
     window = {"reconstruction": 0.0, "temporal": 0.0}
     since = time.time()
     try:
@@ -348,6 +352,7 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
                 save_checkpoint()
     finally:
         stop.set()
+        producer.join(timeout=120)
     save_checkpoint()
     name = model_name(config)
     weights_path = out_dir / f"{name}.pth"
