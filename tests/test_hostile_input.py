@@ -281,3 +281,60 @@ def test_a_sidecar_of_another_version_is_named(plates, tmp_path, node):
     path.write_text(json.dumps(data | {"version": 99}))
     with pytest.raises(FaceRestoreError, match=f"analysis {re_escape(str(path))}: not a facerestore analysis file"):
         render(options(plates, out, analysis_frozen=True), node=node)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 96 KiB tmpfs: a real full disk (needs mount rights, as root in a container; skipped
+    where they are missing)."""
+    import subprocess
+
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_says_so_and_leaves_nothing_half_written(plates, tiny_disk):
+    before = hashes(plates)
+    proc = run_cli("render", plates / "p.####.exr", "-o", tiny_disk / "r.####.exr", "-q")
+    assert proc.returncode == 2 and "no space left on device" in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert not [p for p in tiny_disk.iterdir() if ".partial-" in p.name]
+    assert hashes(plates) == before
+
+
+def write_deep(path) -> None:
+    import OpenImageIO as oiio
+
+    spec = oiio.ImageSpec(240, 180, 4, "float")
+    spec.channelnames = ("R", "G", "B", "A")
+    spec.deep = True
+    deep = oiio.DeepData()
+    deep.init(spec)
+    for pixel in range(240 * 180):
+        deep.set_samples(pixel, 1)
+    out = oiio.ImageOutput.create(str(path))
+    assert out.open(str(path), spec) and out.write_deep_image(deep) and out.close()
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[:4] + bytes(range(256)) * 40), "p.0002.exr: cannot read"),
+        (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "p.0002.exr"),
+        (lambda p: p.write_bytes(b""), "p.0002.exr"),
+        (write_deep, "p.0002.exr: deep images are not supported"),
+        (lambda p: write_exr(p, np.full((200, 300, 3), 0.2, np.float32)), "p.0002.exr: 300x200"),
+    ],
+    ids=["corrupt", "truncated", "empty", "deep", "other-size"],
+)
+def test_damaged_plates_in_the_range_stop_the_run_before_any_write(plates, tmp_path, damage, message):
+    damage(plates / "p.0002.exr")
+    before = hashes(plates)
+    proc = run_cli("render", plates / "p.####.exr", "-o", tmp_path / "out/r.####.exr", "-q")
+    assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert hashes(plates) == before and not (tmp_path / "out").exists()
