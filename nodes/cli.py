@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     render.add_argument("--mask-channel", default="face.mask", help="name of the matte channel")
     render.add_argument(
+        "--analyse-only",
+        action="store_true",
+        help="build the shot's analysis sidecar (tracks of every frame on disk) and write no frame: "
+        "the first step of a farm job, whose chunks then render with --analysis-frozen",
+    )
+    render.add_argument(
         "--allow-non-exr",
         action="store_true",
         help="read plates in other formats OIIO knows (TIFF, DPX...) as scene-linear; default: OpenEXR only",
@@ -193,6 +199,7 @@ def run(argv: list[str]) -> int:
             analysis_frozen=args.analysis_frozen,
             resume=args.resume,
             allow_non_exr=args.allow_non_exr,
+            analyse_only=args.analyse_only,
             keep_lossy_compression=args.keep_lossy_compression,
             added_faces=tuple(parse_added_face(text) for text in args.add_face),
             dropped_tracks=tuple(sorted(parse_track_list(args.drop_tracks) or ())),

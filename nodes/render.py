@@ -51,6 +51,7 @@ class RenderOptions:
     track_mattes: bool = False  # one matte channel per track beside the combined one
     added_faces: tuple = ()  # manual_faces.AddedFace: faces the detector missed, given by hand
     dropped_tracks: tuple[int, ...] = ()  # false faces to remove from the analysis
+    analyse_only: bool = False  # build the shot's analysis sidecar and stop (a farm job's first step)
     allow_non_exr: bool = False  # read TIFF, DPX... as linear plates (OIIO), on request only
     resume: bool = False  # skip frames whose output is whole and newer than its plate and the analysis
     analysis_frozen: bool = False  # use the sidecar as it is; anything that no longer fits is an error
@@ -442,6 +443,8 @@ def _render(options: RenderOptions, node, jobs: list[FrameJob], first_spec, wall
     if node.selected_tracks is not None and not node.selected_tracks <= set(tracks):
         missing = ", ".join(map(str, sorted(node.selected_tracks - set(tracks))))
         raise FaceRestoreError(f"no track {missing} in this shot (tracks: {', '.join(map(str, tracks)) or 'none'})")
+    if options.analyse_only:
+        return RenderReport([], {}, dict(timings), node.device, time.perf_counter() - wall, analysis_path, tracks)
     if options.track_mattes:
         check_matte_channels(first_spec, options, [f"{options.mask_channel}{t}" for t in tracks])
     lossy = lossy_compression(first_spec)

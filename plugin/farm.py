@@ -1,0 +1,171 @@
+"""`facerestore farm openjd INPUT -o OUTPUT --job-dir DIR [--frames A-B] [--chunk N] [--render-options '...']`
+
+Writes an Open Job Description job (also an AWS Deadline Cloud job bundle) that renders one shot
+on many machines: step `Analyse` builds the shot's analysis sidecar once (`render
+--analyse-only`), step `Render` depends on it and renders contiguous chunks of frames with the
+sidecar frozen (`render --frames A-B --analysis-frozen`). Any frame rendered alone equals the
+full render bit for bit (each chunk reads the neighbours its temporal window needs and writes
+only its own frames, atomically), so a chunk re-run after a failure or on another machine gives
+the same frames and a killed chunk leaves no partial frame.
+
+Render options (`--render-options`, one quoted argument) are those of `facerestore render` (one spec: they are parsed by the
+render command's own parser when the job is written, so a typo fails here, not on the farm).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from facerestore.nodes.errors import FaceRestoreError
+
+TEMPLATE = "template.yaml"
+VALUES = "parameter_values.yaml"  # Deadline Cloud job bundle format
+OPENJD_PARAMS = "openjd_params.yaml"  # the same values as `openjd run --job-param file://` takes them
+
+
+def register(sub) -> None:
+    farm = sub.add_parser("farm", help="write a render-farm job for a shot (Open Job Description / Deadline Cloud)")
+    farm.add_argument("engine", choices=("openjd",), help="openjd: Open Job Description (and Deadline Cloud bundles)")
+    farm.add_argument("input", help="frame pattern of the plates, as for render")
+    farm.add_argument("-o", dest="output", required=True, metavar="OUTPUT", help="output pattern, as for render")
+    farm.add_argument("--job-dir", required=True, help="folder for the job (template and parameter values)")
+    farm.add_argument("--frames", help="frame range to render, e.g. 1001-1100 (default: every frame on disk)")
+    farm.add_argument("--chunk", type=int, default=10, help="frames per task (default 10)")
+    farm.add_argument("--analysis", help="analysis sidecar path (default: beside the output, as for render)")
+    farm.add_argument(
+        "--render-options",
+        default="",
+        metavar="'OPTIONS'",
+        help="options of facerestore render for every task, quoted as one argument (e.g. '--strength 0.8')",
+    )
+    farm.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    job = write_openjd_job(
+        args.input, args.output, Path(args.job_dir), args.frames, args.chunk, args.analysis,
+        shlex.split(args.render_options),
+    )
+    print(f"job: {job}")
+    params = shlex.quote(f"file://{job.parent / OPENJD_PARAMS}")
+    print(f"run it here:  openjd run {shlex.quote(str(job))} --job-param {params} --step Render --run-dependencies")
+    print(f"Deadline Cloud:  deadline bundle submit {shlex.quote(str(job.parent))}")
+    return 0
+
+
+def render_options(input_pattern: str, output: str, options: list[str]) -> list[str]:
+    """The pass-through render options, checked by the render command's own parser."""
+    from facerestore.nodes.cli import build_parser
+
+    options = list(options)
+    owned = {"--frames", "--analysis", "--analysis-frozen", "--analyse-only", "--reanalyse", "-o", "--resume"}
+    taken = [o for o in options if o.split("=")[0] in owned]
+    if taken:
+        raise FaceRestoreError(f"farm: {taken[0]} is set by the job itself")
+    try:
+        build_parser().parse_args(["render", input_pattern, "-o", output, *options])
+    except SystemExit:
+        raise FaceRestoreError(f"farm: render options not understood: {' '.join(options)}") from None
+    return options
+
+
+def write_openjd_job(
+    input_pattern: str,
+    output: str,
+    job_dir: Path,
+    frames: str | None,
+    chunk: int,
+    analysis: str | None,
+    options: list[str],
+) -> Path:
+    from facerestore.nodes.render import RenderOptions, default_analysis_path, plan_jobs
+    from facerestore.nodes.sequence import describe_frames
+
+    if chunk < 1:
+        raise FaceRestoreError("--chunk must be at least 1")
+    input_pattern, output = os.path.abspath(input_pattern), os.path.abspath(output)
+    job_dir = Path(os.path.abspath(job_dir))
+    extra = render_options(input_pattern, output, options)
+    planned = RenderOptions(input=input_pattern, output=output, frames=frames, analysis=analysis)
+    jobs = plan_jobs(planned)  # the same checks as render: frames on disk, output never over input
+    numbers = [j.frame for j in jobs]
+    if None in numbers:
+        raise FaceRestoreError("farm: the input must be a frame sequence (e.g. shot.####.exr)")
+    if numbers != list(range(numbers[0], numbers[-1] + 1)):
+        raise FaceRestoreError(f"farm: frames {describe_frames(numbers)} are not one contiguous range")
+    sidecar = os.path.abspath(analysis or default_analysis_path(planned))
+    frame_range = f"{numbers[0]}-{numbers[-1]}"
+
+    def command(*render_args: str) -> dict:
+        return {
+            "command": "{{Param.Python}}",
+            "args": ["-m", "facerestore.nodes.cli", "render", "{{Param.Input}}", "-o", "{{Param.Output}}",
+                     "--analysis", "{{Param.Analysis}}", *render_args, *extra, "-q"],
+        }
+
+    template = {
+        "specificationVersion": "jobtemplate-2023-09",
+        "extensions": ["TASK_CHUNKING"],
+        "name": f"facerestore {Path(input_pattern).name}",
+        "description": "Analyse the shot once, then render contiguous chunks with the analysis frozen.",
+        "parameterDefinitions": [
+            # PATH parameters, so a farm maps them between machines. OpenJD allows a PATH default
+            # only inside the template's folder, so their values are in parameter_values.yaml
+            # (Deadline Cloud reads it) and openjd_params.yaml (`openjd run --job-param file://...`).
+            path_parameter("Input", "IN", "Plates (frame pattern)"),
+            path_parameter("Output", "OUT", "Restored frames (frame pattern)"),
+            path_parameter("Analysis", "INOUT", "The shot's analysis sidecar"),
+            {"name": "Frames", "type": "STRING", "default": frame_range, "description": "Frames to render"},
+            {"name": "ChunkSize", "type": "INT", "default": chunk, "minValue": 1, "description": "Frames per task"},
+            {"name": "Python", "type": "STRING", "default": sys.executable,
+             "description": "The Python with facerestore installed, as the farm's workers see it"},
+        ],
+        "steps": [
+            {
+                "name": "Analyse",
+                "script": {"actions": {"onRun": command("--analyse-only")}},
+            },
+            {
+                "name": "Render",
+                "dependencies": [{"dependsOn": "Analyse"}],
+                "parameterSpace": {
+                    "taskParameterDefinitions": [
+                        {
+                            "name": "Frame",
+                            "type": "CHUNK[INT]",
+                            "range": "{{Param.Frames}}",
+                            "chunks": {"defaultTaskCount": "{{Param.ChunkSize}}", "rangeConstraint": "CONTIGUOUS"},
+                        }
+                    ]
+                },
+                "script": {"actions": {"onRun": command("--frames", "{{Task.Param.Frame}}", "--analysis-frozen")}},
+            },
+        ],
+    }
+    paths = {"Input": input_pattern, "Output": output, "Analysis": sidecar}
+    everything = {p["name"]: paths.get(p["name"], p.get("default")) for p in template["parameterDefinitions"]}
+    values = {"parameterValues": [{"name": name, "value": value} for name, value in everything.items()]}
+    from facerestore.models.weights import write_atomically
+
+    job_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(job_dir / TEMPLATE, dump_yaml(template))
+    write_atomically(job_dir / VALUES, dump_yaml(values))
+    write_atomically(job_dir / OPENJD_PARAMS, dump_yaml(everything))
+    return job_dir / TEMPLATE
+
+
+def path_parameter(name: str, flow: str, description: str) -> dict:
+    return {"name": name, "type": "PATH", "dataFlow": flow, "description": description}
+
+
+def dump_yaml(data: dict) -> bytes:
+    try:
+        import yaml
+    except ImportError:  # JSON is YAML too; the farm extra brings PyYAML for a readable file
+        import json
+
+        return (json.dumps(data, indent=2) + "\n").encode()
+    return yaml.safe_dump(data, sort_keys=False, width=120).encode()

@@ -1,0 +1,79 @@
+"""Farm jobs: an Open Job Description job written by `facerestore farm openjd`, checked and run
+locally with the real `openjd` CLI (astronaut, NASA, public domain)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from helpers import faces_plate, read_buf, run_cli, write_exr
+
+OPENJD = Path(sys.executable).parent / "openjd"
+
+
+@pytest.fixture(scope="module")
+def shot(tmp_path_factory, colour):
+    folder = tmp_path_factory.mktemp("farm_shot")
+    for t in range(1, 14):
+        plate = faces_plate(colour, 200, 150, face_width=64, positions=((50 + 3 * t, 25),), seed=t)
+        write_exr(folder / f"s.{t:04d}.exr", plate)
+    return folder
+
+
+def test_the_job_has_an_analyse_step_and_chunked_renders_with_every_default_filled(shot, tmp_path):
+    proc = run_cli("farm", "openjd", shot / "s.####.exr", "-o", tmp_path / "out/r.####.exr", "--frames", "2-13",
+                   "--chunk", "4", "--job-dir", tmp_path / "job", "--render-options", "--strength 0.8", check=True)
+    assert "openjd run" in proc.stdout
+    template = yaml.safe_load((tmp_path / "job" / "template.yaml").read_text())
+    assert template["extensions"] == ["TASK_CHUNKING"]
+    analyse, render = template["steps"]
+    assert analyse["name"] == "Analyse" and "--analyse-only" in analyse["script"]["actions"]["onRun"]["args"]
+    assert render["dependencies"] == [{"dependsOn": "Analyse"}]
+    chunks = render["parameterSpace"]["taskParameterDefinitions"][0]
+    assert chunks["type"] == "CHUNK[INT]" and chunks["chunks"]["rangeConstraint"] == "CONTIGUOUS"
+    args = render["script"]["actions"]["onRun"]["args"]
+    assert args[args.index("--strength") + 1] == "0.8" and "--analysis-frozen" in args
+    params = {p["name"]: p for p in template["parameterDefinitions"]}
+    assert params["Frames"]["default"] == "2-13" and params["ChunkSize"]["default"] == 4
+    assert params["Input"]["type"] == "PATH" and params["Output"]["dataFlow"] == "OUT"  # path mapping applies
+    values = {v["name"]: v["value"] for v in yaml.safe_load((tmp_path / "job" / "parameter_values.yaml").read_text())[
+        "parameterValues"]}
+    assert values.keys() == params.keys() and values["Frames"] == "2-13" and values["ChunkSize"] == 4
+    assert values["Input"] == str(shot / "s.####.exr") and "default" not in params["Input"]
+    assert yaml.safe_load((tmp_path / "job" / "openjd_params.yaml").read_text()) == values
+    check = subprocess.run([str(OPENJD), "check", str(tmp_path / "job" / "template.yaml")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--render-options=--frames 1-3"], "set by the job itself"), (["--render-options=--strenght 1"], "not understood"),
+     (["--chunk", "0"], "at least 1")],
+)
+def test_bad_job_options_are_one_line_errors(shot, tmp_path, extra, message):
+    proc = run_cli("farm", "openjd", shot / "s.####.exr", "-o", tmp_path / "out/r.####.exr", "--job-dir",
+                   tmp_path / "job", *extra)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "job").exists()
+
+
+@pytest.mark.slow
+def test_openjd_run_of_the_job_equals_one_render_bit_for_bit(shot, tmp_path):
+    run_cli("farm", "openjd", shot / "s.####.exr", "-o", tmp_path / "farm/r.####.exr", "--chunk", "4",
+            "--job-dir", tmp_path / "job", "--render-options=--temporal-window 5", check=True)
+    job = subprocess.run(
+        [str(OPENJD), "run", str(tmp_path / "job" / "template.yaml"), "--job-param",
+         f"file://{tmp_path / 'job' / 'openjd_params.yaml'}", "--step", "Render", "--run-dependencies"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert job.stdout.count("Running step") == 2
+    run_cli("render", shot / "s.####.exr", "-o", tmp_path / "one/r.####.exr", "--temporal-window", "5", "-q", check=True)
+    for t in range(1, 14):
+        _, farm = read_buf(tmp_path / "farm" / f"r.{t:04d}.exr")
+        _, one = read_buf(tmp_path / "one" / f"r.{t:04d}.exr")
+        assert np.array_equal(farm, one), t
+    assert not [p for p in (tmp_path / "farm").iterdir() if ".partial-" in p.name]
