@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from facerestore.nodes.align import face_matte, invert_affine, scaled_template_transform
+from facerestore.nodes.flow import dense_flow, grey_u8, remap_by_flow
 
 
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
@@ -92,24 +93,12 @@ def landmark_motion_error(reference: list[list[np.ndarray]], found: list[list[np
     return float(np.mean(errors)) if errors else float("nan")
 
 
-def _flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    grey = [cv2.cvtColor((x * 255).astype(np.uint8), cv2.COLOR_RGB2GRAY) for x in (a, b)]
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    return dis.calc(grey[0], grey[1], None)
-
-
-def _warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    h, w = flow.shape[:2]
-    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    return cv2.remap(image, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
 def ground_truth_flows(truth: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per consecutive pair: forward flow t -> t+1 and the non-occluded mask (Lai et al.)."""
     flows = []
     for a, b in zip(truth[:-1], truth[1:]):
-        forward, backward = _flow(a, b), _flow(b, a)
-        backward_at = _warp(backward, forward)
+        forward, backward = dense_flow(grey_u8(a), grey_u8(b)), dense_flow(grey_u8(b), grey_u8(a))
+        backward_at = remap_by_flow(backward, forward)
         mismatch = np.sum((forward + backward_at) ** 2, axis=2)
         bound = 0.01 * (np.sum(forward**2, axis=2) + np.sum(backward_at**2, axis=2)) + 0.5
         flows.append((forward, mismatch <= bound))
@@ -120,7 +109,7 @@ def warping_errors(frames: list[np.ndarray], flows, regions: list[np.ndarray]) -
     errors = []
     for t, (forward, visible) in enumerate(flows):
         mask = visible & regions[t]
-        warped = _warp(frames[t + 1], forward)
+        warped = remap_by_flow(frames[t + 1], forward)
         errors.append(float(np.mean((frames[t][mask] - warped[mask]) ** 2)) if mask.any() else float("nan"))
     return errors
 

@@ -19,6 +19,7 @@ import numpy as np
 from facerestore.models.align import estimate_similarity, transform_points
 from facerestore.nodes.align import TEMPLATE_LANDMARKS
 from facerestore.nodes.errors import FaceRestoreError
+from facerestore.nodes.flow import dense_flow, grey_u8
 
 # Where RetinaFace puts its box around a face aligned to the 512 template (hairline to chin).
 TEMPLATE_BOX = np.array([120.0, 110.0, 392.0, 450.0])
@@ -77,10 +78,6 @@ def parse_added_face(text: str) -> AddedFace:
     raise FaceRestoreError(f"--add-face {text!r}: give 4 numbers (a box) or 10 (five points), not {len(numbers)}")
 
 
-def _grey(image: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2GRAY)
-
-
 def _moved(landmarks: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """`landmarks` of `before` carried into `after` by dense flow around the face."""
     h, w = before.shape[:2]
@@ -90,9 +87,8 @@ def _moved(landmarks: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.n
     x1, y1 = int(min(w, box[2] + pad)), int(min(h, box[3] + pad))
     if x1 - x0 < 16 or y1 - y0 < 16:
         return landmarks
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    grey = _grey(before[y0:y1, x0:x1])
-    flow = dis.calc(grey, _grey(after[y0:y1, x0:x1]), None)
+    grey = grey_u8(before[y0:y1, x0:x1])
+    flow = dense_flow(grey, grey_u8(after[y0:y1, x0:x1]))
     # The motion of the face's textured pixels (flat areas tell nothing: the aperture problem),
     # as the similarity that best explains it.
     bx0, by0, bx1, by1 = (int(round(v)) for v in (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0))

@@ -14,32 +14,19 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from facerestore.nodes.flow import dense_flow, grey_u8, remap_by_flow
+
 # Agreement scale in display-encoded units: differences well above noise and codec error
 # (about 0.02-0.05 here) mean misalignment, and such pixels fall away.
 AGREEMENT_SIGMA = 0.06
 
 
-def _grey_u8(image: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2GRAY)
-
-
-def _flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    return dis.calc(a, b, None)
-
-
-def _remap(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    h, w = flow.shape[:2]
-    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    return cv2.remap(image, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
 def alignment(centre: np.ndarray, neighbour: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flow from `centre` into `neighbour`, `neighbour` warped onto `centre`, and a 0..1 weight."""
-    grey_c, grey_n = _grey_u8(centre), _grey_u8(neighbour)
-    forward, backward = _flow(grey_c, grey_n), _flow(grey_n, grey_c)
-    warped = _remap(neighbour, forward)
-    back_at = _remap(backward, forward)
+    grey_c, grey_n = grey_u8(centre), grey_u8(neighbour)
+    forward, backward = dense_flow(grey_c, grey_n), dense_flow(grey_n, grey_c)
+    warped = remap_by_flow(neighbour, forward)
+    back_at = remap_by_flow(backward, forward)
     mismatch = np.sum((forward + back_at) ** 2, axis=2)
     bound = 0.01 * (np.sum(forward**2, axis=2) + np.sum(back_at**2, axis=2)) + 0.5
     consistent = (mismatch <= bound).astype(np.float32)
@@ -75,6 +62,6 @@ def fuse_outputs(centre_input, centre_output, neighbours: list[tuple[np.ndarray,
         flow, _, w = alignment(centre_input, neighbour_input)
         flow_out = cv2.resize(flow, size, interpolation=cv2.INTER_LINEAR) * scale
         w_out = cv2.resize(w, size, interpolation=cv2.INTER_LINEAR)
-        total += _remap(neighbour_output, flow_out) * w_out[..., None]
+        total += remap_by_flow(neighbour_output, flow_out) * w_out[..., None]
         weight += w_out
     return total / weight[..., None]
