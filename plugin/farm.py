@@ -28,7 +28,11 @@ OPENJD_PARAMS = "openjd_params.yaml"  # the same values as `openjd run --job-par
 
 def register(sub) -> None:
     farm = sub.add_parser("farm", help="write a render-farm job for a shot (Open Job Description / Deadline Cloud)")
-    farm.add_argument("engine", choices=("openjd",), help="openjd: Open Job Description (and Deadline Cloud bundles)")
+    farm.add_argument(
+        "engine",
+        choices=("openjd", "deadline"),
+        help="openjd: Open Job Description (and Deadline Cloud bundles); deadline: Deadline 10 CommandLine jobs",
+    )
     farm.add_argument("input", help="frame pattern of the plates, as for render")
     farm.add_argument("-o", dest="output", required=True, metavar="OUTPUT", help="output pattern, as for render")
     farm.add_argument("--job-dir", required=True, help="folder for the job (template and parameter values)")
@@ -45,6 +49,14 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    if args.engine == "deadline":
+        files, submit = write_deadline_jobs(
+            args.input, args.output, Path(args.job_dir), args.frames, args.chunk, args.analysis,
+            shlex.split(args.render_options),
+        )
+        print("jobs: " + ", ".join(str(f) for f in files))
+        print(f"submit:  {submit}")
+        return 0
     job = write_openjd_job(
         args.input, args.output, Path(args.job_dir), args.frames, args.chunk, args.analysis,
         shlex.split(args.render_options),
@@ -72,6 +84,82 @@ def render_options(input_pattern: str, output: str, options: list[str]) -> list[
     return options
 
 
+def planned_shot(input_pattern: str, output: str, frames: str | None, chunk: int, analysis: str | None):
+    """Absolute input, output and sidecar paths and the contiguous frame range, checked as
+    render checks them (frames on disk, output never over input)."""
+    from facerestore.nodes.render import RenderOptions, default_analysis_path, plan_jobs
+    from facerestore.nodes.sequence import describe_frames
+
+    if chunk < 1:
+        raise FaceRestoreError("--chunk must be at least 1")
+    input_pattern, output = os.path.abspath(input_pattern), os.path.abspath(output)
+    planned = RenderOptions(input=input_pattern, output=output, frames=frames, analysis=analysis)
+    numbers = [j.frame for j in plan_jobs(planned)]
+    if None in numbers:
+        raise FaceRestoreError("farm: the input must be a frame sequence (e.g. shot.####.exr)")
+    if numbers != list(range(numbers[0], numbers[-1] + 1)):
+        raise FaceRestoreError(f"farm: frames {describe_frames(numbers)} are not one contiguous range")
+    sidecar = os.path.abspath(analysis or default_analysis_path(planned))
+    return input_pattern, output, sidecar, numbers[0], numbers[-1]
+
+
+def write_deadline_jobs(
+    input_pattern: str,
+    output: str,
+    job_dir: Path,
+    frames: str | None,
+    chunk: int,
+    analysis: str | None,
+    options: list[str],
+) -> tuple[list[Path], str]:
+    """Deadline 10: two CommandLine-plugin jobs (job info + plugin info files), the render job
+    dependent on the analyse job, submitted together with `deadlinecommand -SubmitMultipleJobs
+    -dependent`. The render job's tasks are chunks of `chunk` frames, given to facerestore through
+    the plugin's <STARTFRAME> / <ENDFRAME> tokens. Written from Deadline's documentation; not run
+    against a Deadline repository here."""
+    from facerestore.models.weights import write_atomically
+
+    input_pattern, output, sidecar, first, last = planned_shot(input_pattern, output, frames, chunk, analysis)
+    extra = render_options(input_pattern, output, options)
+    job_dir = Path(os.path.abspath(job_dir))
+    name = f"facerestore {Path(input_pattern).name}"
+
+    def arguments(*render_args: str) -> str:
+        words = ["-m", "facerestore.nodes.cli", "render", input_pattern, "-o", output, "--analysis", sidecar,
+                 *render_args, *extra, "-q"]
+        # Tokens stay bare; everything else quoted as Windows and POSIX command lines both read it.
+        return " ".join(w if w.startswith("<") or not needs_quotes(w) else f'"{w}"' for w in words)
+
+    def info(values: dict) -> bytes:
+        return "".join(f"{key}={value}\n" for key, value in values.items()).encode()
+
+    files = {
+        "analyse.job": {"Plugin": "CommandLine", "Name": f"{name} - analyse", "BatchName": name, "Frames": first,
+                        "ChunkSize": 1},
+        "analyse_plugin.job": {"Executable": sys.executable, "Arguments": arguments("--analyse-only"),
+                               "Shell": "default", "ShellExecute": "False"},
+        "render.job": {"Plugin": "CommandLine", "Name": f"{name} - render", "BatchName": name,
+                       "Frames": f"{first}-{last}", "ChunkSize": chunk,
+                       "OutputDirectory0": os.path.dirname(output), "OutputFilename0": os.path.basename(output)},
+        "render_plugin.job": {"Executable": sys.executable,
+                              "Arguments": arguments("--frames", "<STARTFRAME>-<ENDFRAME>", "--analysis-frozen"),
+                              "Shell": "default", "ShellExecute": "False"},
+    }
+    job_dir.mkdir(parents=True, exist_ok=True)
+    for file_name, values in files.items():
+        write_atomically(job_dir / file_name, info(values))
+    paths = [job_dir / f for f in files]
+    submit = "deadlinecommand -SubmitMultipleJobs -dependent " + " ".join(
+        f"-job {shlex.quote(str(paths[i]))} {shlex.quote(str(paths[i + 1]))}" for i in (0, 2)
+    )
+    write_atomically(job_dir / "submit.sh", f"#!/bin/sh\n{submit}\n".encode())
+    return paths, submit
+
+
+def needs_quotes(word: str) -> bool:
+    return not word or any(c in word for c in ' "\'$&|;<>()*?#')
+
+
 def write_openjd_job(
     input_pattern: str,
     output: str,
@@ -81,23 +169,10 @@ def write_openjd_job(
     analysis: str | None,
     options: list[str],
 ) -> Path:
-    from facerestore.nodes.render import RenderOptions, default_analysis_path, plan_jobs
-    from facerestore.nodes.sequence import describe_frames
-
-    if chunk < 1:
-        raise FaceRestoreError("--chunk must be at least 1")
-    input_pattern, output = os.path.abspath(input_pattern), os.path.abspath(output)
+    input_pattern, output, sidecar, first, last = planned_shot(input_pattern, output, frames, chunk, analysis)
     job_dir = Path(os.path.abspath(job_dir))
     extra = render_options(input_pattern, output, options)
-    planned = RenderOptions(input=input_pattern, output=output, frames=frames, analysis=analysis)
-    jobs = plan_jobs(planned)  # the same checks as render: frames on disk, output never over input
-    numbers = [j.frame for j in jobs]
-    if None in numbers:
-        raise FaceRestoreError("farm: the input must be a frame sequence (e.g. shot.####.exr)")
-    if numbers != list(range(numbers[0], numbers[-1] + 1)):
-        raise FaceRestoreError(f"farm: frames {describe_frames(numbers)} are not one contiguous range")
-    sidecar = os.path.abspath(analysis or default_analysis_path(planned))
-    frame_range = f"{numbers[0]}-{numbers[-1]}"
+    frame_range = f"{first}-{last}"
 
     def command(*render_args: str) -> dict:
         return {

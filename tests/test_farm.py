@@ -77,3 +77,36 @@ def test_openjd_run_of_the_job_equals_one_render_bit_for_bit(shot, tmp_path):
         _, one = read_buf(tmp_path / "one" / f"r.{t:04d}.exr")
         assert np.array_equal(farm, one), t
     assert not [p for p in (tmp_path / "farm").iterdir() if ".partial-" in p.name]
+
+
+def read_info(path: Path) -> dict:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line)
+
+
+@pytest.mark.slow
+def test_deadline_jobs_run_as_its_commandline_plugin_would_equal_one_render(shot, tmp_path):
+    """Deadline 10 cannot run here: its CommandLine plugin is stood in for by substituting the
+    frame tokens per chunk and running the arguments, as the plugin documents."""
+    import shlex
+
+    proc = run_cli("farm", "deadline", shot / "s.####.exr", "-o", tmp_path / "farm out/r.####.exr", "--chunk", "5",
+                   "--job-dir", tmp_path / "job", check=True)
+    assert "deadlinecommand -SubmitMultipleJobs -dependent" in proc.stdout
+    analyse, render = read_info(tmp_path / "job" / "analyse.job"), read_info(tmp_path / "job" / "render.job")
+    assert analyse["Plugin"] == render["Plugin"] == "CommandLine" and analyse["BatchName"] == render["BatchName"]
+    assert render["Frames"] == "1-13" and render["ChunkSize"] == "5"
+    plugin = read_info(tmp_path / "job" / "render_plugin.job")
+    assert "--frames <STARTFRAME>-<ENDFRAME>" in plugin["Arguments"] and "--analysis-frozen" in plugin["Arguments"]
+
+    def run(plugin_file: str, start: int, end: int) -> None:
+        info = read_info(tmp_path / "job" / plugin_file)
+        args = info["Arguments"].replace("<STARTFRAME>", str(start)).replace("<ENDFRAME>", str(end))
+        subprocess.run([info["Executable"], *shlex.split(args)], check=True, timeout=600)
+
+    run("analyse_plugin.job", 1, 1)
+    for start in range(1, 14, 5):  # the chunks Deadline makes of 1-13 by 5
+        run("render_plugin.job", start, min(start + 4, 13))
+    run_cli("render", shot / "s.####.exr", "-o", tmp_path / "one/r.####.exr", "-q", check=True)
+    for t in range(1, 14):
+        assert np.array_equal(read_buf(tmp_path / "farm out" / f"r.{t:04d}.exr")[1],
+                              read_buf(tmp_path / "one" / f"r.{t:04d}.exr")[1]), t
