@@ -92,10 +92,15 @@ def default_analysis_path(options: RenderOptions) -> str:
     return os.path.join(folder or ".", f"{stem}.analysis.json")
 
 
+def frame_shape(spec) -> tuple:
+    """What every frame of a shot must share: data window and channel names."""
+    return (spec.x, spec.y, spec.width, spec.height, tuple(spec.channelnames))
+
+
 def matching_frames(shot: list[FrameJob], spec) -> tuple[list[FrameJob], list[int]]:
     """Frames beyond the render range that the analysis would read are checked like the range
     (windows and channels); a frame that does not match is left out, not silently mixed in."""
-    shape = (spec.x, spec.y, spec.width, spec.height, tuple(spec.channelnames))
+    shape = frame_shape(spec)
     kept, excluded = [], []
     for job in shot:
         if job.target:  # in the render range: already checked
@@ -104,8 +109,7 @@ def matching_frames(shot: list[FrameJob], spec) -> tuple[list[FrameJob], list[in
         try:
             if not is_openexr(job.source):
                 raise FaceRestoreError(job.source)
-            other = read_header(job.source)
-            same = (other.x, other.y, other.width, other.height, tuple(other.channelnames)) == shape
+            same = frame_shape(read_header(job.source)) == shape
         except FaceRestoreError:
             same = False
         (kept if same else excluded).append(job if same else job.frame)
@@ -292,9 +296,9 @@ def already_rendered(job: FrameJob, analysis_path: str) -> bool:
         return False
 
 
-def check_headers(jobs: list[FrameJob], require_exr: bool = True) -> None:
+def check_headers(jobs: list[FrameJob], require_exr: bool = True):
     """Every frame must share the first frame's windows and channels, and be an OpenEXR unless
-    other formats were asked for; checked before any write."""
+    other formats were asked for; checked before any write. Returns the first frame's header."""
     first = None
     for job in jobs:
         if require_exr and not is_openexr(job.source):
@@ -304,15 +308,16 @@ def check_headers(jobs: list[FrameJob], require_exr: bool = True) -> None:
             )
         spec = read_header(job.source)
         rgb_channel_indices(spec, job.source)
-        shape = (spec.x, spec.y, spec.width, spec.height, tuple(spec.channelnames))
+        shape = frame_shape(spec)
         if first is None:
-            first = (job, shape)
+            first, first_spec = (job, shape), spec
         elif shape != first[1]:
             raise FaceRestoreError(
                 f"{job.source}: {spec.width}x{spec.height} at ({spec.x},{spec.y}) with channels "
                 f"{','.join(spec.channelnames)} differs from {first[0].source} "
                 f"({first[1][2]}x{first[1][3]} at ({first[1][0]},{first[1][1]}) with channels {','.join(first[1][4])})"
             )
+    return first_spec
 
 
 def check_matte_channels(spec, options: RenderOptions, names: list[str]) -> None:
@@ -387,8 +392,7 @@ def render(options: RenderOptions, node=None) -> RenderReport:
     if not options.mask_channel or any(c in options.mask_channel for c in " ,"):
         raise FaceRestoreError(f"invalid matte channel name {options.mask_channel!r}")
     jobs = plan_jobs(options)
-    check_headers(jobs, require_exr=not options.allow_non_exr)
-    first_spec = read_header(jobs[0].source)
+    first_spec = check_headers(jobs, require_exr=not options.allow_non_exr)
     check_matte_channels(first_spec, options, [options.mask_channel])
     gaps = sequence_gaps(options, jobs)
     created, stale = prepare_output_folders(jobs)
