@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from facerestore.nodes.errors import FaceRestoreError
@@ -49,18 +50,16 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    shot = plan_farm_shot(
+        args.input, args.output, args.frames, args.chunk, args.analysis, shlex.split(args.render_options)
+    )
+    job_dir = Path(os.path.abspath(args.job_dir))
     if args.engine == "deadline":
-        files, submit = write_deadline_jobs(
-            args.input, args.output, Path(args.job_dir), args.frames, args.chunk, args.analysis,
-            shlex.split(args.render_options),
-        )
+        files, submit = write_deadline_jobs(shot, job_dir)
         print("jobs: " + ", ".join(str(f) for f in files))
         print(f"submit:  {submit}")
         return 0
-    job = write_openjd_job(
-        args.input, args.output, Path(args.job_dir), args.frames, args.chunk, args.analysis,
-        shlex.split(args.render_options),
-    )
+    job = write_openjd_job(shot, job_dir)
     print(f"job: {job}")
     params = shlex.quote(f"file://{job.parent / OPENJD_PARAMS}")
     print(f"run it here:  openjd run {shlex.quote(str(job))} --job-param {params} --step Render --run-dependencies")
@@ -84,15 +83,32 @@ def render_options(input_pattern: str, output: str, options: list[str]) -> list[
     return options
 
 
-def planned_shot(input_pattern: str, output: str, frames: str | None, chunk: int, analysis: str | None):
-    """Absolute input, output and sidecar paths and the contiguous frame range, checked as
-    render checks them (frames on disk, output never over input)."""
+@dataclass(frozen=True)
+class FarmShot:
+    """What every engine's job is written from: absolute paths, the contiguous frame range,
+    the chunk size and the checked pass-through render options."""
+
+    input: str
+    output: str
+    sidecar: str
+    first: int
+    last: int
+    chunk: int
+    options: list[str]
+
+
+def plan_farm_shot(
+    input_pattern: str, output: str, frames: str | None, chunk: int, analysis: str | None, options: list[str]
+) -> FarmShot:
+    """The shot as a job will render it, checked as render checks it (frames on disk, output
+    never over input) before any job file is written."""
     from facerestore.nodes.render import RenderOptions, default_analysis_path, plan_jobs
     from facerestore.nodes.sequence import describe_frames
 
     if chunk < 1:
         raise FaceRestoreError("--chunk must be at least 1")
     input_pattern, output = os.path.abspath(input_pattern), os.path.abspath(output)
+    extra = render_options(input_pattern, output, options)
     planned = RenderOptions(input=input_pattern, output=output, frames=frames, analysis=analysis)
     numbers = [j.frame for j in plan_jobs(planned)]
     if None in numbers:
@@ -100,18 +116,10 @@ def planned_shot(input_pattern: str, output: str, frames: str | None, chunk: int
     if numbers != list(range(numbers[0], numbers[-1] + 1)):
         raise FaceRestoreError(f"farm: frames {describe_frames(numbers)} are not one contiguous range")
     sidecar = os.path.abspath(analysis or default_analysis_path(planned))
-    return input_pattern, output, sidecar, numbers[0], numbers[-1]
+    return FarmShot(input_pattern, output, sidecar, numbers[0], numbers[-1], chunk, extra)
 
 
-def write_deadline_jobs(
-    input_pattern: str,
-    output: str,
-    job_dir: Path,
-    frames: str | None,
-    chunk: int,
-    analysis: str | None,
-    options: list[str],
-) -> tuple[list[Path], str]:
+def write_deadline_jobs(shot: FarmShot, job_dir: Path) -> tuple[list[Path], str]:
     """Deadline 10: two CommandLine-plugin jobs (job info + plugin info files), the render job
     dependent on the analyse job, submitted together with `deadlinecommand -SubmitMultipleJobs
     -dependent`. The render job's tasks are chunks of `chunk` frames, given to facerestore through
@@ -119,14 +127,11 @@ def write_deadline_jobs(
     against a Deadline repository here."""
     from facerestore.models.weights import write_atomically
 
-    input_pattern, output, sidecar, first, last = planned_shot(input_pattern, output, frames, chunk, analysis)
-    extra = render_options(input_pattern, output, options)
-    job_dir = Path(os.path.abspath(job_dir))
-    name = f"facerestore {Path(input_pattern).name}"
+    name = f"facerestore {Path(shot.input).name}"
 
     def arguments(*render_args: str) -> str:
-        words = ["-m", "facerestore.nodes.cli", "render", input_pattern, "-o", output, "--analysis", sidecar,
-                 *render_args, *extra, "-q"]
+        words = ["-m", "facerestore.nodes.cli", "render", shot.input, "-o", shot.output, "--analysis", shot.sidecar,
+                 *render_args, *shot.options, "-q"]
         # Tokens stay bare; everything else quoted as Windows and POSIX command lines both read it.
         return " ".join(w if w.startswith("<") or not needs_quotes(w) else f'"{w}"' for w in words)
 
@@ -134,13 +139,14 @@ def write_deadline_jobs(
         return "".join(f"{key}={value}\n" for key, value in values.items()).encode()
 
     files = {
-        "analyse.job": {"Plugin": "CommandLine", "Name": f"{name} - analyse", "BatchName": name, "Frames": first,
+        "analyse.job": {"Plugin": "CommandLine", "Name": f"{name} - analyse", "BatchName": name, "Frames": shot.first,
                         "ChunkSize": 1},
         "analyse_plugin.job": {"Executable": sys.executable, "Arguments": arguments("--analyse-only"),
                                "Shell": "default", "ShellExecute": "False"},
         "render.job": {"Plugin": "CommandLine", "Name": f"{name} - render", "BatchName": name,
-                       "Frames": f"{first}-{last}", "ChunkSize": chunk,
-                       "OutputDirectory0": os.path.dirname(output), "OutputFilename0": os.path.basename(output)},
+                       "Frames": f"{shot.first}-{shot.last}", "ChunkSize": shot.chunk,
+                       "OutputDirectory0": os.path.dirname(shot.output),
+                       "OutputFilename0": os.path.basename(shot.output)},
         "render_plugin.job": {"Executable": sys.executable,
                               "Arguments": arguments("--frames", "<STARTFRAME>-<ENDFRAME>", "--analysis-frozen"),
                               "Shell": "default", "ShellExecute": "False"},
@@ -160,31 +166,19 @@ def needs_quotes(word: str) -> bool:
     return not word or any(c in word for c in ' "\'$&|;<>()*?#')
 
 
-def write_openjd_job(
-    input_pattern: str,
-    output: str,
-    job_dir: Path,
-    frames: str | None,
-    chunk: int,
-    analysis: str | None,
-    options: list[str],
-) -> Path:
-    input_pattern, output, sidecar, first, last = planned_shot(input_pattern, output, frames, chunk, analysis)
-    job_dir = Path(os.path.abspath(job_dir))
-    extra = render_options(input_pattern, output, options)
-    frame_range = f"{first}-{last}"
+def write_openjd_job(shot: FarmShot, job_dir: Path) -> Path:
 
     def command(*render_args: str) -> dict:
         return {
             "command": "{{Param.Python}}",
             "args": ["-m", "facerestore.nodes.cli", "render", "{{Param.Input}}", "-o", "{{Param.Output}}",
-                     "--analysis", "{{Param.Analysis}}", *render_args, *extra, "-q"],
+                     "--analysis", "{{Param.Analysis}}", *render_args, *shot.options, "-q"],
         }
 
     template = {
         "specificationVersion": "jobtemplate-2023-09",
         "extensions": ["TASK_CHUNKING"],
-        "name": f"facerestore {Path(input_pattern).name}",
+        "name": f"facerestore {Path(shot.input).name}",
         "description": "Analyse the shot once, then render contiguous chunks with the analysis frozen.",
         "parameterDefinitions": [
             # PATH parameters, so a farm maps them between machines. OpenJD allows a PATH default
@@ -193,8 +187,8 @@ def write_openjd_job(
             path_parameter("Input", "IN", "Plates (frame pattern)"),
             path_parameter("Output", "OUT", "Restored frames (frame pattern)"),
             path_parameter("Analysis", "INOUT", "The shot's analysis sidecar"),
-            {"name": "Frames", "type": "STRING", "default": frame_range, "description": "Frames to render"},
-            {"name": "ChunkSize", "type": "INT", "default": chunk, "minValue": 1, "description": "Frames per task"},
+            {"name": "Frames", "type": "STRING", "default": f"{shot.first}-{shot.last}", "description": "Frames to render"},
+            {"name": "ChunkSize", "type": "INT", "default": shot.chunk, "minValue": 1, "description": "Frames per task"},
             {"name": "Python", "type": "STRING", "default": sys.executable,
              "description": "The Python with facerestore installed, as the farm's workers see it"},
         ],
@@ -220,7 +214,7 @@ def write_openjd_job(
             },
         ],
     }
-    paths = {"Input": input_pattern, "Output": output, "Analysis": sidecar}
+    paths = {"Input": shot.input, "Output": shot.output, "Analysis": shot.sidecar}
     everything = {p["name"]: paths.get(p["name"], p.get("default")) for p in template["parameterDefinitions"]}
     values = {"parameterValues": [{"name": name, "value": value} for name, value in everything.items()]}
     from facerestore.models.weights import write_atomically
