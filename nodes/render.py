@@ -97,7 +97,7 @@ def frame_shape(spec) -> tuple:
     return (spec.x, spec.y, spec.width, spec.height, tuple(spec.channelnames))
 
 
-def matching_frames(shot: list[FrameJob], spec) -> tuple[list[FrameJob], list[int]]:
+def matching_frames(shot: list[FrameJob], spec, require_exr: bool = True) -> tuple[list[FrameJob], list[int]]:
     """Frames beyond the render range that the analysis would read are checked like the range
     (windows and channels); a frame that does not match is left out, not silently mixed in."""
     shape = frame_shape(spec)
@@ -107,7 +107,7 @@ def matching_frames(shot: list[FrameJob], spec) -> tuple[list[FrameJob], list[in
             kept.append(job)
             continue
         try:
-            if not is_openexr(job.source):
+            if require_exr and not is_openexr(job.source):
                 raise FaceRestoreError(job.source)
             same = frame_shape(read_header(job.source)) == shape
         except FaceRestoreError:
@@ -434,7 +434,7 @@ def _render(options: RenderOptions, node, jobs: list[FrameJob], first_spec, wall
     timings["load models"] += time.perf_counter() - start
 
     start = time.perf_counter()
-    shot, excluded = matching_frames(shot_frames(options, jobs), first_spec)
+    shot, excluded = matching_frames(shot_frames(options, jobs), first_spec, require_exr=not options.allow_non_exr)
     if excluded and options.progress:
         print(
             f"note: frames {describe_frames(excluded)} outside the range differ in size or channels; "

@@ -260,16 +260,22 @@ def test_other_formats_are_read_only_when_asked_for(tmp_path, colour, node):
     folder = tmp_path / "plates"
     folder.mkdir()
     plate = faces_plate(colour, 240, 180, face_width=80, positions=((80, 30),))
-    buf = oiio.ImageBuf(oiio.ImageSpec(240, 180, 3, "float"))
-    buf.set_pixels(oiio.ROI(), plate)
-    assert buf.write(str(folder / "p.0001.tif"))
-    opts = RenderOptions(input=str(folder / "p.####.tif"), output=str(tmp_path / "out/r.####.tif"), progress=False)
+    for t in (1, 2):
+        buf = oiio.ImageBuf(oiio.ImageSpec(240, 180, 3, "float"))
+        buf.set_pixels(oiio.ROI(), plate)
+        assert buf.write(str(folder / f"p.000{t}.tif"))
+    opts = RenderOptions(
+        input=str(folder / "p.####.tif"), output=str(tmp_path / "out/r.####.tif"), frames="1", progress=False
+    )
     with pytest.raises(FaceRestoreError, match="p.0001.tif: not an OpenEXR file.*--allow-non-exr"):
         render(opts, node=node)
     import dataclasses
+    import json
 
     report = render(dataclasses.replace(opts, allow_non_exr=True), node=node)
     assert report.faces_per_frame == {1: 1}
+    # The frame outside the range is read as the range is, not left out for not being an EXR.
+    assert json.loads(open(report.analysis_path).read())["frames"] == [1, 2]
 
 
 def test_a_sidecar_of_another_version_is_named(plates, tmp_path, node):
