@@ -196,7 +196,6 @@ def obtain_analysis(options: RenderOptions, node, shot: list[FrameJob], progress
     )
     bar.close()
     analysis.fingerprint = fingerprint
-    analysis.settings["detection_threshold"] = node.params["detection_threshold"]
     analysis.settings["determined_by"] = determinants
     analysis.save(path)
     return analysis, path
