@@ -63,7 +63,7 @@ def write_linear_sequence(frames: list[np.ndarray], folder: str, colour: ColourP
 def run_product(
     node, pattern: str, out_folder: str, colour: ColourPipeline, count: int, window: int, name: str
 ) -> tuple[MethodResult, float]:
-    from facerestore.nodes.render import RenderOptions, render
+    from facerestore.plugin.render import RenderOptions, render
 
     out_pattern = os.path.join(out_folder, "r.####.exr")
     default_window = node.params["temporal_window"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from functools import lru_cache
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from facerestore.models.weights import (
     sha256_file,
     write_atomically,
 )
+
+log = logging.getLogger(__name__)
 
 
 def converted_weights_path(entry: RestorerWeights) -> Path:
@@ -158,8 +161,6 @@ def make_restorer(name: str, device: str, backend: str = "auto", fidelity: float
     `auto`: ONNX Runtime on the CPU for registry models (measured 0.68x PyTorch's time on a 128 px
     face crop, outputs within 1e-6), PyTorch with fp16 on a GPU; a user's file runs in the
     backend its format needs. `fidelity` is CodeFormer's weight (0 = quality, 1 = fidelity)."""
-    import sys
-
     from facerestore.models import byo
 
     if backend not in ("auto", "torch", "onnx"):
@@ -170,7 +171,7 @@ def make_restorer(name: str, device: str, backend: str = "auto", fidelity: float
             users = ", ".join(p.stem for p in byo.available()) or "none on FACERESTORE_MODEL_PATHS or in the cache"
             raise ModelError(f"unknown model {name!r}; built in: {', '.join(sorted(RESTORERS))}; yours: {users}")
         if user.non_commercial:
-            print(f"facerestore: note: model {user.name!r}: {user.licence}", file=sys.stderr)
+            log.warning("note: model %r: %s", user.name, user.licence)
         onnx_kinds = ("face-onnx", "codeformer-onnx")
         if (backend == "onnx" and user.kind not in onnx_kinds) or (backend == "torch" and user.kind in onnx_kinds):
             raise ModelError(f"model {user.name!r} ({user.path.suffix} file) cannot run with --backend {backend}")

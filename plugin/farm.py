@@ -69,7 +69,7 @@ def run(args) -> int:
 
 def render_options(input_pattern: str, output: str, options: list[str]) -> list[str]:
     """The pass-through render options, checked by the render command's own parser."""
-    from facerestore.nodes.cli import build_parser
+    from facerestore.plugin.cli import build_parser
 
     options = list(options)
     owned = {"--frames", "--analysis", "--analysis-frozen", "--analyse-only", "--reanalyse", "-o", "--resume"}
@@ -102,7 +102,7 @@ def plan_farm_shot(
 ) -> FarmShot:
     """The shot as a job will render it, checked as render checks it (frames on disk, output
     never over input) before any job file is written."""
-    from facerestore.nodes.render import RenderOptions, default_analysis_path, plan_jobs
+    from facerestore.plugin.render import RenderOptions, default_analysis_path, plan_jobs
     from facerestore.nodes.sequence import describe_frames
 
     if chunk < 1:
@@ -130,7 +130,7 @@ def write_deadline_jobs(shot: FarmShot, job_dir: Path) -> tuple[list[Path], str]
     name = f"facerestore {Path(shot.input).name}"
 
     def arguments(*render_args: str) -> str:
-        words = ["-m", "facerestore.nodes.cli", "render", shot.input, "-o", shot.output, "--analysis", shot.sidecar,
+        words = ["-m", "facerestore.plugin.cli", "render", shot.input, "-o", shot.output, "--analysis", shot.sidecar,
                  *render_args, *shot.options, "-q"]
         # Tokens stay bare; everything else quoted as Windows and POSIX command lines both read it.
         return " ".join(w if w.startswith("<") or not needs_quotes(w) else f'"{w}"' for w in words)
@@ -171,7 +171,7 @@ def write_openjd_job(shot: FarmShot, job_dir: Path) -> Path:
     def command(*render_args: str) -> dict:
         return {
             "command": "{{Param.Python}}",
-            "args": ["-m", "facerestore.nodes.cli", "render", "{{Param.Input}}", "-o", "{{Param.Output}}",
+            "args": ["-m", "facerestore.plugin.cli", "render", "{{Param.Input}}", "-o", "{{Param.Output}}",
                      "--analysis", "{{Param.Analysis}}", *render_args, *shot.options, "-q"],
         }
 

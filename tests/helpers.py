@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import OpenImageIO as oiio
 
-from facerestore.nodes.demo import astronaut_srgb, degrade_display
+from facerestore.plugin.demo import astronaut_srgb, degrade_display
 from facerestore.nodes.exr_io import Part, write_parts
 
 # Eyes, nose and mouth corners of the astronaut portrait, marked by hand on the 512x512 photo.
@@ -71,7 +71,7 @@ def faces_plate(colour, width=320, height=240, face_width=90, positions=((115, 4
 def run_cli(*args, check=False) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "facerestore.nodes.cli", *map(str, args)],
+        [sys.executable, "-m", "facerestore.plugin.cli", *map(str, args)],
         capture_output=True,
         text=True,
         env=env,

@@ -7,7 +7,7 @@ import pytest
 
 from facerestore.benchmarks import metrics
 from facerestore.models.degrade import Degradation, degrade_clip, gaussian_kernel, h264_available
-from facerestore.nodes.demo import demo_frame_display
+from facerestore.plugin.demo import demo_frame_display
 
 from helpers import run_cli
 

@@ -77,7 +77,7 @@ def codeformer_file(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_codeformer_matches_the_published_implementation_at_its_fidelity(codeformer_file, capfd):
+def test_codeformer_matches_the_published_implementation_at_its_fidelity(codeformer_file, caplog):
     reference = codeformer_reference_class()(
         dim_embd=512, codebook_size=1024, n_head=8, n_layers=9, connect_list=["32", "64", "128", "256"]
     ).eval()
@@ -85,7 +85,7 @@ def test_codeformer_matches_the_published_implementation_at_its_fidelity(codefor
     model = byo.identify(codeformer_file)
     assert (model.kind, model.input_size) == ("codeformer", 512) and model.non_commercial
     restorer = make_restorer(str(codeformer_file), "cpu", fidelity=0.7)
-    assert "NON-COMMERCIAL" in capfd.readouterr().err  # said when the model is used
+    assert "NON-COMMERCIAL" in caplog.text  # said (logged; the CLI shows it) when the model is used
     face = np.random.default_rng(4).random((1, 512, 512, 3), dtype=np.float32)
     with torch.inference_mode():
         # The published inference: [-1, 1] in, w = fidelity, AdaIN on the codebook features.
@@ -134,7 +134,7 @@ def test_onnx_export_of_gfpgan_runs_as_a_users_face_model(gfpgan_file, tmp_path)
     assert np.abs(via_onnx - via_torch).max() < 1e-4
 
 
-def test_codeformer_style_onnx_receives_the_fidelity_weight(tmp_path, capfd):
+def test_codeformer_style_onnx_receives_the_fidelity_weight(tmp_path, caplog):
     path = _codeformer_onnx(tmp_path)
     model = byo.identify(path)
     assert model.kind == "codeformer-onnx" and model.non_commercial
@@ -142,13 +142,13 @@ def test_codeformer_style_onnx_receives_the_fidelity_weight(tmp_path, capfd):
     low, high = (make_restorer(str(path), "cpu", fidelity=f)(face) for f in (0.0, 1.0))
     assert np.allclose(low, (np.tanh(0.5) + 1) / 2, atol=1e-5)
     assert np.allclose(high, (np.tanh(1.0) + 1) / 2, atol=1e-5)
-    assert "NON-COMMERCIAL" in capfd.readouterr().err  # said when one is used
+    assert "NON-COMMERCIAL" in caplog.text  # said (logged; the CLI shows it) when one is used
 
 
 @pytest.mark.slow
 def test_import_search_path_and_a_render_with_a_users_gfpgan(gfpgan_file, tmp_path, monkeypatch, colour):
     monkeypatch.setenv("FACERESTORE_CACHE", str(tmp_path / "cache"))
-    cli = [sys.executable, "-m", "facerestore.nodes.cli"]
+    cli = [sys.executable, "-m", "facerestore.plugin.cli"]
     env = dict(os.environ, FACERESTORE_CACHE=str(tmp_path / "cache"))
     done = subprocess.run(
         cli + ["models", "import", str(gfpgan_file), "--name", "studio-gfpgan"], env=env, capture_output=True, text=True
@@ -204,7 +204,7 @@ def test_bad_model_files_get_one_line_errors(tmp_path):
     with pytest.raises(ModelError, match="unknown model 'nope'"):
         make_restorer("nope", "cpu")
     done = subprocess.run(
-        [sys.executable, "-m", "facerestore.nodes.cli", "models", "import", str(junk)], capture_output=True, text=True
+        [sys.executable, "-m", "facerestore.plugin.cli", "models", "import", str(junk)], capture_output=True, text=True
     )
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not a PyTorch state dict" in done.stderr
 

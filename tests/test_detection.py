@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from facerestore.models.detector import RetinaFaceDetector
-from facerestore.nodes.demo import astronaut_srgb
+from facerestore.plugin.demo import astronaut_srgb
 
 from helpers import ASTRONAUT_LANDMARKS, face_tile
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from facerestore.nodes.errors import FaceRestoreError
-from facerestore.nodes.render import RenderOptions, render
+from facerestore.plugin.render import RenderOptions, render
 
 from helpers import faces_plate, read_buf, run_cli, write_exr
 
@@ -229,7 +229,7 @@ def test_sigterm_stops_a_render_like_ctrl_c_and_leaves_no_partial(plates, tmp_pa
 
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "facerestore.nodes.cli", "render", str(plates / "p.####.exr"), "-o", str(out / "r.####.exr")],
+        [sys.executable, "-m", "facerestore.plugin.cli", "render", str(plates / "p.####.exr"), "-o", str(out / "r.####.exr")],
         stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 120

@@ -66,7 +66,7 @@ def test_restorer_upscales_and_improves_a_blurred_edge():
 
 @pytest.mark.parametrize("name", sorted(RESTORERS))
 def test_every_built_in_network_exports_to_onnx_matching_pytorch_on_a_real_face(name):
-    from facerestore.nodes.demo import astronaut_srgb
+    from facerestore.plugin.demo import astronaut_srgb
 
     face = astronaut_srgb()[40:200:2, 160:288:2]  # 80x64 crop of the astronaut's face
     batch = np.stack([face, face[:, ::-1]]).astype(np.float32)
@@ -84,7 +84,7 @@ def test_compact_network_converts_from_ncnn_with_its_prelu_slopes():
     import cv2
 
     from facerestore.models.compact import CompactNet
-    from facerestore.nodes.demo import astronaut_srgb
+    from facerestore.plugin.demo import astronaut_srgb
 
     state = torch.load(ensure_converted_weights(REALESR_ANIMEVIDEO_V3), weights_only=True)
     net = CompactNet()

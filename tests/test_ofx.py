@@ -143,7 +143,7 @@ def test_the_declared_parameters_are_the_node_spec(host, shot, tmp_path):
 
 
 def test_render_matches_facerestore_render(host, shot, tmp_path, node):
-    from facerestore.nodes.render import RenderOptions, render
+    from facerestore.plugin.render import RenderOptions, render
 
     report = render(
         RenderOptions(input=str(shot / "s.####.exr"), output=str(tmp_path / "r.####.exr"), progress=False), node=node

@@ -9,7 +9,7 @@ import OpenImageIO as oiio
 import pytest
 
 from facerestore.nodes.errors import FaceRestoreError
-from facerestore.nodes.render import RenderOptions, render
+from facerestore.plugin.render import RenderOptions, render
 
 from helpers import channel, faces_plate, read_buf, write_exr
 
@@ -143,7 +143,7 @@ def test_twenty_faces_in_one_frame_all_restored_in_batches(tmp_path, node, colou
 def test_restoration_is_visibly_cleaner_and_closer_to_the_truth(tmp_path, node, colour):
     """Degraded astronaut face: the restored face is closer to the clean one (PSNR), its fine
     detail closer to the clean face's than the plate's is, and not softer than the plate."""
-    from facerestore.nodes.demo import demo_frame_display
+    from facerestore.plugin.demo import demo_frame_display
 
     clean = demo_frame_display(0, clean=True)
     degraded = demo_frame_display(0)

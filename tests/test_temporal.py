@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from facerestore.nodes.errors import FaceRestoreError
-from facerestore.nodes.render import RenderOptions, render
+from facerestore.plugin.render import RenderOptions, render
 from facerestore.nodes.tracking import Analysis, TrackerSettings, smooth_track
 
 from helpers import channel, face_tile, paste, read_buf, second_person_tile, write_exr
@@ -95,7 +95,7 @@ def test_sidecar_round_trips_exactly_and_notices_changed_plates(cast_shot, cast_
 @pytest.fixture(scope="module")
 def noisy_shot(tmp_path_factory, colour):
     """Six frames of a still face with fresh noise and compression each frame: pure flicker."""
-    from facerestore.nodes.demo import degrade_display
+    from facerestore.plugin.demo import degrade_display
 
     folder = tmp_path_factory.mktemp("noisy")
     clean = np.full((150, 200, 3), 0.4, np.float32)

@@ -21,7 +21,7 @@ from facerestore.models.weights import sha256_file
 
 @pytest.fixture(scope="module")
 def face():
-    from facerestore.nodes.demo import astronaut_srgb
+    from facerestore.plugin.demo import astronaut_srgb
 
     return np.ascontiguousarray(cv2.resize(astronaut_srgb()[20:220, 150:310], (96, 120), interpolation=cv2.INTER_AREA))
 

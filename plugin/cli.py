@@ -8,7 +8,7 @@ import sys
 
 from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.face_restore import FACE_RESTORE
-from facerestore.nodes.render import OUTPUT_MODES
+from facerestore.plugin.render import OUTPUT_MODES
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
@@ -174,7 +174,7 @@ def run(argv: list[str]) -> int:
     if args.command == "render":
         from facerestore.nodes.face_restore import parse_track_list
         from facerestore.nodes.manual_faces import parse_added_face
-        from facerestore.nodes.render import RenderOptions, format_timings, render
+        from facerestore.plugin.render import RenderOptions, format_timings, render
 
         params = {p.id: getattr(args, p.id) for p in FACE_RESTORE.params}
         if args.temporal == "off":
@@ -215,7 +215,7 @@ def run(argv: list[str]) -> int:
     if args.command == "train":
         return run_train(args)
     if args.command == "demo":
-        from facerestore.nodes.demo import run_demo
+        from facerestore.plugin.demo import run_demo
 
         run_demo(args.out, device=args.device, progress=not args.quiet)
         return 0
@@ -312,6 +312,18 @@ def run_train(args) -> int:
     return 0
 
 
+def show_library_notes() -> None:
+    """The nodes and models print nothing; what they log (licence notes, say) is shown here."""
+    import logging
+
+    logger = logging.getLogger("facerestore")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("facerestore: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def _terminated(signum, frame):
     # A farm's kill is a SIGTERM: stop like Ctrl-C, so the frame being written is removed.
     raise KeyboardInterrupt
@@ -322,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     signal.signal(signal.SIGTERM, _terminated)
+    show_library_notes()
     try:
         return run(argv)
     except FaceRestoreError as exc:

@@ -128,7 +128,7 @@ def contact_sheet(
 
 
 def run_demo(folder: str, device: str = "auto", progress: bool = True) -> dict[str, str]:
-    from facerestore.nodes.render import RenderOptions, format_timings, render
+    from facerestore.plugin.render import RenderOptions, format_timings, render
 
     colour = ColourPipeline.create()
     plate_pattern = write_demo_shot(os.path.join(folder, "plate"), colour)
