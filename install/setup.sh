@@ -50,7 +50,7 @@ fi
 # The OpenFX bundle; its worker runs with this environment's Python.
 if command -v "${CC:-cc}" >/dev/null 2>&1 && command -v make >/dev/null 2>&1; then
   make -s -C ofx_bridge PYTHON="$py"
-  echo "setup: OpenFX bundle at ofx_bridge/build/FaceRestore.ofx.bundle (install with install/ofx_install.sh)"
+  echo "setup: OpenFX bundle at ofx_bridge/build/FaceRestore.ofx.bundle (install with: facerestore install ofx)"
 else
   echo "setup: no C compiler or make: the OpenFX bundle was not built" >&2
 fi

@@ -8,6 +8,7 @@ import sys
 
 from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.face_restore import FACE_RESTORE
+from facerestore.plugin.hostspec import cli_flag
 from facerestore.plugin.render import OUTPUT_MODES
 
 EXIT_BAD_INPUT = 2
@@ -17,7 +18,7 @@ EXIT_INTERNAL = 3
 def _add_node_params(parser: argparse.ArgumentParser) -> None:
     """CLI flags rendered from the node spec, so labels and hints live in one place."""
     for param in FACE_RESTORE.params:
-        flag = "--" + {"matte_feather": "feather"}.get(param.id, param.id).replace("_", "-")
+        flag = cli_flag(param)
         kwargs = {"dest": param.id, "default": None, "help": f"{param.hint} Default: {param.default}."}
         if param.choices:
             kwargs["choices"] = param.choices

@@ -1,4 +1,4 @@
-"""`facerestore farm openjd INPUT -o OUTPUT --job-dir DIR [--frames A-B] [--chunk N] [--render-options '...']`
+"""`facerestore farm openjd|opencue|deadline INPUT -o OUTPUT --job-dir DIR [--frames A-B] [--chunk N] [--render-options '...']`
 
 Writes an Open Job Description job (also an AWS Deadline Cloud job bundle) that renders one shot
 on many machines: step `Analyse` builds the shot's analysis sidecar once (`render
@@ -31,8 +31,9 @@ def register(sub) -> None:
     farm = sub.add_parser("farm", help="write a render-farm job for a shot (Open Job Description / Deadline Cloud)")
     farm.add_argument(
         "engine",
-        choices=("openjd", "deadline"),
-        help="openjd: Open Job Description (and Deadline Cloud bundles); deadline: Deadline 10 CommandLine jobs",
+        choices=("openjd", "opencue", "deadline"),
+        help="openjd: Open Job Description (and Deadline Cloud bundles); opencue: an OpenCue job spec built "
+        "with pyoutline; deadline: Deadline 10 CommandLine jobs",
     )
     farm.add_argument("input", help="frame pattern of the plates, as for render")
     farm.add_argument("-o", dest="output", required=True, metavar="OUTPUT", help="output pattern, as for render")
@@ -54,6 +55,11 @@ def run(args) -> int:
         args.input, args.output, args.frames, args.chunk, args.analysis, shlex.split(args.render_options)
     )
     job_dir = Path(os.path.abspath(args.job_dir))
+    if args.engine == "opencue":
+        spec = write_opencue_job(shot, job_dir)
+        print(f"job: {spec}")
+        print(f"launch:  {OPENCUE_LAUNCH.format(spec=repr(str(spec)))}")
+        return 0
     if args.engine == "deadline":
         files, submit = write_deadline_jobs(shot, job_dir)
         print("jobs: " + ", ".join(str(f) for f in files))
@@ -160,6 +166,42 @@ def write_deadline_jobs(shot: FarmShot, job_dir: Path) -> tuple[list[Path], str]
     )
     write_atomically(job_dir / "submit.sh", f"#!/bin/sh\n{submit}\n".encode())
     return paths, submit
+
+
+OPENCUE_SPEC = "opencue_job.xml"
+OPENCUE_LAUNCH = 'CUEBOT_HOSTS=<your cuebot> python -c "import opencue; opencue.api.launchSpec(open({spec}).read())"'
+
+
+def write_opencue_job(shot: FarmShot, job_dir: Path) -> Path:
+    """OpenCue: an outline of two Shell layers built with pyoutline, `Analyse` (one frame) and
+    `Render` (the range in chunks, given to facerestore through OpenCue's #FRAME_START# /
+    #FRAME_END# tokens) with a layer-on-layer dependency, serialised to the job spec XML that
+    cuebot takes. Never contacts a cuebot."""
+    try:
+        import outline
+        import outline.cuerun
+        from outline.modules.shell import Shell
+    except ImportError:
+        raise FaceRestoreError("farm opencue needs pyoutline: pip install 'facerestore[farm]'") from None
+    from facerestore.models.weights import write_atomically
+
+    def command(*render_args: str) -> str:
+        words = [sys.executable, "-m", "facerestore.plugin.cli", "render", shot.input, "-o", shot.output,
+                 "--analysis", shot.sidecar, *render_args, *shot.options, "-q"]
+        return " ".join(w if w.startswith("#FRAME_") else shlex.quote(w) for w in words)
+
+    name = "facerestore_" + "".join(c if c.isalnum() else "_" for c in Path(shot.input).name.split(".")[0])
+    job = outline.Outline(name, shot=os.environ.get("SHOT", "shot"), show=os.environ.get("SHOW", "facerestore"))
+    analyse = Shell("Analyse", command=command("--analyse-only"), range=str(shot.first), chunk=1)
+    render = Shell("Render", command=command("--frames", "#FRAME_START#-#FRAME_END#", "--analysis-frozen"),
+                   range=f"{shot.first}-{shot.last}", chunk=shot.chunk)
+    render.depend_all(analyse)
+    job.add_layer(analyse)
+    job.add_layer(render)
+    spec = outline.cuerun.OutlineLauncher(job, nomail=True).serialize(use_pycuerun=False)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(job_dir / OPENCUE_SPEC, spec.encode())
+    return job_dir / OPENCUE_SPEC
 
 
 def needs_quotes(word: str) -> bool:

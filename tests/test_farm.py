@@ -110,3 +110,67 @@ def test_deadline_jobs_run_as_its_commandline_plugin_would_equal_one_render(shot
     for t in range(1, 14):
         assert np.array_equal(read_buf(tmp_path / "farm out" / f"r.{t:04d}.exr")[1],
                               read_buf(tmp_path / "one" / f"r.{t:04d}.exr")[1]), t
+
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "farm"
+
+
+def normalised(text: str, tmp_path: Path, shot: Path) -> str:
+    """Machine-specific parts replaced: the test's folders, this interpreter, the submitting user."""
+    import getpass
+    import re
+
+    text = text.replace(str(shot), "$SHOT").replace(str(tmp_path), "$TMP").replace(sys.executable, "$PYTHON")
+    text = re.sub(r"<user>[^<]*</user>", "<user>$USER</user>", text.replace(getpass.getuser(), "$USER"))
+    return re.sub(r"<uid>\d+</uid>", "<uid>$UID</uid>", text)
+
+
+@pytest.mark.parametrize("engine", ["opencue", "deadline"])
+def test_job_files_match_the_golden_files(engine, shot, tmp_path):
+    """The exact files a farm gets; after an intended change: FACERESTORE_UPDATE_GOLDEN=1 pytest -k golden."""
+    import os
+
+    run_cli("farm", engine, shot / "s.####.exr", "-o", tmp_path / "out dir/r.####.exr", "--frames", "2-13", "--chunk",
+            "4", "--job-dir", tmp_path / "job", "--render-options", "--strength 0.8", check=True)
+    for written in sorted((tmp_path / "job").iterdir()):
+        shot_text = normalised(written.read_text(), tmp_path, shot)
+        golden = GOLDEN / engine / written.name
+        if os.environ.get("FACERESTORE_UPDATE_GOLDEN"):
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_text(shot_text)
+        assert shot_text == golden.read_text(), written.name
+    assert sorted(p.name for p in (GOLDEN / engine).iterdir()) == sorted(p.name for p in (tmp_path / "job").iterdir())
+
+
+@pytest.mark.slow
+def test_opencue_job_spec_has_the_layers_dependency_and_chunks_and_its_commands_equal_one_render(shot, tmp_path):
+    """OpenCue cannot run here (no cuebot / RQD): its substitution of #FRAME_START# / #FRAME_END#
+    per chunk is stood in for, and each layer's command run as RQD would run it."""
+    import shlex
+    import xml.etree.ElementTree as ET
+
+    proc = run_cli("farm", "opencue", shot / "s.####.exr", "-o", tmp_path / "farm out/r.####.exr", "--chunk", "5",
+                   "--job-dir", tmp_path / "job", check=True)
+    assert "opencue.api.launchSpec" in proc.stdout
+    spec = ET.parse(tmp_path / "job" / "opencue_job.xml").getroot()
+    layers = {layer.get("name"): layer for layer in spec.iter("layer")}
+    assert list(layers) == ["Analyse", "Render"]
+    assert layers["Analyse"].findtext("range") == "1" and layers["Analyse"].findtext("chunk") == "1"
+    assert layers["Render"].findtext("range") == "1-13" and layers["Render"].findtext("chunk") == "5"
+    depend = spec.find("depends/depend")
+    assert depend.get("type") == "LAYER_ON_LAYER"
+    assert (depend.findtext("deplayer"), depend.findtext("onlayer")) == ("Render", "Analyse")
+    render_cmd = layers["Render"].findtext("cmd")
+    assert "--frames #FRAME_START#-#FRAME_END#" in render_cmd and "--analysis-frozen" in render_cmd
+
+    def run(layer: str, start: int, end: int) -> None:
+        cmd = layers[layer].findtext("cmd").replace("#FRAME_START#", str(start)).replace("#FRAME_END#", str(end))
+        subprocess.run(shlex.split(cmd), check=True, timeout=600)
+
+    run("Analyse", 1, 1)
+    for start in range(1, 14, 5):
+        run("Render", start, min(start + 4, 13))
+    run_cli("render", shot / "s.####.exr", "-o", tmp_path / "one/r.####.exr", "-q", check=True)
+    for t in range(1, 14):
+        assert np.array_equal(read_buf(tmp_path / "farm out" / f"r.{t:04d}.exr")[1],
+                              read_buf(tmp_path / "one" / f"r.{t:04d}.exr")[1]), t

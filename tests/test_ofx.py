@@ -190,12 +190,11 @@ def test_a_worker_killed_mid_render_is_a_host_error_and_the_next_render_recovers
 
 def test_install_and_uninstall(host, tmp_path):
     env = dict(os.environ, OFX_PLUGIN_PATH=f"{tmp_path / 'plugins'}:/elsewhere")
-    subprocess.run(["bash", str(ROOT / "install" / "ofx_install.sh")], check=True, env=env, capture_output=True)
+    facerestore = [sys.executable, "-m", "facerestore.plugin.cli", "install", "ofx"]
+    subprocess.run(facerestore, check=True, env=env, capture_output=True)
     installed = tmp_path / "plugins" / "FaceRestore.ofx.bundle" / "Contents" / "Linux-x86-64" / "FaceRestore.ofx"
     assert installed.read_bytes() == BINARY.read_bytes()
-    subprocess.run(
-        ["bash", str(ROOT / "install" / "ofx_install.sh"), "--uninstall"], check=True, env=env, capture_output=True
-    )
+    subprocess.run([*facerestore, "--uninstall"], check=True, env=env, capture_output=True)
     assert not (tmp_path / "plugins" / "FaceRestore.ofx.bundle").exists()
 
 
@@ -208,7 +207,7 @@ def test_an_installed_bundle_finds_its_worker_at_load_time_wherever_it_is(host, 
     python.chmod(0o755)
     shared = tmp_path / "shared plugins"
     subprocess.run(
-        ["bash", str(ROOT / "install" / "ofx_install.sh"), "--dest", str(shared), "--python", str(python)],
+        [sys.executable, "-m", "facerestore.plugin.cli", "install", "ofx", "--path", str(shared), "--python", str(python)],
         check=True, capture_output=True,
     )
     marker.unlink()

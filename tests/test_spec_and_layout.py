@@ -87,3 +87,11 @@ def test_a_whole_shot_through_the_nodes_writes_nothing_to_stdout_or_stderr():
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout == "" and run.stderr == ""
+
+
+def test_every_file_generated_from_the_spec_is_current():
+    """The host spec JSON, the Nuke gizmo and the Fusion macro: one spec, no drift."""
+    from facerestore.plugin.hostspec import generated_files
+
+    for path, text in generated_files().items():
+        assert path.read_text() == text, f"{path.name} drifted: python -m facerestore.plugin.hostspec --write"

@@ -1,0 +1,229 @@
+"""`facerestore install ofx|nuke|fusion|resolve [--path DIR] [--uninstall]`
+
+Puts each host's piece where that host looks (per user, on Linux, macOS and Windows), or in
+`--path`. Every file written is listed, with its checksum, in a manifest in the destination, so:
+a file that is already there and was not written by this command (or was edited since) is never
+overwritten (the install stops before writing anything); `--uninstall` removes exactly what was
+written and the folders it created, and keeps (and names) anything changed since.
+
+The host-side scripts run in the host's own Python and start facerestore as a command; the
+install records which one (`facerestore_host.json`: this environment's interpreter), so the
+host finds it without PATH or environment set-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from facerestore.nodes.errors import FaceRestoreError
+
+PLUGIN_DIR = Path(__file__).resolve().parent
+HOSTSIDE = PLUGIN_DIR / "hostside"
+HOST_FILES = ("facerestore_host.py", "facerestore_spec.json")
+MANIFEST = ".facerestore-install-{host}.json"
+PLATFORMS = ("linux", "macos", "windows")
+
+
+def register(sub) -> None:
+    install = sub.add_parser("install", help="install the OpenFX plug-in or the Nuke / Fusion / Resolve adapter")
+    install.add_argument("host", choices=("ofx", "nuke", "fusion", "resolve"))
+    install.add_argument("--path", help="destination folder (default: where the host looks, per user)")
+    install.add_argument("--uninstall", action="store_true", help="remove what an earlier install wrote there")
+    install.add_argument(
+        "--python",
+        help="interpreter with facerestore installed that the host starts (default: this one); for a "
+        "shared install, an environment every machine can reach",
+    )
+    # Which OS's folders to use by default (tests install the three layouts on one machine).
+    install.add_argument("--platform", choices=PLATFORMS, help=argparse.SUPPRESS)
+    install.set_defaults(handler=run)
+
+
+def current_platform() -> str:
+    return {"darwin": "macos", "win32": "windows"}.get(sys.platform, "linux")
+
+
+def default_path(host: str, platform: str, env: dict) -> Path:
+    """Where each host looks for per-user additions (the OpenFX folder is machine-wide)."""
+    home = Path(env.get("USERPROFILE" if platform == "windows" else "HOME", "~")).expanduser()
+    appdata = Path(env.get("APPDATA", home / "AppData" / "Roaming"))
+    mac_support = home / "Library" / "Application Support" / "Blackmagic Design"
+    if host == "ofx":
+        if env.get("OFX_PLUGIN_PATH"):
+            return Path(env["OFX_PLUGIN_PATH"].split(os.pathsep)[0])
+        common = Path(env.get("CommonProgramFiles", r"C:\Program Files\Common Files"))
+        return {"linux": Path("/usr/OFX/Plugins"), "macos": Path("/Library/OFX/Plugins"), "windows": common / "OFX" / "Plugins"}[platform]
+    if host == "nuke":
+        return home / ".nuke" / "facerestore"
+    if host == "fusion":
+        return {
+            "linux": home / ".fusion" / "BlackmagicDesign" / "Fusion",
+            "macos": mac_support / "Fusion",
+            "windows": appdata / "Blackmagic Design" / "Fusion",
+        }[platform]
+    return {
+        "linux": home / ".local" / "share" / "DaVinciResolve" / "Fusion",
+        "macos": mac_support / "DaVinci Resolve" / "Fusion",
+        "windows": appdata / "Blackmagic Design" / "DaVinci Resolve" / "Support" / "Fusion",
+    }[platform]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What one install writes: file contents by path relative to the destination, and the
+    lines to tell the artist."""
+
+    files: dict[str, bytes]
+    notes: list[str]
+
+
+def host_config(python: str) -> bytes:
+    return json.dumps({"command": [python, "-m", "facerestore.plugin.cli"]}, indent=1).encode() + b"\n"
+
+
+def with_host_module(folder: str, python: str) -> dict[str, bytes]:
+    files = {f"{folder}/{name}".lstrip("/"): (HOSTSIDE / name).read_bytes() for name in HOST_FILES}
+    files[f"{folder}/facerestore_host.json".lstrip("/")] = host_config(python)
+    return files
+
+
+def tree(source: Path, prefix: str) -> dict[str, bytes]:
+    return {
+        f"{prefix}/{p.relative_to(source).as_posix()}".lstrip("/"): p.read_bytes()
+        for p in sorted(source.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+def placement(host: str, dest: Path, python: str) -> Placement:
+    if host == "ofx":
+        return ofx_placement(python)
+    if host == "nuke":
+        files = tree(PLUGIN_DIR / "nuke", "") | with_host_module("", python)
+        line = f'nuke.pluginAddPath("{dest.as_posix()}")'
+        return Placement(files, [f"add to the init.py in your ~/.nuke folder: {line}  (or put {dest} on NUKE_PATH)"])
+    # Menu scripts in Scripts/Comp (and Resolve's Scripts/Utility); what they share in
+    # Scripts/facerestore, where Fusion lists no menu entry.
+    fusion = PLUGIN_DIR / "fusion"
+    files = {"Macros/FaceRestore.setting": (fusion / "FaceRestore.setting").read_bytes()}
+    files |= tree(fusion / "Scripts" / "Comp", "Scripts/Comp")
+    if host == "resolve":
+        files |= tree(fusion / "Scripts" / "Utility", "Scripts/Utility")
+    files |= with_host_module("Scripts/facerestore", python)
+    files["Scripts/facerestore/facerestore_fusion.py"] = (fusion / "facerestore_fusion.py").read_bytes()
+    where = "Workspace > Scripts > Utility" if host == "resolve" else "Script > Comp"
+    return Placement(files, [f"in {host.title()}: the FaceRestore macro is in the Add Tool > Macros menu; render-through in {where}"])
+
+
+def ofx_placement(python: str) -> Placement:
+    from facerestore import ofx_bridge
+
+    bundle = Path(ofx_bridge.__file__).resolve().parent / "build" / "FaceRestore.ofx.bundle"
+    if not any(bundle.glob("Contents/*/FaceRestore.ofx")):
+        raise FaceRestoreError(f"the OpenFX bundle is not built ({bundle}); run install/setup.sh or make -C ofx_bridge")
+    from facerestore.ofx_bridge.config import worker_json
+
+    files = tree(bundle, "FaceRestore.ofx.bundle")
+    files["FaceRestore.ofx.bundle/Contents/Resources/worker.json"] = worker_json(python).encode()
+    return Placement(files, ["hosts scan this folder at start-up: restart them; FaceRestore is under Filter > facerestore"])
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_manifest(path: Path) -> dict:
+    if not path.exists():
+        return {"files": {}, "folders": []}
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        raise FaceRestoreError(f"{path} is damaged; remove it and what it listed by hand") from None
+
+
+def install(host: str, dest: Path, python: str) -> list[str]:
+    plan = placement(host, dest, python)
+    manifest_path = dest / MANIFEST.format(host=host)
+    manifest = read_manifest(manifest_path)
+    for relative in plan.files:
+        target = dest / relative
+        if target.exists() and (not target.is_file() or manifest["files"].get(relative) != digest(target.read_bytes())):
+            raise FaceRestoreError(
+                f"{target} exists and was not written by facerestore install (or was edited since); "
+                "move it away, or install with --path elsewhere"
+            )
+    folders = [f for f in manifest["folders"]]
+    for relative, data in plan.files.items():
+        target = dest / relative
+        missing = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
+        folders += [str(p.relative_to(dest)) if p != dest else "." for p in missing if p == dest or dest in p.parents]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_bytes(data)
+        os.replace(partial, target)
+        if relative.endswith((".py", ".sh")) and "Contents" not in relative:
+            target.chmod(0o644)
+        elif "/Contents/" in relative and "/Resources/" not in relative:
+            target.chmod(0o755)  # the plug-in binary
+    # Files of an earlier install that this one no longer has.
+    stale = [r for r in manifest["files"] if r not in plan.files and (dest / r).exists()]
+    for relative in stale:
+        if digest((dest / relative).read_bytes()) == manifest["files"][relative]:
+            (dest / relative).unlink()
+    record = {"host": host, "files": {r: digest(d) for r, d in plan.files.items()}, "folders": sorted(set(folders))}
+    manifest_path.write_text(json.dumps(record, indent=1) + "\n")
+    return [f"installed facerestore for {host} in {dest} ({len(plan.files)} files)", *plan.notes]
+
+
+def uninstall(host: str, dest: Path) -> list[str]:
+    manifest_path = dest / MANIFEST.format(host=host)
+    if not manifest_path.exists():
+        raise FaceRestoreError(f"nothing of facerestore install {host} in {dest} (no {manifest_path.name})")
+    manifest = read_manifest(manifest_path)
+    kept = []
+    for relative, checksum in manifest["files"].items():
+        target = dest / relative
+        if not target.exists():
+            continue
+        if target.is_file() and digest(target.read_bytes()) == checksum:
+            target.unlink()
+        else:
+            kept.append(str(target))
+    for relative in manifest["files"]:  # what the host's Python compiled beside our scripts
+        cache = (dest / relative).parent / "__pycache__"
+        if relative.endswith(".py") and cache.is_dir():
+            for compiled in cache.glob(Path(relative).stem + ".*.pyc"):
+                compiled.unlink()
+            if not any(cache.iterdir()):
+                cache.rmdir()
+    manifest_path.unlink()
+    for folder in sorted(manifest["folders"], key=lambda f: -len(Path(f).parts)):
+        path = dest / folder
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    lines = [f"removed facerestore for {host} from {dest}"]
+    return lines + [f"kept {k} (changed since it was installed)" for k in kept]
+
+
+def run(args) -> int:
+    platform = args.platform or current_platform()
+    dest = Path(os.path.abspath(args.path)) if args.path else default_path(args.host, platform, dict(os.environ))
+    python = os.path.abspath(args.python) if args.python else sys.executable
+    if args.python:
+        import subprocess
+
+        check = [python, "-c", "import facerestore.plugin.cli, facerestore.ofx_bridge.worker"]
+        if not os.access(python, os.X_OK) or subprocess.run(check, capture_output=True).returncode != 0:
+            raise FaceRestoreError(f"--python {args.python} cannot run facerestore (give an environment's bin/python with it installed)")
+    try:
+        lines = uninstall(args.host, dest) if args.uninstall else install(args.host, dest, python)
+    except PermissionError as exc:
+        raise FaceRestoreError(f"cannot write in {dest}: {exc.strerror}; use --path, or run as an administrator") from None
+    print("\n".join(lines))
+    return 0

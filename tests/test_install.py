@@ -1,0 +1,109 @@
+"""`facerestore install HOST [--path] [--uninstall]`: each host's files where it looks, in the
+three OS layouts, never over a file it did not write, and an uninstall that leaves the folder
+as it was."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from facerestore.plugin.install import default_path, install, uninstall
+from facerestore.nodes.errors import FaceRestoreError
+from helpers import run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+HOSTS = ("nuke", "fusion", "resolve")
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("platform", ["linux", "macos", "windows"])
+def test_default_folders_follow_each_hosts_convention(platform, tmp_path):
+    env = {"HOME": str(tmp_path), "USERPROFILE": str(tmp_path), "APPDATA": str(tmp_path / "AppData" / "Roaming")}
+    paths = {host: default_path(host, platform, env).relative_to(tmp_path).as_posix() for host in HOSTS}
+    assert paths["nuke"] == ".nuke/facerestore"
+    assert paths["fusion"] == {
+        "linux": ".fusion/BlackmagicDesign/Fusion",
+        "macos": "Library/Application Support/Blackmagic Design/Fusion",
+        "windows": "AppData/Roaming/Blackmagic Design/Fusion",
+    }[platform]
+    assert paths["resolve"] == {
+        "linux": ".local/share/DaVinciResolve/Fusion",
+        "macos": "Library/Application Support/Blackmagic Design/DaVinci Resolve/Fusion",
+        "windows": "AppData/Roaming/Blackmagic Design/DaVinci Resolve/Support/Fusion",
+    }[platform]
+    ofx = default_path("ofx", platform, {}).as_posix()
+    assert ofx == {"linux": "/usr/OFX/Plugins", "macos": "/Library/OFX/Plugins",
+                   "windows": "C:\\Program Files\\Common Files/OFX/Plugins"}[platform]
+    assert default_path("ofx", platform, {"OFX_PLUGIN_PATH": str(tmp_path)}) == tmp_path
+
+
+@pytest.mark.parametrize("platform", ["linux", "macos", "windows"])
+@pytest.mark.parametrize("host", HOSTS)
+def test_install_then_uninstall_leaves_the_folder_as_it_was(host, platform, tmp_path):
+    env = dict(os.environ, HOME=str(tmp_path / "home"), USERPROFILE=str(tmp_path / "home"),
+               APPDATA=str(tmp_path / "home" / "AppData" / "Roaming"))
+    dest = default_path(host, platform, env)
+    (dest / "Scripts" / "Comp").mkdir(parents=True)
+    (dest / "Scripts" / "Comp" / "their_script.py").write_text("# the artist's own\n")
+    before = snapshot(tmp_path)
+    lines = install(host, dest, sys.executable)
+    assert str(dest) in lines[0]
+    config = next(dest.rglob("facerestore_host.json"))
+    assert len(list(dest.rglob("facerestore_host.json"))) == 1
+    assert json.loads(config.read_text())["command"] == [sys.executable, "-m", "facerestore.plugin.cli"]
+    assert (dest / "Scripts" / "Comp" / "their_script.py").read_text() == "# the artist's own\n"
+    if host == "nuke":
+        assert {"init.py", "menu.py", "FaceRestore.gizmo", "facerestore_nuke.py", "facerestore_host.py"} <= {
+            p.name for p in dest.iterdir()}
+        assert "nuke.pluginAddPath" in lines[1]
+    else:
+        assert (dest / "Macros" / "FaceRestore.setting").exists()
+        assert list((dest / "Scripts" / "Comp").glob("FaceRestore*.py"))
+        assert bool(list((dest / "Scripts").glob("Utility/*.py"))) == (host == "resolve")
+    # The host's Python compiles our scripts beside them; uninstall takes that too.
+    (config.parent / "__pycache__").mkdir(exist_ok=True)
+    (config.parent / "__pycache__" / "facerestore_host.cpython-39.pyc").write_bytes(b"x")
+    install(host, dest, sys.executable)  # a second install over its own files is an update
+    uninstall(host, dest)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_file_it_did_not_write_is_never_overwritten_and_edits_survive_uninstall(tmp_path):
+    dest = tmp_path / "nuke"
+    dest.mkdir()
+    (dest / "menu.py").write_text("# someone else's menu\n")
+    with pytest.raises(FaceRestoreError, match="was not written by facerestore install"):
+        install("nuke", dest, sys.executable)
+    assert [p.name for p in dest.iterdir()] == ["menu.py"]  # nothing written
+    (dest / "menu.py").unlink()
+    install("nuke", dest, sys.executable)
+    (dest / "init.py").write_text("# edited by the studio\n")
+    with pytest.raises(FaceRestoreError, match="init.py exists"):
+        install("nuke", dest, sys.executable)
+    lines = uninstall("nuke", dest)
+    assert any("kept" in line and "init.py" in line for line in lines)
+    assert [p.name for p in dest.iterdir()] == ["init.py"]
+    with pytest.raises(FaceRestoreError, match="nothing of facerestore install nuke"):
+        uninstall("nuke", dest)
+
+
+def test_the_cli_installs_the_ofx_bundle_with_its_worker_and_reports_errors_in_one_line(tmp_path):
+    bundle = ROOT / "ofx_bridge" / "build" / "FaceRestore.ofx.bundle"
+    if not list(bundle.glob("Contents/*/FaceRestore.ofx")):
+        pytest.skip("OpenFX bundle not built (install/setup.sh builds it)")
+    dest = tmp_path / "ofx"
+    proc = run_cli("install", "ofx", "--path", dest, "--python", sys.executable, check=True)
+    assert "installed facerestore for ofx" in proc.stdout
+    worker = json.loads((dest / "FaceRestore.ofx.bundle" / "Contents" / "Resources" / "worker.json").read_text())
+    assert worker["command"].startswith(sys.executable) and worker["command"].endswith("facerestore.ofx_bridge.worker")
+    binary = next((dest / "FaceRestore.ofx.bundle" / "Contents").glob("*/FaceRestore.ofx"))
+    assert os.access(binary, os.X_OK) and binary.read_bytes() == next(bundle.glob("Contents/*/FaceRestore.ofx")).read_bytes()
+    run_cli("install", "ofx", "--path", dest, "--uninstall", check=True)
+    assert not dest.exists()
+    proc = run_cli("install", "ofx", "--path", dest, "--uninstall")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "nothing of facerestore install ofx" in proc.stderr
