@@ -497,3 +497,14 @@ def test_without_resolve_the_script_says_how_to_reach_it(monkeypatch):
     assert run_script(RESOLVE_SCRIPT) == [
         "facerestore: cannot reach Resolve: is it running, with external scripting allowed?"
     ]
+
+
+def test_the_farm_script_writes_a_job_for_the_loaders_range_and_says_how_to_submit_it(shot, tmp_path):
+    clip = copy_shot(shot, tmp_path / "plates")
+    comp, loader = loader_comp(clip / "s.0001.exr", {"engine": 1, "chunk": 2})  # OpenCue, 2 frames a task
+    lines = run_script(COMP_SCRIPT.with_name("FaceRestore Submit to farm.py"), comp=comp, fusion=fake_fusion.FakeFusion(comp))
+    spec = (tmp_path / "plates" / "facerestore" / "farm_job" / "opencue_job.xml").read_text()
+    assert "<range>2-5</range><chunk>2</chunk>" in spec  # comp frames 11-14 of the Loader at 10
+    assert any("opencue.api.launchSpec" in line for line in lines)
+    comp, loader = loader_comp(clip / "s.0001.exr", None)
+    assert run_script(COMP_SCRIPT.with_name("FaceRestore Submit to farm.py"), comp=comp) == ["facerestore: cancelled"]

@@ -261,6 +261,45 @@ def comp_main(comp=None, fusion=None, log=print):
         return None
 
 
+def submit_loader_to_farm(comp, loader, engine="openjd", chunk=10, values=None, log=print) -> str:
+    """Write a farm job (Open Job Description / Deadline Cloud, OpenCue or Deadline 10) for the
+    Loader's frames in the render range, with the given parameters; returns the job folder."""
+    plates, frames, _ = loader_shot(comp, loader)
+    output = output_pattern(plates)
+    job_dir = os.path.join(os.path.dirname(output), "farm_job")
+    lines = host.Job(host.farm_args(engine, plates, output, job_dir, values or {}, frames=frames, chunk=chunk)).wait()
+    for line in lines:
+        log("facerestore: " + line)
+    return job_dir
+
+
+def farm_main(comp=None, fusion=None, log=print):
+    """Script > FaceRestore Submit to farm: the selected Loader's range as a farm job, with the
+    node's parameters and the engine and chunk asked in one dialog."""
+    try:
+        if comp is None and fusion is not None:
+            comp = fusion.GetCurrentComp()
+        if comp is None:
+            raise HostError("no composition is open")
+        loader = find_loader(comp)
+        loader_shot(comp, loader)
+        engines = ("openjd", "opencue", "deadline")
+        answers = comp.AskUser(
+            "FaceRestore: submit to farm",
+            {
+                1: {1: "engine", 2: "Dropdown", "Name": "Farm", "Default": 0, "Options": {i + 1: e for i, e in enumerate(engines)}},
+                2: {1: "chunk", 2: "Slider", "Name": "Frames per task", "Default": 10, "Min": 1, "Max": 100, "Integer": True},
+            },
+        )
+        if answers is None:
+            log("facerestore: cancelled")
+            return None
+        return submit_loader_to_farm(comp, loader, engines[int(answers["engine"])], int(answers["chunk"]), log=log)
+    except HostError as error:
+        log(one_line(error))
+        return None
+
+
 # ---- DaVinci Resolve ----
 
 
