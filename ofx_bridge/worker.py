@@ -4,19 +4,30 @@ One process per host, started by the plug-in on its first render and reused by e
 instance. Control is one JSON line per request and per answer on a Unix socket; pixels are in
 POSIX shared memory (`/dev/shm/NAME`): the window's frames, then room for the result, each
 RGBA float32, rows top to bottom. Models load once per set of parameters and stay loaded.
+
+Host speed: without an analysis file, the worker keeps per-shot state across renders, keyed by
+the parameters and the source clip's frame range. The first render of a shot answers `need:
+analysis`; the plug-in then streams the clip's frames in order (`op: analyse`, a few at a time)
+and the worker tracks the whole shot once, as `facerestore render` does, recording each frame's
+content digest. Later renders use that analysis while every frame of their window still has its
+digest (else: analyse again), and reuse each frame's restored crops (LRU), so a frame's
+neighbours are not restored again: any frame, in any order, equals the CLI's full render.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import queue
 import re
 import signal
 import socket
 import struct
 import sys
 import threading
+from collections import OrderedDict
 from functools import lru_cache
 
 import numpy as np
@@ -34,6 +45,128 @@ MAX_REQUEST_BYTES = 1 << 20  # a render request is a few hundred bytes; a longer
 
 class BadRequest(Exception):
     """A request the worker answers with an error and then closes the connection on."""
+
+
+class NeedAnalysis(Exception):
+    """The shot has no current analysis: the plug-in streams its frames (`op: analyse`) first."""
+
+
+MAX_SHOTS = 4  # shots kept (per parameters and clip range)
+MAX_CACHED_FRAMES = 48  # restored crops kept per shot
+FEED_TIMEOUT = 600.0  # an analysis the plug-in stopped feeding ends after this
+
+
+def log_request(entry: dict) -> None:
+    """FACERESTORE_WORKER_LOG=PATH: one JSON line per request (what was analysed, restored or
+    reused), to see why a host render is slow; the host speed test reads it."""
+    path = os.environ.get("FACERESTORE_WORKER_LOG")
+    if path:
+        with open(path, "a") as log:
+            log.write(json.dumps(entry) + "\n")
+
+
+def digest(plate: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(plate).data, digest_size=16).digest()
+
+
+class StreamedAnalysis:
+    """`analyse_shot` over frames that arrive a few at a time: it runs in a thread whose
+    `plate_of` takes each frame as it is fed, in order, so the clip is never all in memory."""
+
+    def __init__(self, node, frames: list) -> None:
+        from facerestore.nodes.shot import analyse_shot
+
+        self.frames, self.next = frames, 0
+        self.incoming: queue.Queue = queue.Queue(maxsize=2)
+        self.result, self.error = None, None
+
+        def plate_of(frame):
+            item = self.incoming.get(timeout=FEED_TIMEOUT)
+            if item is None or item[0] != frame:
+                raise FaceRestoreError("shot analysis stopped")
+            return item[1]
+
+        def run():
+            try:
+                self.result = analyse_shot(node, frames, plate_of)
+            except Exception as exc:  # handed to whoever feeds the last frame
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, daemon=True, name="shot-analysis")
+        self.thread.start()
+
+    def feed(self, frame, plate: np.ndarray) -> bool:
+        """Give the next frame; True once the whole shot is analysed."""
+        if self.next >= len(self.frames) or frame != self.frames[self.next]:
+            raise FaceRestoreError(f"shot analysis expected frame {self.frames[self.next]}, got {frame}")
+        self.next += 1
+        if self.thread.is_alive():
+            self.incoming.put((frame, plate.copy()), timeout=FEED_TIMEOUT)
+        if self.next < len(self.frames):
+            return False
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return True
+
+    def stop(self) -> None:
+        try:
+            self.incoming.put_nowait(None)
+        except queue.Full:
+            pass
+
+
+class Shot:
+    """What the worker keeps of one shot between renders."""
+
+    def __init__(self, frames: list) -> None:
+        self.frames = frames
+        self.analysis = None
+        self.digests: dict = {}
+        self.streaming: StreamedAnalysis | None = None
+        self.outputs: OrderedDict = OrderedDict()  # frame -> (digest, restored crops)
+
+
+_shots: OrderedDict = OrderedDict()
+
+
+def shot_for(params_key: str, clip_range) -> Shot:
+    first, last = (int(round(float(t))) for t in clip_range)
+    if last < first or last - first > 100_000:
+        raise BadRequest(f"bad clip range {clip_range!r}")
+    key = (params_key, first, last)
+    if key not in _shots:
+        _shots[key] = Shot(list(range(first, last + 1)))
+        while len(_shots) > MAX_SHOTS:
+            _, dropped = _shots.popitem(last=False)
+            if dropped.streaming:
+                dropped.streaming.stop()
+    _shots.move_to_end(key)
+    return _shots[key]
+
+
+def analyse(request: dict) -> None:
+    """One batch of a shot's frames, in order from its first frame."""
+    times = [int(round(float(t))) for t in request["times"]]
+    height, width = int(request["height"]), int(request["width"])
+    shared = open_segment(str(request["shm"]), (len(times), height, width, 4))
+    params = dict(request["params"])
+    params.pop("output", None), params.pop("analysis", None)
+    params_key = json.dumps({k: v for k, v in sorted(params.items())})
+    shot = shot_for(params_key, request["range"])
+    if times and times[0] == shot.frames[0]:  # a (new) analysis starts
+        if shot.streaming:
+            shot.streaming.stop()
+        shot.analysis, shot.digests, shot.outputs = None, {}, OrderedDict()
+        shot.streaming = StreamedAnalysis(node_for(params_key), shot.frames)
+    if shot.streaming is None:
+        raise FaceRestoreError("shot analysis must start at the clip's first frame")
+    for i, frame in enumerate(times):
+        plate = np.ascontiguousarray(shared[i, :, :, :3])
+        shot.digests[frame] = digest(plate)
+        if shot.streaming.feed(frame, plate):
+            shot.analysis, shot.streaming = shot.streaming.result, None
+    log_request({"op": "analyse", "frames": times, "complete": shot.analysis is not None})
 
 
 @lru_cache(maxsize=4)
@@ -73,17 +206,38 @@ def render(request: dict) -> None:
             raise FaceRestoreError(f"the host did not provide frame {frame}, which the temporal window needs")
         return np.ascontiguousarray(shared[frame_of[frame], :, :, :3])
 
+    shot = None
     if analysis_path:
         analysis = stored_analysis(analysis_path, os.stat(analysis_path).st_mtime_ns)
         if centre not in analysis.faces:
             raise FaceRestoreError(f"frame {centre} is not in the analysis {analysis_path}")
         frames = analysis.frames
+    elif request.get("range") is not None:
+        shot = shot_for(json.dumps({k: v for k, v in sorted(params.items())}), request["range"])
+        window = {frame: digest(plate_of(frame)) for frame in frame_of}
+        if shot.analysis is None or any(shot.digests.get(f) != d for f, d in window.items()):
+            shot.analysis = None  # a frame changed since (or never analysed): track the shot again
+            log_request({"op": "render", "frame": centre, "need": "analysis"})
+            raise NeedAnalysis()
+        analysis, frames = shot.analysis, shot.frames
     else:
         # No stored analysis: track the faces over the frames the host gave, the same for any
         # frame rendered in any order.
         frames = sorted(frame_of)
         analysis = analyse_shot(node, frames, plate_of)
-    result = ShotRenderer(node, analysis, frames, plate_of).render(centre)
+    renderer = ShotRenderer(node, analysis, frames, plate_of)
+    if shot is not None:  # crops restored by earlier renders, for frames that have not changed
+        renderer.outputs.update({f: crops for f, (d, crops) in shot.outputs.items() if window.get(f) == d})
+    reused = set(renderer.outputs)
+    result = renderer.render(centre)
+    log_request({"op": "render", "frame": centre, "per_shot": shot is not None,
+                 "restored": sorted(set(renderer.outputs) - reused)})
+    if shot is not None:
+        for frame, crops in renderer.outputs.items():
+            shot.outputs[frame] = (window[frame], crops)
+            shot.outputs.move_to_end(frame)
+        while len(shot.outputs) > MAX_CACHED_FRAMES:
+            shot.outputs.popitem(last=False)
     out = shared[len(times)]
     source = shared[request["centre"]]
     if output_mode == "mask":
@@ -141,8 +295,8 @@ def parse_request(line: bytes) -> dict:
         request = json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(f"malformed request: {exc}") from None
-    if not isinstance(request, dict) or request.get("op") != "render":
-        raise BadRequest("malformed request: not a render request")
+    if not isinstance(request, dict) or request.get("op") not in ("render", "analyse"):
+        raise BadRequest("malformed request: not a render or analyse request")
     return request
 
 
@@ -162,8 +316,10 @@ def serve_connection(conn: socket.socket) -> None:
                 stop_once_for_tests()
                 die_once_for_tests()
                 with _lock:
-                    render(request)
+                    (analyse if request["op"] == "analyse" else render)(request)
                 answer["ok"] = True
+            except NeedAnalysis:
+                answer |= {"ok": False, "need": "analysis", "error": "the shot has not been analysed"}
             except BadRequest as exc:
                 answer |= {"ok": False, "error": str(exc)}
                 close = True

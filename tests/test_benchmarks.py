@@ -1,6 +1,8 @@
 """The benchmark's parts measure what they claim, and the whole runs on real EXR data."""
 
 import json
+import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -124,3 +126,14 @@ def test_crops_sheet_keeps_long_method_names_inside_their_tile(tmp_path):
     assert second_tile.size, "the long label was not drawn"
     third_tile = columns_with_text[(columns_with_text >= 2 * tile_width) & (columns_with_text < 3 * tile_width)]
     assert third_tile.size == 0, "the long label ran into the next tile"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("cc") is None or sys.platform != "linux", reason="needs cc on Linux")
+def test_the_host_speed_benchmark_runs_the_bundle_and_the_cli(tmp_path):
+    from facerestore.benchmarks import bench_host
+
+    assert bench_host.main(["--frames", "3", "--json", str(tmp_path / "host.json")]) == 0
+    figures = json.loads((tmp_path / "host.json").read_text())
+    assert figures["frames"] == 3 and figures["cli_s_per_frame"] > 0 and figures["host_s_per_frame"] > 0
+    assert figures["host_over_cli"] == pytest.approx(figures["host_s_per_frame"] / figures["cli_s_per_frame"])

@@ -325,7 +325,7 @@ def test_the_worker_answers_every_bad_request_and_closes(worker, tmp_path):
 
     cases = {
         b"{not json\n": "malformed request",
-        b"[1, 2]\n": "not a render request",
+        b"[1, 2]\n": "not a render or analyse request",
         b"\xff\xfe{}\n": "malformed request",
         b"x" * (2 << 20): "longer than",
         (json.dumps(good | {"shm": f"../..{target}"}) + "\n").encode(): "not a facerestore shared-memory name",
@@ -338,3 +338,74 @@ def test_the_worker_answers_every_bad_request_and_closes(worker, tmp_path):
         # is an ordinary error and the worker goes on serving.
         assert closed == (message != "No such file")
     assert target.read_bytes() == b"keep"
+
+
+def test_sequential_host_renders_without_an_analysis_equal_the_cli_full_render(host, tmp_path, node, colour):
+    """A host renders a 12-frame shot frame by frame with no analysis file: the worker tracks the
+    whole clip once (streamed by the plug-in), restores each frame once, and every frame equals
+    the CLI's full render (a window alone would track frame 1 over frames 1-5 only)."""
+    import json
+
+    from facerestore.plugin.render import RenderOptions, render
+
+    long_shot = tmp_path / "shot"
+    long_shot.mkdir()
+    for t in range(1, 13):
+        plate = faces_plate(colour, width=W, height=H, face_width=64, positions=((40 + 5 * t, 20 + t),), seed=t)
+        write_exr(long_shot / f"s.{t:04d}.exr", plate, half=False)
+        np.concatenate([plate, np.ones((H, W, 1), np.float32)], axis=2).astype(np.float32).tofile(
+            long_shot / f"frame.{t}.raw")
+    render(RenderOptions(input=str(long_shot / "s.####.exr"), output=str(tmp_path / "r.####.exr"), progress=False),
+           node=node)
+    log = tmp_path / "worker.log"
+    proc = subprocess.run(
+        [str(host), str(BINARY), str(long_shot), str(W), str(H), "1", "12", "1", str(tmp_path / "o.raw"),
+         "--sequence", "colorspace=ACEScg"],
+        capture_output=True, text=True, timeout=600, env=dict(os.environ, FACERESTORE_WORKER_LOG=str(log)),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for t in range(1, 13):
+        out = np.fromfile(tmp_path / f"o.raw.{t}", np.float32).reshape(H, W, 4)
+        buf = oiio.ImageBuf(str(tmp_path / f"r.{t:04d}.exr"))
+        names = list(buf.spec().channelnames)
+        reference = buf.get_pixels(oiio.FLOAT)
+        assert np.abs(out[..., :3] - reference[..., [names.index(c) for c in "RGB"]]).max() <= 1e-6, t
+        assert np.abs(out[..., 3] - reference[..., names.index("face.mask")]).max() <= 1e-6, t
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    analysed = [f for e in entries if e["op"] == "analyse" for f in e["frames"]]
+    assert analysed == list(range(1, 13))  # the clip streamed once, in order
+    renders = [e for e in entries if e["op"] == "render" and "need" not in e]
+    assert len(renders) == 12 and all(e["per_shot"] for e in renders)
+    restored = sorted(f for e in renders for f in e["restored"])
+    assert restored == list(range(1, 13))  # each frame restored once, not once per neighbour
+
+
+def test_a_frame_changed_between_renders_is_analysed_again(host, shot, tmp_path, node, colour):
+    """The worker's shot state is keyed by frame content: an upstream change in the window
+    (here frame 4 replaced between two renders of frame 3) makes it track the shot again."""
+    from facerestore.plugin.render import RenderOptions, render
+
+    changed = tmp_path / "shot"
+    shutil.copytree(shot, changed)
+    plate = faces_plate(colour, width=W, height=H, face_width=64, positions=((90, 30),), seed=40)
+    rgba = np.concatenate([plate, np.ones((H, W, 1), np.float32)], axis=2).astype(np.float32)
+    rgba.tofile(tmp_path / "new4.raw")
+    write_exr(changed / "s.0004.exr", plate, half=False)
+    render(RenderOptions(input=str(changed / "s.####.exr"), output=str(tmp_path / "r.####.exr"), progress=False),
+           node=node)
+    # The host's raw frames are still the old ones: frame 4 changes between its two renders.
+    proc = run_host(host, changed, tmp_path / "o.raw", "--renders", "2", "colorspace=ACEScg",
+                    "--between", f"cp {tmp_path / 'new4.raw'} {changed / 'frame.4.raw'}")
+    assert proc.returncode == 0 and proc.stdout.count("status 0") == 2, proc.stdout
+    out = np.fromfile(tmp_path / "o.raw", np.float32).reshape(H, W, 4)
+    buf = oiio.ImageBuf(str(tmp_path / "r.0003.exr"))
+    names = list(buf.spec().channelnames)
+    reference = buf.get_pixels(oiio.FLOAT)
+    assert np.abs(out[..., :3] - reference[..., [names.index(c) for c in "RGB"]]).max() <= 1e-6
+
+
+def test_a_host_that_gives_no_clip_range_renders_over_the_window(host, shot, tmp_path):
+    proc = run_host(host, shot, tmp_path / "o.raw", env={"FACERESTORE_TEST_NO_FRAME_RANGE": "1"})
+    assert proc.returncode == 0, proc.stdout
+    out = np.fromfile(tmp_path / "o.raw", np.float32).reshape(H, W, 4)
+    assert out[..., 3].max() > 0.9  # the face was found and restored from the window alone

@@ -155,6 +155,7 @@ typedef struct OfxMessageSuiteV1 {
 #define kOfxImageEffectPropCudaRenderSupported "OfxImageEffectPropCudaRenderSupported"
 #define kOfxImageEffectPropCudaEnabled "OfxImageEffectPropCudaEnabled"
 #define kOfxImageEffectPropRenderWindow "OfxImageEffectPropRenderWindow"
+#define kOfxImageEffectPropFrameRange "OfxImageEffectPropFrameRange"
 #define kOfxImageEffectPropComponents "OfxImageEffectPropComponents"
 #define kOfxImageEffectPropPixelDepth "OfxImageEffectPropPixelDepth"
 #define kOfxImageClipPropOptional "OfxImageClipPropOptional"

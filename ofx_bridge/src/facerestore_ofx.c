@@ -496,6 +496,122 @@ static void append_param_json(char *json, size_t n, OfxParamSetHandle param_set,
     snprintf(json + k, n - k, "}");
 }
 
+/* A new shared-memory segment of `planes` RGBA float planes, the first `count` filled with
+ * `frames` cropped to `bounds`, rows top to bottom. Unique per call even when instances render
+ * at once (the counter is atomic), and not guessable (random suffix). */
+static float *make_segment(char *name, size_t name_n, int *fd, size_t total, const Image *frames, int count,
+                           OfxRectI bounds) {
+    int width = bounds.x2 - bounds.x1, height = bounds.y2 - bounds.y1;
+    unsigned long long nonce = 0;
+    if (getrandom(&nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce) nonce = (unsigned long long)now_seconds() * 1000003ULL;
+    snprintf(name, name_n, "/facerestore-%d-%ld-%016llx", (int)getpid(),
+             __atomic_add_fetch(&g_shm_counter, 1, __ATOMIC_SEQ_CST), nonce);
+    float *shared = MAP_FAILED;
+    *fd = shm_open(name, O_CREAT | O_RDWR | O_EXCL, 0600);
+    if (*fd < 0 || ftruncate(*fd, (off_t)total) != 0 ||
+        (shared = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0)) == MAP_FAILED)
+        return NULL;
+    memset(shared, 0, total);
+    for (int f = 0; f < count; f++) {
+        float *plane_start = shared + (size_t)f * width * height * 4;
+        for (int row = 0; row < height; row++) {
+            int y = bounds.y2 - 1 - row;
+            if (y < frames[f].bounds.y1 || y >= frames[f].bounds.y2) continue;
+            int x0 = bounds.x1 > frames[f].bounds.x1 ? bounds.x1 : frames[f].bounds.x1;
+            int x1 = bounds.x2 < frames[f].bounds.x2 ? bounds.x2 : frames[f].bounds.x2;
+            if (x1 > x0)
+                memcpy(plane_start + ((size_t)row * width + (x0 - bounds.x1)) * 4, pixel(&frames[f], x0, y),
+                       (size_t)(x1 - x0) * 4 * sizeof(float));
+        }
+    }
+    return shared;
+}
+
+static void free_segment(const char *name, int fd, float *shared, size_t total) {
+    if (shared && shared != MAP_FAILED) munmap(shared, total);
+    if (fd >= 0) {
+        close(fd);
+        shm_unlink(name);
+    }
+}
+
+/* Send one request line and read its answer. 1: answered (the line is in g_line, to consume),
+ * 0: the host aborted (the answer will be skipped), -1: the worker failed (err says how). */
+static int ask_worker(OfxImageEffectHandle effect, const char *request, long id, double timeout, char *err, size_t n) {
+    if (send_all(request, strlen(request)) != 0) {
+        snprintf(err, n, "cannot send the request to the worker: %s", strerror(errno));
+        return -1;
+    }
+    int got = read_line(effect, timeout, err, n);
+    if (got == 0) g_abandoned_id = id;
+    return got;
+}
+
+/* The shot's frames streamed to the worker in order, a few at a time, so it tracks the whole
+ * shot once (as `facerestore render` does). 1: analysed; 0: aborted by the host; -1: a frame
+ * was not available or the worker refused (err says which; the render then falls back to
+ * tracking over its own window). Called with the worker lock held. */
+static int stream_shot(OfxImageEffectHandle effect, OfxImageClipHandle clip, const double range[2], OfxRectI bounds,
+                       OfxParamSetHandle param_set, OfxTime time, double timeout, char *err, size_t n) {
+    enum { BATCH = 4 };
+    int width = bounds.x2 - bounds.x1, height = bounds.y2 - bounds.y1;
+    size_t plane = (size_t)width * height * 4 * sizeof(float);
+    for (double t = range[0]; t <= range[1]; t += BATCH) {
+        Image frames[BATCH];
+        double times[BATCH];
+        int count = 0, missing = 0;
+        for (; count < BATCH && t + count <= range[1]; count++) {
+            frames[count] = (Image){0};
+            if (fetch_image(clip, t + count, &frames[count]) != 0) {
+                missing = 1;
+                if (frames[count].handle) g_effects->clipReleaseImage(frames[count].handle);
+                break;
+            }
+            times[count] = t + count;
+        }
+        int result = -1;
+        if (missing) {
+            snprintf(err, n, "the host gave no frame %g of the clip", t + count);
+        } else {
+            char shm_name[80];
+            int fd = -1;
+            size_t total = plane * count;
+            float *shared = make_segment(shm_name, sizeof shm_name, &fd, total, frames, count, bounds);
+            if (!shared) {
+                snprintf(err, n, "cannot allocate %zu bytes of shared memory: %s", total, strerror(errno));
+            } else {
+                static char request[16384];
+                long id = ++g_request_id;
+                int k = snprintf(request, sizeof request,
+                                 "{\"id\":%ld,\"op\":\"analyse\",\"shm\":\"%s\",\"width\":%d,\"height\":%d,"
+                                 "\"range\":[%.17g,%.17g],\"times\":[",
+                                 id, shm_name + 1, width, height, range[0], range[1]);
+                for (int f = 0; f < count; f++) k += snprintf(request + k, sizeof request - k, "%s%.17g", f ? "," : "", times[f]);
+                snprintf(request + k, sizeof request - k, "],\"params\":{");
+                append_param_json(request, sizeof request - 2, param_set, time);
+                strcat(request, "}\n");
+                result = ask_worker(effect, request, id, timeout, err, n);
+                if (result == 1) {
+                    const char *ok = json_value("ok"), *error = json_value("error");
+                    if (!(ok && strncmp(ok, "true", 4) == 0 && line_id() == id)) {
+                        snprintf(err, n, "%s", error && *error == '"' ? error + 1 : g_line);
+                        char *end = strrchr(err, '"');
+                        if (end) *end = 0;
+                        result = -1;
+                    }
+                    consume_line();
+                } else if (result < 0) {
+                    stop_worker();
+                }
+            }
+            free_segment(shm_name, fd, shared, total);
+        }
+        for (int f = 0; f < count; f++) g_effects->clipReleaseImage(frames[f].handle);
+        if (result != 1) return result;
+    }
+    return 1;
+}
+
 static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_args) {
     OfxTime time = 0;
     g_props->propGetDouble(in_args, kOfxPropTime, 0, &time);
@@ -532,34 +648,21 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     /* Shared memory: the frames, then the result; RGBA float rows top to bottom. */
     size_t plane = (size_t)width * height * 4 * sizeof(float);
     size_t total = plane * (count + 1);
-    /* Unique per render even when instances render at once (the counter is atomic), and not
-     * guessable (random suffix). */
     char shm_name[80];
-    unsigned long long nonce = 0;
-    if (getrandom(&nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce) nonce = (unsigned long long)now_seconds() * 1000003ULL;
-    snprintf(shm_name, sizeof shm_name, "/facerestore-%d-%ld-%016llx", (int)getpid(),
-             __atomic_add_fetch(&g_shm_counter, 1, __ATOMIC_SEQ_CST), nonce);
+    int shm_fd = -1;
     OfxStatus status = kOfxStatFailed;
-    float *shared = MAP_FAILED;
-    int shm_fd = shm_open(shm_name, O_CREAT | O_RDWR | O_EXCL, 0600);
-    if (shm_fd < 0 || ftruncate(shm_fd, (off_t)total) != 0 ||
-        (shared = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd, 0)) == MAP_FAILED) {
+    float *shared = make_segment(shm_name, sizeof shm_name, &shm_fd, total, frames, count, centre.bounds);
+    if (!shared) {
         report(effect, "cannot allocate %zu bytes of shared memory: %s", total, strerror(errno));
         goto done;
     }
-    memset(shared, 0, total);
-    for (int f = 0; f < count; f++) {
-        float *plane_start = shared + (size_t)f * width * height * 4;
-        for (int row = 0; row < height; row++) {
-            int y = centre.bounds.y2 - 1 - row;
-            if (y < frames[f].bounds.y1 || y >= frames[f].bounds.y2) continue;
-            int x0 = centre.bounds.x1 > frames[f].bounds.x1 ? centre.bounds.x1 : frames[f].bounds.x1;
-            int x1 = centre.bounds.x2 < frames[f].bounds.x2 ? centre.bounds.x2 : frames[f].bounds.x2;
-            if (x1 > x0)
-                memcpy(plane_start + ((size_t)row * width + (x0 - centre.bounds.x1)) * 4, pixel(&frames[f], x0, y),
-                       (size_t)(x1 - x0) * 4 * sizeof(float));
-        }
-    }
+    /* The source clip's frame range: the worker keeps the shot's analysis and restored frames
+     * across renders under it. */
+    double clip_range[2] = {0, -1};
+    OfxPropertySetHandle source_props;
+    if (g_effects->clipGetPropertySet(source_clip, &source_props) == kOfxStatOK)
+        g_props->propGetDoubleN(source_props, kOfxImageEffectPropFrameRange, 2, clip_range);
+    int per_shot = clip_range[1] >= clip_range[0] && clip_range[1] - clip_range[0] <= 100000;
 
     pthread_mutex_lock(&g_worker_lock);
     char err[1024] = "";
@@ -582,25 +685,42 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
         report(effect, "%s", err);
         goto done;
     }
-    long id = ++g_request_id;
     OfxParamSetHandle param_set;
     g_effects->getParamSet(effect, &param_set);
     static char request[16384];
-    int k = snprintf(request, sizeof request,
-                     "{\"id\":%ld,\"op\":\"render\",\"shm\":\"%s\",\"width\":%d,\"height\":%d,\"centre\":%d,\"times\":[",
-                     id, shm_name + 1, width, height, centre_index);
-    for (int f = 0; f < count; f++) k += snprintf(request + k, sizeof request - k, "%s%.17g", f ? "," : "", times[f]);
-    k += snprintf(request + k, sizeof request - k, "],\"params\":{");
-    append_param_json(request, sizeof request - 2, param_set, time);
-    strcat(request, "}\n");
+    long id = 0;
     int got = -1;
-    if (send_all(request, strlen(request)) != 0) {
-        snprintf(err, sizeof err, "cannot send the request to the worker: %s", strerror(errno));
-    } else {
-        got = read_line(effect, timeout, err, sizeof err);
+    for (int attempt = 0; attempt < 3; attempt++) {
+        id = ++g_request_id;
+        int k = snprintf(request, sizeof request,
+                         "{\"id\":%ld,\"op\":\"render\",\"shm\":\"%s\",\"width\":%d,\"height\":%d,\"centre\":%d,",
+                         id, shm_name + 1, width, height, centre_index);
+        if (per_shot)
+            k += snprintf(request + k, sizeof request - k, "\"range\":[%.17g,%.17g],", clip_range[0], clip_range[1]);
+        k += snprintf(request + k, sizeof request - k, "\"times\":[");
+        for (int f = 0; f < count; f++) k += snprintf(request + k, sizeof request - k, "%s%.17g", f ? "," : "", times[f]);
+        k += snprintf(request + k, sizeof request - k, "],\"params\":{");
+        append_param_json(request, sizeof request - 2, param_set, time);
+        strcat(request, "}\n");
+        got = ask_worker(effect, request, id, timeout, err, sizeof err);
+        const char *need = got == 1 ? json_value("need") : NULL;
+        if (!need || strncmp(need, "\"analysis\"", 10) != 0) break;
+        /* First render of this shot (or a frame changed): stream the clip to the worker once. */
+        consume_line();
+        int streamed = stream_shot(effect, source_clip, clip_range, centre.bounds, param_set, time, timeout, err,
+                                   sizeof err);
+        if (streamed == 0) {
+            got = 0;
+            break;
+        }
+        if (streamed < 0) per_shot = 0; /* render over the window alone */
+        if (g_worker_fd < 0 && start_worker(err, sizeof err) != 0) {
+            got = -1;
+            break;
+        }
+        err[0] = 0;
     }
     if (got == 0) { /* aborted by the host: its answer will be skipped */
-        g_abandoned_id = id;
         status = kOfxStatOK;
     } else if (got < 0) {
         stop_worker(); /* the next render starts a fresh one */
@@ -664,11 +784,7 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
         if (mask.handle) g_effects->clipReleaseImage(mask.handle);
     }
 done:
-    if (shared != MAP_FAILED) munmap(shared, total);
-    if (shm_fd >= 0) {
-        close(shm_fd);
-        shm_unlink(shm_name);
-    }
+    free_segment(shm_name, shm_fd, shared, total);
     for (int f = 0; f < count; f++) g_effects->clipReleaseImage(frames[f].handle);
     g_effects->clipReleaseImage(output.handle);
     return status;
