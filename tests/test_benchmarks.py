@@ -137,3 +137,13 @@ def test_the_host_speed_benchmark_runs_the_bundle_and_the_cli(tmp_path):
     figures = json.loads((tmp_path / "host.json").read_text())
     assert figures["frames"] == 3 and figures["cli_s_per_frame"] > 0 and figures["host_s_per_frame"] > 0
     assert figures["host_over_cli"] == pytest.approx(figures["host_s_per_frame"] / figures["cli_s_per_frame"])
+
+
+@pytest.mark.slow
+def test_the_farm_scaling_benchmark_gives_the_same_frames_with_every_worker_count(tmp_path):
+    from facerestore.benchmarks import bench_farm
+
+    assert bench_farm.main(["--frames", "8", "--chunk", "4", "--workers", "1", "2", "--json", str(tmp_path / "f.json")]) == 0
+    runs = json.loads((tmp_path / "f.json").read_text())["runs"]
+    assert [r["workers"] for r in runs] == [1, 2] and all(r["identical_to_one_worker"] for r in runs)
+    assert all(0 < r["analysis_share"] < 1 and r["speed_up"] > 0 for r in runs)
