@@ -3,6 +3,7 @@ and write each frame atomically with progress and per-stage timings."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -362,6 +363,63 @@ def build_output_parts(frame, result, options: RenderOptions, tracks: list[int] 
     return [main] + extra
 
 
+class FrameReader:
+    """Reads each frame once, ahead of need, in a background thread (OpenImageIO releases the
+    GIL while it decodes), for both the frame being rendered and its temporal neighbours."""
+
+    def __init__(self, sources: dict) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.sources = sources
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="facerestore-read")
+        self.pending: dict = {}
+
+    def prefetch(self, frame) -> None:
+        if frame not in self.pending and frame in self.sources:
+            self.pending[frame] = self.pool.submit(read_frame, self.sources[frame])
+
+    def get(self, frame):
+        self.prefetch(frame)
+        return self.pending[frame].result()
+
+    def forget_up_to(self, renderer, frame) -> None:
+        """Drop frames up to the one just rendered: the renderer keeps the plates it may still
+        need, and nothing behind is read again in an in-order render."""
+        here = renderer.position.get(frame)
+        for other in [f for f in self.pending if here is None or renderer.position.get(f, here) <= here]:
+            del self.pending[other]
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class FrameWriter:
+    """Writes frames in a background thread, one at a time and in order, so the next frame is
+    computed while the last one is encoded. A failed write stops the render at the next frame
+    (or at the end) with its own error; every frame is still written atomically."""
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="facerestore-write")
+        self.last = None
+
+    def write(self, path: str, parts: list) -> None:
+        if self.last is not None:
+            self.last.result()  # at most one frame in flight: bounded memory, errors surface early
+        self.last = self.pool.submit(write_parts, path, parts)
+
+    def __enter__(self) -> FrameWriter:
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        try:
+            if self.last is not None and kind is None:
+                self.last.result()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
 class Progress:
     def __init__(self, total: int, enabled: bool, title: str = "rendering") -> None:
         self.total, self.enabled, self.start = total, enabled, time.perf_counter()
@@ -462,37 +520,40 @@ def _render(options: RenderOptions, node, jobs: list[FrameJob], first_spec, wall
             file=sys.stderr,
         )
     by_frame = {j.frame: j for j in shot}
-
-    def plate_of(frame) -> np.ndarray:
-        part = read_frame(by_frame[frame].source)
-        return part.rgb()
-
     if options.resume:
         skipped = [j for j in jobs if already_rendered(j, analysis_path)]
         jobs = [j for j in jobs if j not in skipped]
         if options.progress and skipped:
             print(f"resume: {len(skipped)} frame(s) already rendered, {len(jobs)} to go", file=sys.stderr)
-    renderer = ShotRenderer(node, analysis, [j.frame for j in shot], plate_of, timings)
+    reader = FrameReader({f: j.source for f, j in by_frame.items()} | {j.frame: j.source for j in jobs})
+    renderer = ShotRenderer(node, analysis, [j.frame for j in shot], lambda f: reader.get(f).rgb(), timings)
+    # Frames a render in order touches next: the job ahead and its temporal reach (two radii).
+    reach = 2 * renderer.radius + 1
     progress = Progress(len(jobs), options.progress)
     faces_per_frame = {}
-    for done, job in enumerate(jobs, 1):
-        start = time.perf_counter()
-        frame = read_frame(job.source)
-        rgb = frame.rgb()
-        timings["read"] += time.perf_counter() - start
-        result = renderer.render(job.frame, rgb, track_mattes=options.track_mattes)
-        for stage, seconds in result.timings.items():
-            timings[stage] += seconds
-        if result.nonfinite_pixels and options.progress:
-            print(
-                f"\nwarning: {job.source}: {result.nonfinite_pixels} NaN/inf pixels left untouched",
-                file=sys.stderr,
-            )
-        start = time.perf_counter()
-        write_parts(job.target, build_output_parts(frame, result, options, tracks))
-        timings["write"] += time.perf_counter() - start
-        faces_per_frame[job.frame] = len(result.faces)
-        progress.update(done, f"frame {job.frame if job.frame is not None else ''} faces {len(result.faces)}")
+    with FrameWriter() as writer, contextlib.closing(reader):
+        for done, job in enumerate(jobs, 1):
+            for ahead in jobs[done : done + 1]:
+                reader.prefetch(ahead.frame)
+            for f in renderer.frames[renderer.position.get(job.frame, 0) : renderer.position.get(job.frame, 0) + reach]:
+                reader.prefetch(f)
+            start = time.perf_counter()
+            frame = reader.get(job.frame)
+            timings["read (waiting)"] += time.perf_counter() - start
+            result = renderer.render(job.frame, frame.rgb(), track_mattes=options.track_mattes)
+            for stage, seconds in result.timings.items():
+                timings[stage] += seconds
+            if result.nonfinite_pixels and options.progress:
+                print(
+                    f"\nwarning: {job.source}: {result.nonfinite_pixels} NaN/inf pixels left untouched",
+                    file=sys.stderr,
+                )
+            start = time.perf_counter()
+            writer.write(job.target, build_output_parts(frame, result, options, tracks))
+            timings["write (waiting)"] += time.perf_counter() - start
+            reader.forget_up_to(renderer, job.frame)
+            faces_per_frame[job.frame] = len(result.faces)
+            progress.update(done, f"frame {job.frame if job.frame is not None else ''} faces {len(result.faces)}")
     progress.close()
     return RenderReport(
         jobs, faces_per_frame, dict(timings), node.device, time.perf_counter() - wall, analysis_path, tracks

@@ -293,3 +293,22 @@ def test_the_flip_ensemble_averages_the_restorer_and_its_mirror(colour):
     assert not np.allclose(single, mirrored, atol=1e-3)  # the network is not mirror-symmetric: the pass matters
     off = FaceRestoreNode(colour, "cpu", ensemble="off")
     assert np.array_equal(off._restore(crops), single)
+
+
+def test_each_frame_is_read_once_and_written_in_the_background(tmp_path, node, colour, monkeypatch):
+    """The frame being rendered and its temporal neighbours come from one read-ahead: with the
+    shot's analysis on disk, a render reads every plate exactly once (it read them twice)."""
+    from facerestore.plugin import render as render_module
+
+    for t in range(1, 7):
+        write_exr(tmp_path / f"p.{t:04d}.exr", faces_plate(colour, positions=((100 + 2 * t, 40),), seed=t))
+    first = render_with(node, tmp_path / "p.####.exr", tmp_path / "first/r.####.exr")
+    reads = []
+    original = render_module.read_frame
+    monkeypatch.setattr(render_module, "read_frame", lambda path: reads.append(path) or original(path))
+    report = render_with(node, tmp_path / "p.####.exr", tmp_path / "second/r.####.exr", analysis=first.analysis_path)
+    assert sorted(reads) == sorted(str(tmp_path / f"p.{t:04d}.exr") for t in range(1, 7))
+    assert len(report.jobs) == 6 and "read (waiting)" in report.timings and "write (waiting)" in report.timings
+    for t in range(1, 7):
+        assert np.array_equal(read_buf(tmp_path / "first" / f"r.{t:04d}.exr")[1],
+                              read_buf(tmp_path / "second" / f"r.{t:04d}.exr")[1])
