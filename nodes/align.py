@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from facerestore.models.align import (  # noqa: F401  (re-exported for the node layer)
-    INPUT_SIZES,
     TEMPLATE_LANDMARKS,
     TEMPLATE_SIZE,
     affine_scale,

@@ -142,6 +142,22 @@ class FaceResult:
 
 
 @dataclass
+class CropJob:
+    """One face of one frame on its way through the restorer: where it lies in the plate, its
+    input crop (fused over the temporal window) and, once restored, the network's output."""
+
+    track: int | None
+    in_size: int  # side of the restorer's input crop
+    out_size: int  # side of its output: in_size x the restorer's scale
+    roi: tuple[slice, slice]  # the plate region under the face
+    to_out_roi: np.ndarray  # that region's pixels -> output face space
+    encoded_roi: np.ndarray  # the region as the networks see it (display-encoded, clamped)
+    crop: np.ndarray  # the restorer's input
+    own_crop: np.ndarray | None = None  # this frame's crop before temporal fusion
+    restored: np.ndarray | None = None
+
+
+@dataclass
 class RestoreResult:
     rgb: np.ndarray  # (H, W, 3) float32, plate space
     matte: np.ndarray  # (H, W) float32 in [0, 1], exactly 0 away from faces
@@ -256,30 +272,30 @@ class FaceRestoreNode:
 
     def restore_crops(
         self, plate_rgb: np.ndarray, faces: list[FaceResult], neighbours=(), timings: dict | None = None
-    ) -> list[dict]:
+    ) -> list[CropJob]:
         """Per face: its (temporally fused) input crop and the restorer's output. All faces of the
         frame go through the network together, so a frame's outputs never depend on which other
         frame asked for them (what makes single-frame renders equal full renders)."""
         timings = timings if timings is not None else defaultdict(float)
         start = time.perf_counter()
-        jobs = [self._prepare(plate_rgb, face) | {"track": face.track} for face in faces]
+        jobs = [self._prepare(plate_rgb, face) for face in faces]
         timings["prepare"] += time.perf_counter() - start
         if neighbours:
             start = time.perf_counter()
             for job, face in zip(jobs, faces):
-                job["own_crop"] = job["crop"]
-                job["crop"] = self._fuse_window(job, face, neighbours)
+                job.own_crop = job.crop
+                job.crop = self._fuse_window(job, face, neighbours)
             timings["temporal"] += time.perf_counter() - start
         start = time.perf_counter()
         by_size: dict[int, list[int]] = defaultdict(list)
         for index, job in enumerate(jobs):
-            by_size[job["in_size"]].append(index)
+            by_size[job.in_size].append(index)
         for indices in by_size.values():
             for chunk in range(0, len(indices), MAX_BATCH):
                 members = indices[chunk : chunk + MAX_BATCH]
-                restored = self._restore(np.stack([jobs[i]["crop"] for i in members]))
+                restored = self._restore(np.stack([jobs[i].crop for i in members]))
                 for i, crop in zip(members, restored):
-                    jobs[i]["restored"] = crop
+                    jobs[i].restored = crop
         timings["restore"] += time.perf_counter() - start
         return jobs
 
@@ -303,17 +319,15 @@ class FaceRestoreNode:
         self,
         plate_rgb: np.ndarray,
         faces: list[FaceResult] | None = None,
-        neighbours: list[tuple[np.ndarray, list[FaceResult]]] = (),
         track_mattes: bool = False,
-        jobs: list[dict] | None = None,
-        neighbour_jobs: list[list[dict]] = (),
+        jobs: list[CropJob] | None = None,
+        neighbour_jobs: list[list[CropJob]] = (),
     ) -> RestoreResult:
         """Restore the faces of one frame. `plate_rgb` is (H, W, 3) float32 in the plate colourspace.
 
-        `neighbours`: other frames of the same shot within the temporal window, with their faces;
-        a face's input is fused with the same track's faces there. `neighbour_jobs`: those
-        frames' `restore_crops` results, whose outputs are fused with this frame's. `jobs`: this
-        frame's own `restore_crops` result, when the caller already has it."""
+        `jobs`: this frame's `restore_crops` result (its input crops fused over the temporal
+        window); `neighbour_jobs`: the window's other frames' results, whose outputs are fused
+        with this frame's. ShotRenderer passes both; without them the frame is restored alone."""
         timings: dict[str, float] = defaultdict(float)
         if faces is None:
             start = time.perf_counter()
@@ -326,28 +340,28 @@ class FaceRestoreNode:
         if not faces:
             return RestoreResult(plate_rgb.copy(), np.zeros((h, w), np.float32), [], nonfinite, dict(timings))
         if jobs is None:
-            jobs = self.restore_crops(plate_rgb, faces, neighbours, timings)
-        outputs = [job["restored"] for job in jobs]
+            jobs = self.restore_crops(plate_rgb, faces, (), timings)
+        outputs = [job.restored for job in jobs]
         if neighbour_jobs:
             from facerestore.nodes.temporal import fuse_outputs
 
             start = time.perf_counter()
             for k, job in enumerate(jobs):
                 pairs = [
-                    (other["crop"], other["restored"])
+                    (other.crop, other.restored)
                     for frame_jobs in neighbour_jobs
                     for other in frame_jobs
-                    if job["track"] is not None and other["track"] == job["track"]
+                    if job.track is not None and other.track == job.track
                 ]
-                outputs[k] = fuse_outputs(job["crop"], job["restored"], pairs)
+                outputs[k] = fuse_outputs(job.crop, job.restored, pairs)
             timings["temporal"] += time.perf_counter() - start
 
         start = time.perf_counter()
         # Accumulate over the union of the face regions only, so compositing cost follows face area.
-        y0 = min(job["roi"][0].start for job in jobs)
-        y1 = max(job["roi"][0].stop for job in jobs)
-        x0 = min(job["roi"][1].start for job in jobs)
-        x1 = max(job["roi"][1].stop for job in jobs)
+        y0 = min(job.roi[0].start for job in jobs)
+        y1 = max(job.roi[0].stop for job in jobs)
+        x0 = min(job.roi[1].start for job in jobs)
+        x1 = max(job.roi[1].stop for job in jobs)
         delta_sum = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
         weight_sum = np.zeros((y1 - y0, x1 - x0), np.float32)
         per_track = {}
@@ -357,7 +371,7 @@ class FaceRestoreNode:
             matte_roi = self._paste(job, output, delta_sum, weight_sum, (y0, x0), np.float32(strength))
             if track_mattes and face.track is not None:
                 full = per_track.setdefault(face.track, np.zeros((h, w), np.float32))
-                full[job["roi"]] = np.maximum(full[job["roi"]], matte_roi)
+                full[job.roi] = np.maximum(full[job.roi], matte_roi)
         matte = np.zeros((h, w), np.float32)
         matte[region] = np.clip(weight_sum, 0.0, 1.0)
         coverage = (weight_sum > 0) & finite[region]
@@ -368,7 +382,7 @@ class FaceRestoreNode:
         timings["composite"] += time.perf_counter() - start
         return RestoreResult(out, matte, faces, nonfinite, dict(timings), per_track)
 
-    def _fuse_window(self, job: dict, face: FaceResult, neighbours) -> np.ndarray:
+    def _fuse_window(self, job: CropJob, face: FaceResult, neighbours) -> np.ndarray:
         """The face's input crop, fused with the same track's crops from neighbouring frames."""
         from facerestore.nodes.temporal import fuse
 
@@ -377,9 +391,9 @@ class FaceRestoreNode:
             match = next((f for f in others if f.track is not None and f.track == face.track), None)
             if match is None:
                 continue
-            to_out = scaled_template_transform(match.landmarks, job["out_size"])
-            crops.append(self._crop(plate, input_transform(to_out, self.restorer.scale), job["in_size"]))
-        return fuse(job["crop"], crops)
+            to_out = scaled_template_transform(match.landmarks, job.out_size)
+            crops.append(self._crop(plate, input_transform(to_out, self.restorer.scale), job.in_size))
+        return fuse(job.crop, crops)
 
     def _crop_interpolation(self) -> int:
         """x4 restorers were trained on bilinear crops; a x1 restorer's crop is sampled exactly
@@ -392,7 +406,7 @@ class FaceRestoreNode:
         roi, to_face_roi = face_roi(plate_rgb.shape, plate_to_face, size)
         return warp_to_face(self._encode(plate_rgb[roi]), to_face_roi, size, self._crop_interpolation())
 
-    def _prepare(self, plate_rgb: np.ndarray, face: FaceResult) -> dict:
+    def _prepare(self, plate_rgb: np.ndarray, face: FaceResult) -> CropJob:
         in_size = face.restore_size
         out_size = in_size * self.restorer.scale
         to_out = scaled_template_transform(face.landmarks, out_size)
@@ -401,14 +415,7 @@ class FaceRestoreNode:
         crop = warp_to_face(
             encoded_roi, input_transform(to_out_roi, self.restorer.scale), in_size, self._crop_interpolation()
         )
-        return {
-            "in_size": in_size,
-            "out_size": out_size,
-            "roi": roi,
-            "to_out_roi": to_out_roi,
-            "encoded_roi": encoded_roi,
-            "crop": crop,
-        }
+        return CropJob(face.track, in_size, out_size, roi, to_out_roi, encoded_roi, crop)
 
     def encode(self, plate_region: np.ndarray) -> np.ndarray:
         """The plate (or a region of it) as the networks see it."""
@@ -420,7 +427,7 @@ class FaceRestoreNode:
 
     def _paste(
         self,
-        job: dict,
+        job: CropJob,
         restored: np.ndarray,
         delta_sum: np.ndarray,
         weight_sum: np.ndarray,
@@ -429,8 +436,7 @@ class FaceRestoreNode:
     ) -> np.ndarray:
         """Add this face's matte-weighted change into buffers whose top-left is plate `origin`;
         returns the face's matte over its region of interest."""
-        out_size, roi, to_out_roi = job["out_size"], job["roi"], job["to_out_roi"]
-        encoded_roi = job["encoded_roi"]
+        out_size, roi, to_out_roi, encoded_roi = job.out_size, job.roi, job.to_out_roi, job.encoded_roi
         face_per_plate_px = affine_scale(to_out_roi)
         # The plate on the restorer's output grid: only the change against it goes back into the
         # plate, so the plate's own detail never makes a resampling round trip (a face larger
@@ -443,11 +449,11 @@ class FaceRestoreNode:
             # Plate colour and tone below the radius, restorer detail above it.
             sigma = sigma_plate * face_per_plate_px
             low = reference
-            if "own_crop" in job:
+            if job.own_crop is not None:
                 # The temporal fusion's change to the input (noise and codec flicker removed), so the
                 # kept low frequencies are as steady as the restored detail above them.
                 steadier = cv2.resize(
-                    job["crop"] - job["own_crop"], (out_size, out_size), interpolation=cv2.INTER_LINEAR
+                    job.crop - job.own_crop, (out_size, out_size), interpolation=cv2.INTER_LINEAR
                 )
                 low = low + steadier
             restored = restored - cv2.GaussianBlur(restored, (0, 0), sigma) + cv2.GaussianBlur(low, (0, 0), sigma)
@@ -478,7 +484,7 @@ class FaceRestoreNode:
         matte_roi[matte_roi < 1e-4] = 0.0  # interpolation dust is no coverage
         if self.params["regrain"] > 0:
             missing = missing_grain(encoded_roi, restored_roi, matte_roi > 0.5) * self.params["regrain"] ** 2
-            salt = -1 if job["track"] is None else job["track"]
+            salt = -1 if job.track is None else job.track
             restored_roi = restored_roi + grain(restored_roi.shape[:2], missing, encoded_roi, salt)
         # Both sides are decoded from the same clamped encoding, so highlights above 1.0 and
         # negatives, which the restorer never saw, pass through in the plate term.

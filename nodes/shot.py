@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from facerestore.nodes.align import choose_input_size, footprint_of
-from facerestore.nodes.face_restore import FaceResult, RestoreResult
+from facerestore.nodes.face_restore import CropJob, FaceResult, RestoreResult
 
 
 def track_restore_sizes(analysis, choose: Callable[[float], int] = choose_input_size) -> dict[int, int]:
@@ -108,7 +108,7 @@ class ShotRenderer:
             self.plates[frame] = self.plate_of(frame)
         return self.plates[frame]
 
-    def restored_crops(self, frame) -> list[dict]:
+    def restored_crops(self, frame) -> list[CropJob]:
         if frame not in self.outputs:
             faces = self.node.select(self.faces(frame))
             neighbours = [(self.plate(f), self.faces(f)) for f in self.window_of(frame)]

@@ -38,12 +38,6 @@ class NodeSpec:
     hint: str
     params: tuple[Param, ...] = field(default_factory=tuple)
 
-    def param(self, param_id: str) -> Param:
-        for p in self.params:
-            if p.id == param_id:
-                return p
-        raise KeyError(param_id)
-
     def defaults(self) -> dict[str, Any]:
         return {p.id: p.default for p in self.params}
 
