@@ -107,3 +107,89 @@ def test_the_cli_installs_the_ofx_bundle_with_its_worker_and_reports_errors_in_o
     assert not dest.exists()
     proc = run_cli("install", "ofx", "--path", dest, "--uninstall")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "nothing of facerestore install ofx" in proc.stderr
+
+
+@pytest.fixture
+def small_shot(tmp_path, colour):
+    from helpers import faces_plate, write_exr
+
+    (tmp_path / "plates").mkdir()
+    for t in range(1, 4):
+        write_exr(tmp_path / "plates" / f"s.{t:04d}.exr", faces_plate(colour, 200, 150, face_width=64,
+                                                                     positions=((50 + 3 * t, 25),), seed=t))
+    return tmp_path / "plates"
+
+
+def forget_host_modules():
+    for name in ("facerestore_host", "facerestore_nuke", "facerestore_fusion"):
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.slow
+def test_the_installed_nuke_folder_renders_through_with_the_command_it_recorded(tmp_path, small_shot, monkeypatch):
+    """What an artist gets: the installed copy (not the checkout), no FACERESTORE_CMD, a FAKE
+    `nuke` module (Nuke cannot run here)."""
+    import runpy
+
+    import fake_nuke
+    from helpers import channel, read_buf
+
+    dest = tmp_path / "nuke"
+    install("nuke", dest, sys.executable)
+    monkeypatch.delenv("FACERESTORE_CMD", raising=False)
+    monkeypatch.setitem(sys.modules, "nuke", fake_nuke)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    forget_host_modules()
+    fake_nuke.reset(script=str(tmp_path / "comp.nk"))
+    fake_nuke.plugin_path.append(str(dest))
+    try:
+        runpy.run_path(str(dest / "init.py"))
+        import facerestore_host
+        import facerestore_nuke
+
+        assert Path(facerestore_nuke.__file__).parent == dest and Path(facerestore_host.__file__).parent == dest
+        node = fake_nuke.createNode("FaceRestore")
+        read = fake_nuke.createNode("Read")
+        for knob, value in (("file", str(small_shot / "s.####.exr")), ("first", 1), ("last", 3), ("raw", True)):
+            read[knob].setValue(value)
+        node.setInput(0, read)
+        run = facerestore_nuke.render_through(node, wait=True)
+        assert fake_nuke.messages == [] and run.read is not None
+        spec, pixels = read_buf(run.output.replace("####", "0002"))
+        assert channel(spec, pixels, "face.mask").max() > 0.9
+    finally:
+        forget_host_modules()
+    uninstall("nuke", dest)
+    assert not dest.exists()
+
+
+@pytest.mark.slow
+def test_the_installed_fusion_comp_script_finds_its_support_files_and_renders(tmp_path, small_shot, monkeypatch):
+    import contextlib
+    import io
+    import runpy
+
+    import fake_fusion
+
+    dest = tmp_path / "fusion"
+    install("fusion", dest, sys.executable)
+    monkeypatch.delenv("FACERESTORE_CMD", raising=False)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    forget_host_modules()
+    comp = fake_fusion.FakeComp((1, 3), {})
+    loader = comp.make_tool("Loader")
+    loader.SetInput("Clip", str(small_shot / "s.0001.exr"))
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            runpy.run_path(str(dest / "Scripts" / "Comp" / "FaceRestore Render.py"),
+                           init_globals={"comp": comp, "fusion": fake_fusion.FakeFusion(comp)}, run_name="__main__")
+        import facerestore_fusion
+
+        assert Path(facerestore_fusion.__file__).parent == dest / "Scripts" / "facerestore"
+    finally:
+        forget_host_modules()
+    assert [t.ID for t in comp.added] == ["Loader"], out.getvalue()
+    assert len(list((small_shot / "facerestore").glob("*.exr"))) == 3
+    uninstall("fusion", dest)
+    assert not dest.exists()
