@@ -98,6 +98,13 @@ class ColourPipeline:
         """Plate values -> display-referred encoding (not clamped)."""
         return self._apply(self._encode, linear_rgb)
 
+    def display(self, linear_rgb: np.ndarray) -> np.ndarray:
+        """What the networks (detector and restorer) and contact sheets see: display-encoded and
+        clamped to [0, 1]. The one policy for non-finite plate values: NaN and -inf as 0, +inf as
+        the brightest value (1 after clamping). The output leaves those pixels untouched."""
+        finite = np.nan_to_num(linear_rgb, nan=0.0, posinf=np.finfo(np.float32).max, neginf=0.0)
+        return np.clip(self.encode(np.minimum(finite, np.float32(1e6))), 0.0, 1.0)
+
     def decode(self, encoded_rgb: np.ndarray) -> np.ndarray:
         """Display-referred encoding -> plate values."""
         return self._apply(self._decode, encoded_rgb)

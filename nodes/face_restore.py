@@ -255,10 +255,12 @@ class FaceRestoreNode:
         for a tracker that confirms them over time. `run_detector=False`: the image and scale only."""
         h, w = plate_rgb.shape[:2]
         scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
-        image = np.nan_to_num(plate_rgb, nan=0.0, posinf=1.0, neginf=0.0)
+        image = plate_rgb
         if scale < 1.0:
+            # Non-finite pixels would spread through the reduction: neutralised first, as display() does.
+            image = np.nan_to_num(image, nan=0.0, posinf=np.float32(1e6), neginf=0.0)
             image = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-        encoded = np.clip(self.colour.encode(image), 0.0, 1.0)
+        encoded = self.colour.display(image)
         faces = []
         threshold = 0.0 if candidates else self.params["detection_threshold"]
         for det in self.detector.detect(encoded) if run_detector else ():
@@ -422,8 +424,8 @@ class FaceRestoreNode:
         return self._encode(plate_region)
 
     def _encode(self, plate_region: np.ndarray) -> np.ndarray:
-        """What the networks see: display-encoded, clamped, non-finite values neutralised."""
-        return np.clip(self.colour.encode(np.nan_to_num(plate_region, nan=0.0, posinf=0.0, neginf=0.0)), 0.0, 1.0)
+        """What the networks see (ColourPipeline.display: one policy for non-finite values)."""
+        return self.colour.display(plate_region)
 
     def _paste(
         self,

@@ -98,7 +98,7 @@ def contact_sheet(
     """One row per frame: plate face, restored face (same window, enlarged), matte over the plate."""
 
     def display(rgb: np.ndarray) -> np.ndarray:
-        return np.clip(colour.encode(np.nan_to_num(rgb)), 0.0, 1.0)
+        return colour.display(rgb)
 
     def fit(image: np.ndarray, interpolation=cv2.INTER_CUBIC) -> np.ndarray:
         h, w = image.shape[:2]
