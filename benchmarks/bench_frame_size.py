@@ -4,8 +4,8 @@ Cost should follow face area, not frame area. Run from the set-up environment:
 
     .venv/bin/python -m facerestore.benchmarks.bench_frame_size [--repeats 3] [--device cpu] [--json out.json]
 
-Reports the median of the repeats after one warm-up, per stage, and the 4K / 1080p ratio
-measured in the same run (the machine is shared and noisy; compare ratios, not seconds).
+Reports the median of the repeats after one warm-up, per stage, the process's peak memory after
+each size, and the 4K / 1080p ratio measured in the same run (the machine is shared and noisy; compare ratios, not seconds).
 """
 
 from __future__ import annotations
@@ -38,6 +38,12 @@ def plate_with_face(colour: ColourPipeline, width: int, height: int) -> np.ndarr
     return colour.decode(canvas)
 
 
+def peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -51,6 +57,8 @@ def main() -> None:
     for name, (width, height) in SIZES.items():
         plate = plate_with_face(colour, width, height)
         node.process(plate)  # warm-up
+        # Peak resident memory so far (1080p runs first, so the 4K figure is the 4K frame's peak).
+        results.setdefault("peak_rss_mib", {})[name] = peak_rss_mib()
         runs = []
         for _ in range(args.repeats):
             start = time.perf_counter()
@@ -62,6 +70,8 @@ def main() -> None:
         print(
             f"{name:>6}: {len(result.faces)} face(s), " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in stages.items())
         )
+    print("peak memory: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in results["peak_rss_mib"].items())
+          + f" (plate alone: 4K float RGB {3840 * 2160 * 12 / 2**20:.0f} MiB)")
     ratio = results["4K"]["seconds"]["total"] / results["1080p"]["seconds"]["total"]
     print(f"4K / 1080p time ratio: {ratio:.2f} (frame area ratio 4.00)")
     results["ratio_4k_over_1080p"] = ratio

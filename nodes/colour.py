@@ -41,6 +41,11 @@ def load_config(path: str) -> OCIO.Config:
         raise FaceRestoreError(f"cannot load OCIO config {path}: {reason}") from None
 
 
+def neutralise_nonfinite(linear_rgb: np.ndarray) -> np.ndarray:
+    """A copy with NaN and -inf as 0 and +inf as a value every display encoding clamps to white."""
+    return np.nan_to_num(linear_rgb, nan=0.0, posinf=1e6, neginf=0.0)
+
+
 @dataclass
 class ColourPipeline:
     """Plate colourspace <-> the restorer's display-referred encoding."""
@@ -102,8 +107,8 @@ class ColourPipeline:
         """What the networks (detector and restorer) and contact sheets see: display-encoded and
         clamped to [0, 1]. The one policy for non-finite plate values: NaN and -inf as 0, +inf as
         the brightest value (1 after clamping). The output leaves those pixels untouched."""
-        finite = np.nan_to_num(linear_rgb, nan=0.0, posinf=np.finfo(np.float32).max, neginf=0.0)
-        return np.clip(self.encode(np.minimum(finite, np.float32(1e6))), 0.0, 1.0)
+        finite = neutralise_nonfinite(linear_rgb)
+        return np.clip(self.encode(finite), 0.0, 1.0, out=finite)
 
     def decode(self, encoded_rgb: np.ndarray) -> np.ndarray:
         """Display-referred encoding -> plate values."""

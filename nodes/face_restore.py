@@ -30,7 +30,7 @@ from facerestore.nodes.align import (
     transform_points,
     warp_to_face,
 )
-from facerestore.nodes.colour import ColourPipeline
+from facerestore.nodes.colour import ColourPipeline, neutralise_nonfinite
 from facerestore.nodes.grain import grain, missing_grain
 from facerestore.nodes.spec import NodeSpec, Param
 
@@ -255,12 +255,14 @@ class FaceRestoreNode:
         for a tracker that confirms them over time. `run_detector=False`: the image and scale only."""
         h, w = plate_rgb.shape[:2]
         scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
-        image = plate_rgb
         if scale < 1.0:
-            # Non-finite pixels would spread through the reduction: neutralised first, as display() does.
-            image = np.nan_to_num(image, nan=0.0, posinf=np.float32(1e6), neginf=0.0)
-            image = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-        encoded = self.colour.display(image)
+            # Non-finite pixels would spread through the reduction: neutralised first (the
+            # display policy), then the reduced frame, finite, is encoded.
+            reduced = cv2.resize(neutralise_nonfinite(plate_rgb), (round(w * scale), round(h * scale)),
+                                 interpolation=cv2.INTER_AREA)
+            encoded = np.clip(self.colour.encode(reduced), 0.0, 1.0, out=reduced)
+        else:
+            encoded = self.colour.display(plate_rgb)
         faces = []
         threshold = 0.0 if candidates else self.params["detection_threshold"]
         for det in self.detector.detect(encoded) if run_detector else ():
