@@ -320,31 +320,39 @@ class FaceRestoreNode:
         return [f for f in faces if f.track in self.selected_tracks]
 
     def process(
-        self,
-        plate_rgb: np.ndarray,
-        faces: list[FaceResult] | None = None,
-        track_mattes: bool = False,
-        jobs: list[CropJob] | None = None,
-        neighbour_jobs: list[list[CropJob]] = (),
+        self, plate_rgb: np.ndarray, faces: list[FaceResult] | None = None, track_mattes: bool = False
     ) -> RestoreResult:
-        """Restore the faces of one frame. `plate_rgb` is (H, W, 3) float32 in the plate colourspace.
-
-        `jobs`: this frame's `restore_crops` result (its input crops fused over the temporal
-        window); `neighbour_jobs`: the window's other frames' results, whose outputs are fused
-        with this frame's. ShotRenderer passes both; without them the frame is restored alone."""
+        """One frame on its own: detect (unless `faces` are given), restore, composite.
+        `plate_rgb` is (H, W, 3) float32 in the plate colourspace. A shot goes through
+        ShotRenderer instead, which restores each frame's crops once (`restore_crops`) and fuses
+        them over the temporal window (`composite`)."""
         timings: dict[str, float] = defaultdict(float)
         if faces is None:
             start = time.perf_counter()
             faces = self.detect(plate_rgb)
             timings["detect"] += time.perf_counter() - start
         faces = self.select(faces)
+        jobs = self.restore_crops(plate_rgb, faces, (), timings) if faces else []
+        return self.composite(plate_rgb, faces, jobs, (), track_mattes, timings)
+
+    def composite(
+        self,
+        plate_rgb: np.ndarray,
+        faces: list[FaceResult],
+        jobs: list[CropJob],
+        neighbour_jobs: list[list[CropJob]] = (),
+        track_mattes: bool = False,
+        timings: dict | None = None,
+    ) -> RestoreResult:
+        """The frame with its restored faces put back: `jobs` are its `restore_crops` result (one
+        per face of `faces`), `neighbour_jobs` those of the other frames of its temporal window,
+        whose outputs are fused with this frame's before compositing."""
+        timings = timings if timings is not None else defaultdict(float)
         h, w = plate_rgb.shape[:2]
         finite = np.isfinite(plate_rgb).all(axis=2)
         nonfinite = int(finite.size - np.count_nonzero(finite))
         if not faces:
             return RestoreResult(plate_rgb.copy(), np.zeros((h, w), np.float32), [], nonfinite, dict(timings))
-        if jobs is None:
-            jobs = self.restore_crops(plate_rgb, faces, (), timings)
         outputs = [job.restored for job in jobs]
         if neighbour_jobs:
             from facerestore.nodes.temporal import fuse_outputs

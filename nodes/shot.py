@@ -123,12 +123,12 @@ class ShotRenderer:
         rgb = self.plate(frame)
         faces = self.node.select(self.faces(frame))
         window = self.window_of(frame)
-        result = self.node.process(
+        result = self.node.composite(
             rgb,
             faces,
-            track_mattes=track_mattes,
-            jobs=self.restored_crops(frame) if faces else None,
-            neighbour_jobs=[self.restored_crops(f) for f in window] if faces else (),
+            self.restored_crops(frame) if faces else [],
+            [self.restored_crops(f) for f in window] if faces else (),
+            track_mattes,
         )
         self._evict(frame)
         return result
