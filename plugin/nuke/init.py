@@ -11,9 +11,14 @@ import sys
 import nuke
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-for folder in (HERE, os.path.join(HERE, "..", "hostside")):  # installed copy, or a checkout
-    if os.path.isdir(folder) and folder not in sys.path:
-        sys.path.append(folder)
+# This folder first, so its own facerestore_host is the one imported (not another install's);
+# a checkout's shared module (../hostside) after it.
+if HERE in sys.path:
+    sys.path.remove(HERE)
+sys.path.insert(0, HERE)
+CHECKOUT_HOSTSIDE = os.path.join(HERE, "..", "hostside")
+if os.path.isdir(CHECKOUT_HOSTSIDE) and CHECKOUT_HOSTSIDE not in sys.path:
+    sys.path.append(CHECKOUT_HOSTSIDE)
 
 # The OFX node the gizmo wraps returns restored RGB with the matte in alpha; the gizmo moves the
 # matte to face.mask. Used bare (OFX menu), it keeps the same default.
