@@ -56,6 +56,14 @@ MAX_CACHED_FRAMES = 48  # restored crops kept per shot
 FEED_TIMEOUT = 600.0  # an analysis the plug-in stopped feeding ends after this
 
 
+def cached_bytes(shot: Shot) -> int:
+    return sum(
+        job.crop.nbytes + job.encoded_roi.nbytes + (job.restored.nbytes if job.restored is not None else 0)
+        for _, crops in shot.outputs.values()
+        for job in crops
+    )
+
+
 def log_request(entry: dict) -> None:
     """FACERESTORE_WORKER_LOG=PATH: one JSON line per request (what was analysed, restored or
     reused), to see why a host render is slow; the host speed test reads it."""
@@ -100,8 +108,20 @@ class StreamedAnalysis:
         if self.next >= len(self.frames) or frame != self.frames[self.next]:
             raise FaceRestoreError(f"shot analysis expected frame {self.frames[self.next]}, got {frame}")
         self.next += 1
-        if self.thread.is_alive():
-            self.incoming.put((frame, plate.copy()), timeout=FEED_TIMEOUT)
+        item = (frame, plate.copy())
+        waited = 0.0
+        while True:  # short waits: a failed analysis is reported at once, not after the timeout
+            if self.error is not None:
+                raise self.error
+            if not self.thread.is_alive():
+                break
+            try:
+                self.incoming.put(item, timeout=0.2)
+                break
+            except queue.Full:
+                waited += 0.2
+                if waited > FEED_TIMEOUT:
+                    raise FaceRestoreError("shot analysis stopped taking frames") from None
         if self.next < len(self.frames):
             return False
         self.thread.join()
@@ -124,17 +144,31 @@ class Shot:
         self.analysis = None
         self.digests: dict = {}
         self.streaming: StreamedAnalysis | None = None
-        self.outputs: OrderedDict = OrderedDict()  # frame -> (digest, restored crops)
+        self.outputs: OrderedDict = OrderedDict()  # (frame, crop parameters) -> (digest, restored crops)
 
 
 _shots: OrderedDict = OrderedDict()
+# What a shot's tracking depends on: the plate's colourspace (what the detector sees) and the
+# detection threshold. Restored crops also depend on these (the restorer and its inputs).
+ANALYSIS_PARAMS = ("colorspace", "detection_threshold")
+CROP_PARAMS = ANALYSIS_PARAMS + ("model", "backend", "fidelity", "temporal_window", "ensemble", "tracks")
+MAX_CACHED_BYTES = 1 << 30  # restored crops kept per shot, at most
 
 
-def shot_for(params_key: str, clip_range) -> Shot:
+def shot_for(request: dict) -> Shot:
+    clip_range = request.get("range")
+    if (
+        not isinstance(clip_range, list)
+        or len(clip_range) != 2
+        or not all(isinstance(t, int | float) and np.isfinite(t) for t in clip_range)
+    ):
+        raise BadRequest(f"bad clip range {clip_range!r}")
     first, last = (int(round(float(t))) for t in clip_range)
     if last < first or last - first > 100_000:
         raise BadRequest(f"bad clip range {clip_range!r}")
-    key = (params_key, first, last)
+    params = request["params"]
+    # Per plug-in instance: two nodes on different plates with the same range never share a shot.
+    key = (str(request.get("instance", "")), json.dumps([params.get(p) for p in ANALYSIS_PARAMS]), first, last)
     if key not in _shots:
         _shots[key] = Shot(list(range(first, last + 1)))
         while len(_shots) > MAX_SHOTS:
@@ -153,19 +187,19 @@ def analyse(request: dict) -> None:
     params = dict(request["params"])
     params.pop("output", None), params.pop("analysis", None)
     params_key = json.dumps({k: v for k, v in sorted(params.items())})
-    shot = shot_for(params_key, request["range"])
+    shot = shot_for(request)
     if times and times[0] == shot.frames[0]:  # a (new) analysis starts
         if shot.streaming:
             shot.streaming.stop()
         shot.analysis, shot.digests, shot.outputs = None, {}, OrderedDict()
         shot.streaming = StreamedAnalysis(node_for(params_key), shot.frames)
-    if shot.streaming is None:
-        raise FaceRestoreError("shot analysis must start at the clip's first frame")
     for i, frame in enumerate(times):
+        if shot.streaming is None:
+            raise FaceRestoreError("shot analysis must start at the clip's first frame and end at its last")
         plate = np.ascontiguousarray(shared[i, :, :, :3])
-        shot.digests[frame] = digest(plate)
         if shot.streaming.feed(frame, plate):
             shot.analysis, shot.streaming = shot.streaming.result, None
+        shot.digests[frame] = digest(plate)
     log_request({"op": "analyse", "frames": times, "complete": shot.analysis is not None})
 
 
@@ -213,8 +247,10 @@ def render(request: dict) -> None:
             raise FaceRestoreError(f"frame {centre} is not in the analysis {analysis_path}")
         frames = analysis.frames
     elif request.get("range") is not None:
-        shot = shot_for(json.dumps({k: v for k, v in sorted(params.items())}), request["range"])
-        window = {frame: digest(plate_of(frame)) for frame in frame_of}
+        shot = shot_for(request)
+        # Only the clip's own frames count: a host may hand out held frames beyond its ends.
+        first, last = shot.frames[0], shot.frames[-1]
+        window = {frame: digest(plate_of(frame)) for frame in frame_of if first <= frame <= last}
         if shot.analysis is None or any(shot.digests.get(f) != d for f, d in window.items()):
             shot.analysis = None  # a frame changed since (or never analysed): track the shot again
             log_request({"op": "render", "frame": centre, "need": "analysis"})
@@ -226,17 +262,21 @@ def render(request: dict) -> None:
         frames = sorted(frame_of)
         analysis = analyse_shot(node, frames, plate_of)
     renderer = ShotRenderer(node, analysis, frames, plate_of)
+    crop_key = json.dumps([params.get(p) for p in CROP_PARAMS])
     if shot is not None:  # crops restored by earlier renders, for frames that have not changed
-        renderer.outputs.update({f: crops for f, (d, crops) in shot.outputs.items() if window.get(f) == d})
+        renderer.outputs.update(
+            {f: crops for (f, k), (d, crops) in shot.outputs.items() if k == crop_key and window.get(f) == d}
+        )
     reused = set(renderer.outputs)
     result = renderer.render(centre)
     log_request({"op": "render", "frame": centre, "per_shot": shot is not None,
                  "restored": sorted(set(renderer.outputs) - reused)})
     if shot is not None:
         for frame, crops in renderer.outputs.items():
-            shot.outputs[frame] = (window[frame], crops)
-            shot.outputs.move_to_end(frame)
-        while len(shot.outputs) > MAX_CACHED_FRAMES:
+            if frame in window:
+                shot.outputs[(frame, crop_key)] = (window[frame], crops)
+                shot.outputs.move_to_end((frame, crop_key))
+        while len(shot.outputs) > MAX_CACHED_FRAMES or cached_bytes(shot) > MAX_CACHED_BYTES:
             shot.outputs.popitem(last=False)
     out = shared[len(times)]
     source = shared[request["centre"]]

@@ -380,6 +380,24 @@ def test_sequential_host_renders_without_an_analysis_equal_the_cli_full_render(h
     assert restored == list(range(1, 13))  # each frame restored once, not once per neighbour
 
 
+def test_a_host_that_holds_frames_beyond_the_clip_renders_every_frame_as_the_cli(host, shot, tmp_path, node):
+    """Hosts hand out the first and last frames for times beyond a clip's ends: those held
+    frames are not part of the shot and must not make the worker ask for its analysis again
+    (it did, and the plug-in then read past its answer buffer and crashed the host)."""
+    from facerestore.plugin.render import RenderOptions, render
+
+    render(RenderOptions(input=str(shot / "s.####.exr"), output=str(tmp_path / "r.####.exr"), progress=False), node=node)
+    proc = run_host(host, shot, tmp_path / "o.raw", "--sequence", "colorspace=ACEScg",
+                    env={"FACERESTORE_TEST_HOLD_FRAMES": "1"})
+    assert proc.returncode == 0 and proc.stdout.count("status 0") == 5, proc.stdout + proc.stderr
+    for t in range(1, 6):
+        out = np.fromfile(tmp_path / f"o.raw.{t}", np.float32).reshape(H, W, 4)
+        buf = oiio.ImageBuf(str(tmp_path / f"r.{t:04d}.exr"))
+        names = list(buf.spec().channelnames)
+        reference = buf.get_pixels(oiio.FLOAT)
+        assert np.abs(out[..., :3] - reference[..., [names.index(c) for c in "RGB"]]).max() <= 1e-6, t
+
+
 def test_a_frame_changed_between_renders_is_analysed_again(host, shot, tmp_path, node, colour):
     """The worker's shot state is keyed by frame content: an upstream change in the window
     (here frame 4 replaced between two renders of frame 3) makes it track the shot again."""

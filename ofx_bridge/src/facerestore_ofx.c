@@ -303,6 +303,7 @@ static int read_line(OfxImageEffectHandle effect, double timeout, char *err, siz
 
 static void consume_line(void) {
     size_t used = strlen(g_line) + 1;
+    if (used > g_line_len) used = g_line_len; /* never past what was read */
     memmove(g_line, g_line + used, g_line_len - used);
     g_line_len -= used;
 }
@@ -395,11 +396,14 @@ static OfxStatus describe_in_context(OfxImageEffectHandle effect, OfxPropertySet
             g_props->propSetDouble(pp, kOfxParamPropMax, 0, p->max);
             g_props->propSetDouble(pp, kOfxParamPropDisplayMin, 0, p->min);
             g_props->propSetDouble(pp, kOfxParamPropDisplayMax, 0, p->max);
+            /* One value per shot, as in the CLI: a frame rendered alone equals the full render. */
+            g_props->propSetInt(pp, kOfxParamPropAnimates, 0, 0);
             break;
         case P_INT:
             g_props->propSetInt(pp, kOfxParamPropDefault, 0, (int)p->def);
             g_props->propSetInt(pp, kOfxParamPropMin, 0, (int)p->min);
             g_props->propSetInt(pp, kOfxParamPropMax, 0, (int)p->max);
+            g_props->propSetInt(pp, kOfxParamPropAnimates, 0, 0);
             break;
         case P_STRING:
             g_props->propSetString(pp, kOfxParamPropDefault, 0, p->def_string);
@@ -583,9 +587,9 @@ static int stream_shot(OfxImageEffectHandle effect, OfxImageClipHandle clip, con
                 static char request[16384];
                 long id = ++g_request_id;
                 int k = snprintf(request, sizeof request,
-                                 "{\"id\":%ld,\"op\":\"analyse\",\"shm\":\"%s\",\"width\":%d,\"height\":%d,"
-                                 "\"range\":[%.17g,%.17g],\"times\":[",
-                                 id, shm_name + 1, width, height, range[0], range[1]);
+                                 "{\"id\":%ld,\"op\":\"analyse\",\"instance\":\"%p\",\"shm\":\"%s\",\"width\":%d,"
+                                 "\"height\":%d,\"range\":[%.17g,%.17g],\"times\":[",
+                                 id, (void *)effect, shm_name + 1, width, height, range[0], range[1]);
                 for (int f = 0; f < count; f++) k += snprintf(request + k, sizeof request - k, "%s%.17g", f ? "," : "", times[f]);
                 snprintf(request + k, sizeof request - k, "],\"params\":{");
                 append_param_json(request, sizeof request - 2, param_set, time);
@@ -693,8 +697,9 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     for (int attempt = 0; attempt < 3; attempt++) {
         id = ++g_request_id;
         int k = snprintf(request, sizeof request,
-                         "{\"id\":%ld,\"op\":\"render\",\"shm\":\"%s\",\"width\":%d,\"height\":%d,\"centre\":%d,",
-                         id, shm_name + 1, width, height, centre_index);
+                         "{\"id\":%ld,\"op\":\"render\",\"instance\":\"%p\",\"shm\":\"%s\",\"width\":%d,"
+                         "\"height\":%d,\"centre\":%d,",
+                         id, (void *)effect, shm_name + 1, width, height, centre_index);
         if (per_shot)
             k += snprintf(request + k, sizeof request - k, "\"range\":[%.17g,%.17g],", clip_range[0], clip_range[1]);
         k += snprintf(request + k, sizeof request - k, "\"times\":[");
@@ -703,10 +708,14 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
         append_param_json(request, sizeof request - 2, param_set, time);
         strcat(request, "}\n");
         got = ask_worker(effect, request, id, timeout, err, sizeof err);
-        const char *need = got == 1 ? json_value("need") : NULL;
-        if (!need || strncmp(need, "\"analysis\"", 10) != 0) break;
-        /* First render of this shot (or a frame changed): stream the clip to the worker once. */
+        const char *need = got == 1 && per_shot ? json_value("need") : NULL;
+        if (!need || strncmp(need, "\"analysis\"", 10) != 0) break; /* the answer stays for below */
         consume_line();
+        if (attempt > 0) { /* analysed, and still not current (frames that change every time): */
+            per_shot = 0;  /* render over the window alone */
+            continue;
+        }
+        /* First render of this shot (or a frame changed): stream the clip to the worker once. */
         int streamed = stream_shot(effect, source_clip, clip_range, centre.bounds, param_set, time, timeout, err,
                                    sizeof err);
         if (streamed == 0) {
