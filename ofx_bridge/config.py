@@ -9,8 +9,10 @@ import sys
 
 
 def worker_json(python: str) -> str:
-    return json.dumps({"command": shlex.join([python, "-m", "facerestore.ofx_bridge.worker"])}, indent=2) + "\n"
+    # Not ASCII-escaped: the plug-in's small JSON reader takes UTF-8 but no \u escapes.
+    command = shlex.join([python, "-m", "facerestore.ofx_bridge.worker"])
+    return json.dumps({"command": command}, indent=2, ensure_ascii=False) + "\n"
 
 
 if __name__ == "__main__":
-    sys.stdout.write(worker_json(sys.argv[1] if len(sys.argv) > 1 else sys.executable))
+    sys.stdout.buffer.write(worker_json(sys.argv[1] if len(sys.argv) > 1 else sys.executable).encode())

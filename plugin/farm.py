@@ -58,7 +58,8 @@ def run(args) -> int:
     if args.engine == "opencue":
         spec = write_opencue_job(shot, job_dir)
         print(f"job: {spec}")
-        print(f"launch:  {OPENCUE_LAUNCH.format(spec=repr(str(spec)))}")
+        code = f"import opencue; opencue.api.launchSpec(open({str(spec)!r}).read())"
+        print(f"launch:  {OPENCUE_LAUNCH.format(code=shlex.quote(code))}")
         return 0
     if args.engine == "deadline":
         files, submit = write_deadline_jobs(shot, job_dir)
@@ -139,7 +140,7 @@ def write_deadline_jobs(shot: FarmShot, job_dir: Path) -> tuple[list[Path], str]
         words = ["-m", "facerestore.plugin.cli", "render", shot.input, "-o", shot.output, "--analysis", shot.sidecar,
                  *render_args, *shot.options, "-q"]
         # Tokens stay bare; everything else quoted as Windows and POSIX command lines both read it.
-        return " ".join(w if w.startswith("<") or not needs_quotes(w) else f'"{w}"' for w in words)
+        return " ".join(w if "<STARTFRAME>" in w or not needs_quotes(w) else f'"{w}"' for w in words)
 
     def info(values: dict) -> bytes:
         return "".join(f"{key}={value}\n" for key, value in values.items()).encode()
@@ -154,7 +155,7 @@ def write_deadline_jobs(shot: FarmShot, job_dir: Path) -> tuple[list[Path], str]
                        "OutputDirectory0": os.path.dirname(shot.output),
                        "OutputFilename0": os.path.basename(shot.output)},
         "render_plugin.job": {"Executable": sys.executable,
-                              "Arguments": arguments("--frames", "<STARTFRAME>-<ENDFRAME>", "--analysis-frozen"),
+                              "Arguments": arguments("--frames=<STARTFRAME>-<ENDFRAME>", "--analysis-frozen"),
                               "Shell": "default", "ShellExecute": "False"},
     }
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +170,7 @@ def write_deadline_jobs(shot: FarmShot, job_dir: Path) -> tuple[list[Path], str]
 
 
 OPENCUE_SPEC = "opencue_job.xml"
-OPENCUE_LAUNCH = 'CUEBOT_HOSTS=<your cuebot> python -c "import opencue; opencue.api.launchSpec(open({spec}).read())"'
+OPENCUE_LAUNCH = "CUEBOT_HOSTS=<your cuebot> python -c {code}"
 
 
 def write_opencue_job(shot: FarmShot, job_dir: Path) -> Path:
@@ -188,12 +189,12 @@ def write_opencue_job(shot: FarmShot, job_dir: Path) -> Path:
     def command(*render_args: str) -> str:
         words = [sys.executable, "-m", "facerestore.plugin.cli", "render", shot.input, "-o", shot.output,
                  "--analysis", shot.sidecar, *render_args, *shot.options, "-q"]
-        return " ".join(w if w.startswith("#FRAME_") else shlex.quote(w) for w in words)
+        return " ".join(w if w.startswith("--frames=#FRAME_") else shlex.quote(w) for w in words)
 
     name = "facerestore_" + "".join(c if c.isalnum() else "_" for c in Path(shot.input).name.split(".")[0])
     job = outline.Outline(name, shot=os.environ.get("SHOT", "shot"), show=os.environ.get("SHOW", "facerestore"))
     analyse = Shell("Analyse", command=command("--analyse-only"), range=str(shot.first), chunk=1)
-    render = Shell("Render", command=command("--frames", "#FRAME_START#-#FRAME_END#", "--analysis-frozen"),
+    render = Shell("Render", command=command("--frames=#FRAME_START#-#FRAME_END#", "--analysis-frozen"),
                    range=f"{shot.first}-{shot.last}", chunk=shot.chunk)
     render.depend_all(analyse)
     job.add_layer(analyse)
@@ -252,7 +253,7 @@ def write_openjd_job(shot: FarmShot, job_dir: Path) -> Path:
                         }
                     ]
                 },
-                "script": {"actions": {"onRun": command("--frames", "{{Task.Param.Frame}}", "--analysis-frozen")}},
+                "script": {"actions": {"onRun": command("--frames={{Task.Param.Frame}}", "--analysis-frozen")}},
             },
         ],
     }

@@ -130,7 +130,7 @@ def ofx_placement(python: str) -> Placement:
     from facerestore.ofx_bridge.config import worker_json
 
     files = tree(bundle, "FaceRestore.ofx.bundle")
-    files["FaceRestore.ofx.bundle/Contents/Resources/worker.json"] = worker_json(python).encode()
+    files["FaceRestore.ofx.bundle/Contents/Resources/worker.json"] = worker_json(python).encode("utf-8")
     return Placement(files, ["hosts scan this folder at start-up: restart them; FaceRestore is under Filter > facerestore"])
 
 
@@ -153,31 +153,53 @@ def install(host: str, dest: Path, python: str) -> list[str]:
     manifest = read_manifest(manifest_path)
     for relative in plan.files:
         target = dest / relative
-        if target.exists() and (not target.is_file() or manifest["files"].get(relative) != digest(target.read_bytes())):
+        # lexists: a dangling symbolic link is something there too.
+        if os.path.lexists(target) and (
+            target.is_symlink() or not target.is_file() or manifest["files"].get(relative) != digest(target.read_bytes())
+        ):
             raise FaceRestoreError(
                 f"{target} exists and was not written by facerestore install (or was edited since); "
                 "move it away, or install with --path elsewhere"
             )
-    folders = [f for f in manifest["folders"]]
-    for relative, data in plan.files.items():
-        target = dest / relative
-        missing = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
-        folders += [str(p.relative_to(dest)) if p != dest else "." for p in missing if p == dest or dest in p.parents]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        partial.write_bytes(data)
-        os.replace(partial, target)
-        if relative.endswith((".py", ".sh")) and "Contents" not in relative:
-            target.chmod(0o644)
-        elif "/Contents/" in relative and "/Resources/" not in relative:
-            target.chmod(0o755)  # the plug-in binary
+    # Two phases: every file written beside its target first, then all renamed into place, so a
+    # failure (a folder in the way, a full disk) leaves the destination as it was.
+    folders = list(manifest["folders"])
+    staged: list[tuple[Path, Path]] = []
+    old_files = manifest["files"]
+    old_manifest = manifest_path.read_bytes() if manifest_path.is_file() else None
+    try:
+        for relative, data in plan.files.items():
+            target = dest / relative
+            missing = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
+            folders += [str(p.relative_to(dest)) if p != dest else "." for p in missing if p == dest or dest in p.parents]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.facerestore-{os.getpid()}")
+            partial.write_bytes(data)
+            if "/Contents/" in relative and "/Resources/" not in relative:
+                partial.chmod(0o755)  # the plug-in binary
+            staged.append((partial, target))
+        # The manifest first: if renaming stops half way, uninstall still knows every file.
+        record = {"host": host, "files": {r: digest(d) for r, d in plan.files.items()}, "folders": sorted(set(folders))}
+        manifest_path.write_text(json.dumps(record, indent=1) + "\n")
+        for partial, target in staged:
+            os.replace(partial, target)
+        staged = []
+    except OSError as exc:
+        for partial, _ in staged:
+            partial.unlink(missing_ok=True)
+        if old_manifest is not None:
+            manifest_path.write_bytes(old_manifest)
+        elif manifest_path.exists():
+            manifest_path.unlink()
+        for folder in sorted(set(folders) - set(manifest["folders"]), key=lambda f: -len(Path(f).parts)):
+            path = dest / folder
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        raise FaceRestoreError(f"cannot install in {dest}: {exc.strerror or exc} ({exc.filename or dest})") from None
     # Files of an earlier install that this one no longer has.
-    stale = [r for r in manifest["files"] if r not in plan.files and (dest / r).exists()]
-    for relative in stale:
-        if digest((dest / relative).read_bytes()) == manifest["files"][relative]:
+    for relative in [r for r in old_files if r not in plan.files and (dest / r).is_file()]:
+        if digest((dest / relative).read_bytes()) == old_files[relative]:
             (dest / relative).unlink()
-    record = {"host": host, "files": {r: digest(d) for r, d in plan.files.items()}, "folders": sorted(set(folders))}
-    manifest_path.write_text(json.dumps(record, indent=1) + "\n")
     return [f"installed facerestore for {host} in {dest} ({len(plan.files)} files)", *plan.notes]
 
 
@@ -225,5 +247,7 @@ def run(args) -> int:
         lines = uninstall(args.host, dest) if args.uninstall else install(args.host, dest, python)
     except PermissionError as exc:
         raise FaceRestoreError(f"cannot write in {dest}: {exc.strerror}; use --path, or run as an administrator") from None
+    except OSError as exc:
+        raise FaceRestoreError(f"cannot {'uninstall from' if args.uninstall else 'install in'} {dest}: {exc.strerror or exc}") from None
     print("\n".join(lines))
     return 0

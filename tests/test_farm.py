@@ -96,7 +96,7 @@ def test_deadline_jobs_run_as_its_commandline_plugin_would_equal_one_render(shot
     assert analyse["Plugin"] == render["Plugin"] == "CommandLine" and analyse["BatchName"] == render["BatchName"]
     assert render["Frames"] == "1-13" and render["ChunkSize"] == "5"
     plugin = read_info(tmp_path / "job" / "render_plugin.job")
-    assert "--frames <STARTFRAME>-<ENDFRAME>" in plugin["Arguments"] and "--analysis-frozen" in plugin["Arguments"]
+    assert "--frames=<STARTFRAME>-<ENDFRAME>" in plugin["Arguments"] and "--analysis-frozen" in plugin["Arguments"]
 
     def run(plugin_file: str, start: int, end: int) -> None:
         info = read_info(tmp_path / "job" / plugin_file)
@@ -161,7 +161,7 @@ def test_opencue_job_spec_has_the_layers_dependency_and_chunks_and_its_commands_
     assert depend.get("type") == "LAYER_ON_LAYER"
     assert (depend.findtext("deplayer"), depend.findtext("onlayer")) == ("Render", "Analyse")
     render_cmd = layers["Render"].findtext("cmd")
-    assert "--frames #FRAME_START#-#FRAME_END#" in render_cmd and "--analysis-frozen" in render_cmd
+    assert "--frames=#FRAME_START#-#FRAME_END#" in render_cmd and "--analysis-frozen" in render_cmd
 
     def run(layer: str, start: int, end: int) -> None:
         cmd = layers[layer].findtext("cmd").replace("#FRAME_START#", str(start)).replace("#FRAME_END#", str(end))

@@ -193,3 +193,29 @@ def test_the_installed_fusion_comp_script_finds_its_support_files_and_renders(tm
     assert len(list((small_shot / "facerestore").glob("*.exr"))) == 3
     uninstall("fusion", dest)
     assert not dest.exists()
+
+
+def test_a_failed_install_leaves_nothing_and_a_dangling_link_is_not_replaced(tmp_path):
+    dest = tmp_path / "fusion"
+    (dest / "Scripts").mkdir(parents=True)
+    (dest / "Scripts" / "facerestore").write_text("a file where the install needs a folder\n")
+    before = snapshot(dest)
+    proc = run_cli("install", "fusion", "--path", dest)
+    assert proc.returncode == 2 and proc.stderr.startswith("facerestore: error: cannot install in") and proc.stderr.count("\n") == 1
+    assert snapshot(dest) == before  # nothing written, no manifest: a retry is not refused
+    (dest / "Scripts" / "facerestore").unlink()
+    install("fusion", dest, sys.executable)
+    uninstall("fusion", dest)
+    nuke = tmp_path / "nuke"
+    nuke.mkdir()
+    (nuke / "menu.py").symlink_to(tmp_path / "nowhere.py")
+    with pytest.raises(FaceRestoreError, match="menu.py exists"):
+        install("nuke", nuke, sys.executable)
+    assert (nuke / "menu.py").is_symlink() and [p.name for p in nuke.iterdir()] == ["menu.py"]
+
+
+def test_the_bundles_worker_file_keeps_a_non_ascii_interpreter_path_as_utf8():
+    from facerestore.ofx_bridge.config import worker_json
+
+    text = worker_json("/opt/envé/bin/python")
+    assert "/opt/envé/bin/python" in text and "\\u" not in text  # the plug-in's reader takes no \u escapes

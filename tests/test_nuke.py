@@ -215,3 +215,14 @@ def test_the_nuke_folder_type_checks_against_the_published_nuke_stubs():
         capture_output=True, text=True, cwd=ROOT / "plugin" / "hostside",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_argument_parsers_own_errors_reach_the_artist(nuke, shot, tmp_path):
+    import facerestore_nuke
+
+    facerestore_host = facerestore_nuke.host
+    job = facerestore_host.Job(facerestore_host.render_args(str(shot / "s.####.exr"), str(tmp_path / "r.####.exr"),
+                                                            {"backend": "cuda"}, frames=(-3, 2)))
+    with pytest.raises(facerestore_host.HostError, match="invalid choice: 'cuda'"):
+        job.wait()
+    assert "--frames=-3-2" in job.command  # a negative first frame stays one argument

@@ -27,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SPEC_NAME = "facerestore_spec.json"
 CONFIG_NAME = "facerestore_host.json"
 PROGRESS = re.compile(r"\[[#-]*\] (\d+)/(\d+)")
+ERROR_LINE = re.compile(r"^facerestore[\w ]*: (?:error|internal error|interrupted)")
 
 
 class HostError(Exception):
@@ -101,7 +102,7 @@ def render_args(
     """Arguments of `facerestore render` for a shot, after the command itself."""
     args = ["render", plates, "-o", output] + param_flags(values)
     if frames:
-        args += ["--frames", "%d-%d" % (int(frames[0]), int(frames[1]))]
+        args.append("--frames=%d-%d" % (int(frames[0]), int(frames[1])))  # "=": a negative first frame
     if analysis:
         args += ["--analysis", analysis]
     if colorspace:
@@ -114,7 +115,7 @@ def render_args(
 def farm_args(engine: str, plates: str, output: str, job_dir: str, values: dict, frames=None, chunk=10) -> list:
     args = ["farm", engine, plates, "-o", output, "--job-dir", job_dir, "--chunk", str(int(chunk))]
     if frames:
-        args += ["--frames", "%d-%d" % (int(frames[0]), int(frames[1]))]
+        args.append("--frames=%d-%d" % (int(frames[0]), int(frames[1])))
     options = param_flags(values)
     if options:
         args += ["--render-options", " ".join(shlex.quote(o) for o in options)]
@@ -182,7 +183,8 @@ class Job:
         if self.cancelled:
             raise HostError("facerestore: cancelled")
         if code != 0:
-            errors = [line for line in self.lines if line.startswith("facerestore:")]
+            # facerestore's own errors, and the argument parser's ("facerestore render: error: ...").
+            errors = [line for line in self.lines if ERROR_LINE.match(line)]
             raise HostError(errors[-1] if errors else "facerestore failed (exit %d)" % code)
         return self.lines
 
