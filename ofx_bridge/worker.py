@@ -145,6 +145,10 @@ class Shot:
         self.digests: dict = {}
         self.streaming: StreamedAnalysis | None = None
         self.outputs: OrderedDict = OrderedDict()  # (frame, crop parameters) -> (digest, restored crops)
+        self.fresh = False  # analysed, and no render has used the analysis yet
+        # The host's frames differed from the ones just analysed: its upstream gives different
+        # pixels on every evaluation, so this shot is tracked over each render's window instead.
+        self.unsteady = False
 
 
 _shots: OrderedDict = OrderedDict()
@@ -198,7 +202,7 @@ def analyse(request: dict) -> None:
             raise FaceRestoreError("shot analysis must start at the clip's first frame and end at its last")
         plate = np.ascontiguousarray(shared[i, :, :, :3])
         if shot.streaming.feed(frame, plate):
-            shot.analysis, shot.streaming = shot.streaming.result, None
+            shot.analysis, shot.streaming, shot.fresh = shot.streaming.result, None, True
         shot.digests[frame] = digest(plate)
     log_request({"op": "analyse", "frames": times, "complete": shot.analysis is not None})
 
@@ -251,14 +255,21 @@ def render(request: dict) -> None:
         # Only the clip's own frames count: a host may hand out held frames beyond its ends.
         first, last = shot.frames[0], shot.frames[-1]
         window = {frame: digest(plate_of(frame)) for frame in frame_of if first <= frame <= last}
-        if shot.analysis is None or any(shot.digests.get(f) != d for f, d in window.items()):
+        changed = shot.analysis is None or any(shot.digests.get(f) != d for f, d in window.items())
+        if changed and shot.fresh:
+            shot.unsteady = True
+        shot.fresh = False
+        if changed and not shot.unsteady:
             shot.analysis = None  # a frame changed since (or never analysed): track the shot again
             log_request({"op": "render", "frame": centre, "need": "analysis"})
             raise NeedAnalysis()
-        analysis, frames = shot.analysis, shot.frames
-    else:
-        # No stored analysis: track the faces over the frames the host gave, the same for any
-        # frame rendered in any order.
+        if shot.unsteady:
+            shot = None  # below: tracked over this render's window
+        else:
+            analysis, frames = shot.analysis, shot.frames
+    if shot is None and not analysis_path:
+        # No stored analysis (or an unsteady upstream): track the faces over the frames the host
+        # gave, the same for any frame rendered in any order.
         frames = sorted(frame_of)
         analysis = analyse_shot(node, frames, plate_of)
     renderer = ShotRenderer(node, analysis, frames, plate_of)

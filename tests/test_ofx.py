@@ -398,6 +398,19 @@ def test_a_host_that_holds_frames_beyond_the_clip_renders_every_frame_as_the_cli
         assert np.abs(out[..., :3] - reference[..., [names.index(c) for c in "RGB"]]).max() <= 1e-6, t
 
 
+def test_an_upstream_that_changes_on_every_evaluation_is_analysed_once_then_rendered_per_window(host, shot, tmp_path):
+    import json
+
+    log = tmp_path / "worker.log"
+    proc = run_host(host, shot, tmp_path / "o.raw", "--sequence",
+                    env={"FACERESTORE_TEST_UNSTEADY_FRAMES": "1", "FACERESTORE_WORKER_LOG": str(log)})
+    assert proc.returncode == 0 and proc.stdout.count("status 0") == 5, proc.stdout
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [f for e in entries if e["op"] == "analyse" for f in e["frames"]] == [1, 2, 3, 4, 5]  # once, not per frame
+    renders = [e for e in entries if e["op"] == "render" and "need" not in e]
+    assert len(renders) == 5 and not any(e["per_shot"] for e in renders)
+
+
 def test_a_frame_changed_between_renders_is_analysed_again(host, shot, tmp_path, node, colour):
     """The worker's shot state is keyed by frame content: an upstream change in the window
     (here frame 4 replaced between two renders of frame 3) makes it track the shot again."""
