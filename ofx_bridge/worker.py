@@ -51,17 +51,32 @@ class NeedAnalysis(Exception):
     """The shot has no current analysis: the plug-in streams its frames (`op: analyse`) first."""
 
 
-MAX_SHOTS = 4  # shots kept (per parameters and clip range)
+MAX_SHOTS = 64  # shots kept (an analysis is small; restored crops are bounded by bytes below)
 MAX_CACHED_FRAMES = 48  # restored crops kept per shot
 FEED_TIMEOUT = 600.0  # an analysis the plug-in stopped feeding ends after this
 
 
 def cached_bytes(shot: Shot) -> int:
+    arrays = ("crop", "own_crop", "encoded_roi", "restored")
     return sum(
-        job.crop.nbytes + job.encoded_roi.nbytes + (job.restored.nbytes if job.restored is not None else 0)
+        getattr(job, name).nbytes
         for _, crops in shot.outputs.values()
         for job in crops
+        for name in arrays
+        if getattr(job, name) is not None
     )
+
+
+def trim_crop_caches() -> None:
+    """Restored crops of every shot together stay under MAX_CACHED_BYTES: the least recently
+    used shots' oldest frames go first."""
+    sizes = {key: cached_bytes(shot) for key, shot in _shots.items()}
+    total = sum(sizes.values())
+    for key, shot in _shots.items():  # least recently used first
+        while total > MAX_CACHED_BYTES and shot.outputs:
+            before = cached_bytes(shot)
+            shot.outputs.popitem(last=False)
+            total -= before - cached_bytes(shot)
 
 
 def log_request(entry: dict) -> None:
@@ -86,10 +101,19 @@ class StreamedAnalysis:
 
         self.frames, self.next = frames, 0
         self.incoming: queue.Queue = queue.Queue(maxsize=2)
+        self.stopped = threading.Event()
         self.result, self.error = None, None
 
         def plate_of(frame):
-            item = self.incoming.get(timeout=FEED_TIMEOUT)
+            waited = 0.0
+            while True:
+                if self.stopped.is_set() or waited > FEED_TIMEOUT:
+                    raise FaceRestoreError("shot analysis stopped")
+                try:
+                    item = self.incoming.get(timeout=0.5)
+                    break
+                except queue.Empty:
+                    waited += 0.5
             if item is None or item[0] != frame:
                 raise FaceRestoreError("shot analysis stopped")
             return item[1]
@@ -130,10 +154,7 @@ class StreamedAnalysis:
         return True
 
     def stop(self) -> None:
-        try:
-            self.incoming.put_nowait(None)
-        except queue.Full:
-            pass
+        self.stopped.set()
 
 
 class Shot:
@@ -145,9 +166,9 @@ class Shot:
         self.digests: dict = {}
         self.streaming: StreamedAnalysis | None = None
         self.outputs: OrderedDict = OrderedDict()  # (frame, crop parameters) -> (digest, restored crops)
-        self.fresh = False  # analysed, and no render has used the analysis yet
-        # The host's frames differed from the ones just analysed: its upstream gives different
-        # pixels on every evaluation, so this shot is tracked over each render's window instead.
+        # The host's frames differed from the ones it had just streamed for the analysis: its
+        # upstream gives different pixels on every evaluation, so this shot is tracked over each
+        # render's window instead.
         self.unsteady = False
 
 
@@ -156,7 +177,7 @@ _shots: OrderedDict = OrderedDict()
 # detection threshold. Restored crops also depend on these (the restorer and its inputs).
 ANALYSIS_PARAMS = ("colorspace", "detection_threshold")
 CROP_PARAMS = ANALYSIS_PARAMS + ("model", "backend", "fidelity", "temporal_window", "ensemble", "tracks")
-MAX_CACHED_BYTES = 1 << 30  # restored crops kept per shot, at most
+MAX_CACHED_BYTES = 2 << 30  # restored crops kept, all shots together
 
 
 def shot_for(request: dict) -> Shot:
@@ -202,7 +223,7 @@ def analyse(request: dict) -> None:
             raise FaceRestoreError("shot analysis must start at the clip's first frame and end at its last")
         plate = np.ascontiguousarray(shared[i, :, :, :3])
         if shot.streaming.feed(frame, plate):
-            shot.analysis, shot.streaming, shot.fresh = shot.streaming.result, None, True
+            shot.analysis, shot.streaming = shot.streaming.result, None
         shot.digests[frame] = digest(plate)
     log_request({"op": "analyse", "frames": times, "complete": shot.analysis is not None})
 
@@ -256,9 +277,8 @@ def render(request: dict) -> None:
         first, last = shot.frames[0], shot.frames[-1]
         window = {frame: digest(plate_of(frame)) for frame in frame_of if first <= frame <= last}
         changed = shot.analysis is None or any(shot.digests.get(f) != d for f, d in window.items())
-        if changed and shot.fresh:
+        if changed and request.get("after_analysis") and shot.analysis is not None:
             shot.unsteady = True
-        shot.fresh = False
         if changed and not shot.unsteady:
             shot.analysis = None  # a frame changed since (or never analysed): track the shot again
             log_request({"op": "render", "frame": centre, "need": "analysis"})
@@ -287,8 +307,9 @@ def render(request: dict) -> None:
             if frame in window:
                 shot.outputs[(frame, crop_key)] = (window[frame], crops)
                 shot.outputs.move_to_end((frame, crop_key))
-        while len(shot.outputs) > MAX_CACHED_FRAMES or cached_bytes(shot) > MAX_CACHED_BYTES:
+        while len(shot.outputs) > MAX_CACHED_FRAMES:
             shot.outputs.popitem(last=False)
+        trim_crop_caches()
     out = shared[len(times)]
     source = shared[request["centre"]]
     if output_mode == "mask":

@@ -411,6 +411,18 @@ def test_an_upstream_that_changes_on_every_evaluation_is_analysed_once_then_rend
     assert len(renders) == 5 and not any(e["per_shot"] for e in renders)
 
 
+def test_a_render_at_a_fractional_time_leaves_the_shot_state_alone(host, shot, tmp_path):
+    """Motion blur or a retime downstream asks for t = 3.5: not a frame of the shot, so it is
+    tracked over its own window and the shot's analysis is neither built nor marked unsteady."""
+    import json
+
+    log = tmp_path / "worker.log"
+    proc = run_host(host, shot, tmp_path / "o.raw", time=3.5, env={"FACERESTORE_WORKER_LOG": str(log)})
+    assert proc.returncode == 0, proc.stdout
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["op"] for e in entries] == ["render"] and entries[0]["per_shot"] is False
+
+
 def test_a_frame_changed_between_renders_is_analysed_again(host, shot, tmp_path, node, colour):
     """The worker's shot state is keyed by frame content: an upstream change in the window
     (here frame 4 replaced between two renders of frame 3) makes it track the shot again."""

@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -553,8 +554,8 @@ static int ask_worker(OfxImageEffectHandle effect, const char *request, long id,
 
 /* The shot's frames streamed to the worker in order, a few at a time, so it tracks the whole
  * shot once (as `facerestore render` does). 1: analysed; 0: aborted by the host; -1: a frame
- * was not available or the worker refused (err says which; the render then falls back to
- * tracking over its own window). Called with the worker lock held. */
+ * was not available (the render then tracks over its own window); -2: the worker failed or
+ * refused (err says how; the render fails with it). Called with the worker lock held. */
 static int stream_shot(OfxImageEffectHandle effect, OfxImageClipHandle clip, const double range[2], OfxRectI bounds,
                        OfxParamSetHandle param_set, OfxTime time, double timeout, char *err, size_t n) {
     enum { BATCH = 4 };
@@ -601,11 +602,12 @@ static int stream_shot(OfxImageEffectHandle effect, OfxImageClipHandle clip, con
                         snprintf(err, n, "%s", error && *error == '"' ? error + 1 : g_line);
                         char *end = strrchr(err, '"');
                         if (end) *end = 0;
-                        result = -1;
+                        result = -2;
                     }
                     consume_line();
                 } else if (result < 0) {
                     stop_worker();
+                    result = -2;
                 }
             }
             free_segment(shm_name, fd, shared, total);
@@ -666,7 +668,10 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     OfxPropertySetHandle source_props;
     if (g_effects->clipGetPropertySet(source_clip, &source_props) == kOfxStatOK)
         g_props->propGetDoubleN(source_props, kOfxImageEffectPropFrameRange, 2, clip_range);
-    int per_shot = clip_range[1] >= clip_range[0] && clip_range[1] - clip_range[0] <= 100000;
+    /* Whole frames only: a fractional time (motion blur, a retime) is not a frame of the shot. */
+    int per_shot = clip_range[1] >= clip_range[0] && clip_range[1] - clip_range[0] <= 100000 &&
+                   fabs(time - floor(time + 0.5)) < 1e-6;
+    int after_analysis = 0;
 
     pthread_mutex_lock(&g_worker_lock);
     char err[1024] = "";
@@ -701,7 +706,8 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
                          "\"height\":%d,\"centre\":%d,",
                          id, (void *)effect, shm_name + 1, width, height, centre_index);
         if (per_shot)
-            k += snprintf(request + k, sizeof request - k, "\"range\":[%.17g,%.17g],", clip_range[0], clip_range[1]);
+            k += snprintf(request + k, sizeof request - k, "\"range\":[%.17g,%.17g],%s", clip_range[0], clip_range[1],
+                          after_analysis ? "\"after_analysis\":true," : "");
         k += snprintf(request + k, sizeof request - k, "\"times\":[");
         for (int f = 0; f < count; f++) k += snprintf(request + k, sizeof request - k, "%s%.17g", f ? "," : "", times[f]);
         k += snprintf(request + k, sizeof request - k, "],\"params\":{");
@@ -722,7 +728,12 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
             got = 0;
             break;
         }
-        if (streamed < 0) per_shot = 0; /* render over the window alone */
+        if (streamed == -2) {
+            got = -1; /* the worker failed or refused: say so (the next render starts afresh) */
+            break;
+        }
+        if (streamed < 0) per_shot = 0; /* a frame the host cannot give: render over the window alone */
+        after_analysis = 1;
         if (g_worker_fd < 0 && start_worker(err, sizeof err) != 0) {
             got = -1;
             break;
