@@ -138,6 +138,10 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def record_digest(plan: Placement, relative: str) -> str:
+    return digest(plan.files[relative])
+
+
 def read_manifest(path: Path) -> dict:
     if not path.exists():
         return {"files": {}, "folders": []}
@@ -184,17 +188,26 @@ def install(host: str, dest: Path, python: str) -> list[str]:
         for partial, target in staged:
             os.replace(partial, target)
         staged = []
-    except OSError as exc:
+    except BaseException as exc:  # an OS error, or Ctrl-C: no staged file is left behind
         for partial, _ in staged:
             partial.unlink(missing_ok=True)
-        if old_manifest is not None:
-            manifest_path.write_bytes(old_manifest)
-        elif manifest_path.exists():
-            manifest_path.unlink()
-        for folder in sorted(set(folders) - set(manifest["folders"]), key=lambda f: -len(Path(f).parts)):
-            path = dest / folder
-            if path.is_dir() and not any(path.iterdir()):
-                path.rmdir()
+        renamed = {r for r in plan.files if (dest / r).is_file() and digest((dest / r).read_bytes()) == record_digest(plan, r)}
+        if renamed:
+            # Stopped half way through the renames: the manifest lists what is on disk now (the
+            # new files, and the old ones not yet replaced), so a retry or an uninstall works.
+            files = {r: d for r, d in old_files.items() if r not in renamed} | {r: record_digest(plan, r) for r in renamed}
+            manifest_path.write_text(json.dumps({"host": host, "files": files, "folders": sorted(set(folders))}, indent=1))
+        else:
+            if old_manifest is not None:
+                manifest_path.write_bytes(old_manifest)
+            elif manifest_path.exists():
+                manifest_path.unlink()
+            for folder in sorted(set(folders) - set(manifest["folders"]), key=lambda f: -len(Path(f).parts)):
+                path = dest / folder
+                if path.is_dir() and not any(path.iterdir()):
+                    path.rmdir()
+        if not isinstance(exc, OSError):
+            raise
         raise FaceRestoreError(f"cannot install in {dest}: {exc.strerror or exc} ({exc.filename or dest})") from None
     # Files of an earlier install that this one no longer has.
     for relative in [r for r in old_files if r not in plan.files and (dest / r).is_file()]:

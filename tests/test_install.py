@@ -219,3 +219,27 @@ def test_the_bundles_worker_file_keeps_a_non_ascii_interpreter_path_as_utf8():
 
     text = worker_json("/opt/envé/bin/python")
     assert "/opt/envé/bin/python" in text and "\\u" not in text  # the plug-in's reader takes no \u escapes
+
+
+def test_an_install_stopped_half_way_through_its_renames_can_be_retried_and_uninstalled(tmp_path, monkeypatch):
+    """As when Windows refuses to replace a plug-in a running host has loaded: some files are
+    already the new ones, the rest not; the manifest must still know every file."""
+    from facerestore.plugin import install as install_module
+
+    dest = tmp_path / "nuke"
+    real_replace, calls = os.replace, []
+
+    def failing_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise PermissionError(13, "Permission denied", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(install_module.os, "replace", failing_replace)
+    with pytest.raises(FaceRestoreError, match="cannot"):
+        install("nuke", dest, sys.executable)
+    assert not list(dest.rglob("*.facerestore-[0-9]*"))  # no staged file left
+    monkeypatch.setattr(install_module.os, "replace", real_replace)
+    install("nuke", dest, sys.executable)  # the retry is not refused
+    uninstall("nuke", dest)
+    assert not dest.exists()
