@@ -138,9 +138,6 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def record_digest(plan: Placement, relative: str) -> str:
-    return digest(plan.files[relative])
-
 
 def read_manifest(path: Path) -> dict:
     if not path.exists():
@@ -171,6 +168,7 @@ def install(host: str, dest: Path, python: str) -> list[str]:
     staged: list[tuple[Path, Path]] = []
     old_files = manifest["files"]
     old_manifest = manifest_path.read_bytes() if manifest_path.is_file() else None
+    new_files = {r: digest(d) for r, d in plan.files.items()}
     try:
         for relative, data in plan.files.items():
             target = dest / relative
@@ -183,7 +181,7 @@ def install(host: str, dest: Path, python: str) -> list[str]:
                 partial.chmod(0o755)  # the plug-in binary
             staged.append((partial, target))
         # The manifest first: if renaming stops half way, uninstall still knows every file.
-        record = {"host": host, "files": {r: digest(d) for r, d in plan.files.items()}, "folders": sorted(set(folders))}
+        record = {"host": host, "files": new_files, "folders": sorted(set(folders))}
         manifest_path.write_text(json.dumps(record, indent=1) + "\n")
         for partial, target in staged:
             os.replace(partial, target)
@@ -191,11 +189,11 @@ def install(host: str, dest: Path, python: str) -> list[str]:
     except BaseException as exc:  # an OS error, or Ctrl-C: no staged file is left behind
         for partial, _ in staged:
             partial.unlink(missing_ok=True)
-        renamed = {r for r in plan.files if (dest / r).is_file() and digest((dest / r).read_bytes()) == record_digest(plan, r)}
+        renamed = {r for r, d in new_files.items() if (dest / r).is_file() and digest((dest / r).read_bytes()) == d}
         if renamed:
             # Stopped half way through the renames: the manifest lists what is on disk now (the
             # new files, and the old ones not yet replaced), so a retry or an uninstall works.
-            files = {r: d for r, d in old_files.items() if r not in renamed} | {r: record_digest(plan, r) for r in renamed}
+            files = {r: d for r, d in old_files.items() if r not in renamed} | {r: new_files[r] for r in renamed}
             manifest_path.write_text(json.dumps({"host": host, "files": files, "folders": sorted(set(folders))}, indent=1))
         else:
             if old_manifest is not None:

@@ -535,7 +535,8 @@ def _render(options: RenderOptions, node, jobs: list[FrameJob], first_spec, wall
         for done, job in enumerate(jobs, 1):
             for ahead in jobs[done : done + 1]:
                 reader.prefetch(ahead.frame)
-            for f in renderer.frames[renderer.position.get(job.frame, 0) : renderer.position.get(job.frame, 0) + reach]:
+            here = renderer.position.get(job.frame, 0)
+            for f in renderer.frames[here : here + reach]:
                 reader.prefetch(f)
             start = time.perf_counter()
             frame = reader.get(job.frame)

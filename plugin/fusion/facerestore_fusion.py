@@ -240,16 +240,23 @@ def restore_loader(comp, loader, values=None, colorspace=None, track_mattes=Fals
     return result
 
 
+def comp_and_loader(comp, fusion) -> tuple:
+    """The comp a menu script runs in and the Loader to work on, checked before any dialog: a
+    wrong selection or clip is reported at once."""
+    if comp is None and fusion is not None:
+        comp = fusion.GetCurrentComp()
+    if comp is None:
+        raise HostError("no composition is open")
+    loader = find_loader(comp)
+    loader_shot(comp, loader)
+    return comp, loader
+
+
 def comp_main(comp=None, fusion=None, log=print):
     """Script > FaceRestore Render: ask the options, render, add the Loader. Errors are one line
     in the console and change nothing in the comp."""
     try:
-        if comp is None and fusion is not None:
-            comp = fusion.GetCurrentComp()
-        if comp is None:
-            raise HostError("no composition is open")
-        loader = find_loader(comp)
-        loader_shot(comp, loader)  # before the dialog: a wrong selection or clip is reported at once
+        comp, loader = comp_and_loader(comp, fusion)
         options = ask_options(comp, host.load_spec())
         if options is None:
             log("facerestore: cancelled")
@@ -277,12 +284,7 @@ def farm_main(comp=None, fusion=None, log=print):
     """Script > FaceRestore Submit to farm: the selected Loader's range as a farm job, with the
     node's parameters and the engine and chunk asked in one dialog."""
     try:
-        if comp is None and fusion is not None:
-            comp = fusion.GetCurrentComp()
-        if comp is None:
-            raise HostError("no composition is open")
-        loader = find_loader(comp)
-        loader_shot(comp, loader)
+        comp, loader = comp_and_loader(comp, fusion)
         engines = ("openjd", "opencue", "deadline")
         answers = comp.AskUser(
             "FaceRestore: submit to farm",
