@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -66,6 +67,14 @@ def faces_plate(colour, width=320, height=240, face_width=90, positions=((115, 4
     if degrade:
         canvas = degrade_display(canvas, np.random.default_rng(seed))
     return colour.decode(canvas)
+
+
+def write_moving_face_shot(folder, colour, frames: int) -> None:
+    """Frames 1..N of a 200x150 shot with one astronaut head (NASA, public domain) drifting
+    right: the small shot the host and farm tests render."""
+    for t in range(1, frames + 1):
+        plate = faces_plate(colour, 200, 150, face_width=64, positions=((50 + 3 * t, 25),), seed=t)
+        write_exr(Path(folder) / f"s.{t:04d}.exr", plate)
 
 
 def run_cli(*args, check=False) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import faces_plate, read_buf, run_cli, write_exr
+from helpers import read_buf, run_cli, write_moving_face_shot
 
 OPENJD = Path(sys.executable).parent / "openjd"
 
@@ -17,9 +17,7 @@ OPENJD = Path(sys.executable).parent / "openjd"
 @pytest.fixture(scope="module")
 def shot(tmp_path_factory, colour):
     folder = tmp_path_factory.mktemp("farm_shot")
-    for t in range(1, 14):
-        plate = faces_plate(colour, 200, 150, face_width=64, positions=((50 + 3 * t, 25),), seed=t)
-        write_exr(folder / f"s.{t:04d}.exr", plate)
+    write_moving_face_shot(folder, colour, 13)
     return folder
 
 

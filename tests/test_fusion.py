@@ -25,7 +25,7 @@ import pytest
 from facerestore.plugin.fusion_macro import INPUT_ROUTER, MATTE_TOOL, OFX_TOOL, RGB_TOOL, macro_text
 from facerestore.plugin.hostspec import spec_json
 
-from helpers import channel, faces_plate, read_buf, run_cli, write_exr
+from helpers import channel, read_buf, run_cli, write_moving_face_shot
 
 ROOT = Path(__file__).resolve().parent.parent
 FUSION_DIR = ROOT / "plugin" / "fusion"
@@ -304,9 +304,7 @@ def facerestore_command():
 @pytest.fixture(scope="module")
 def shot(tmp_path_factory, colour):
     folder = tmp_path_factory.mktemp("fusion_shot")
-    for t in range(1, 6):
-        plate = faces_plate(colour, 200, 150, face_width=64, positions=((50 + 3 * t, 25),), seed=t)
-        write_exr(folder / f"s.{t:04d}.exr", plate)
+    write_moving_face_shot(folder, colour, 5)
     return folder
 
 

@@ -111,12 +111,10 @@ def test_the_cli_installs_the_ofx_bundle_with_its_worker_and_reports_errors_in_o
 
 @pytest.fixture
 def small_shot(tmp_path, colour):
-    from helpers import faces_plate, write_exr
+    from helpers import write_moving_face_shot
 
     (tmp_path / "plates").mkdir()
-    for t in range(1, 4):
-        write_exr(tmp_path / "plates" / f"s.{t:04d}.exr", faces_plate(colour, 200, 150, face_width=64,
-                                                                     positions=((50 + 3 * t, 25),), seed=t))
+    write_moving_face_shot(tmp_path / "plates", colour, 3)
     return tmp_path / "plates"
 
 

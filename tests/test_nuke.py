@@ -18,7 +18,7 @@ import yaml
 import fake_nuke
 from facerestore.plugin.hostspec import spec_json
 from facerestore.plugin.nuke_gizmo import gizmo_text
-from helpers import channel, faces_plate, read_buf, run_cli, write_exr
+from helpers import channel, read_buf, run_cli, write_moving_face_shot
 
 ROOT = Path(__file__).resolve().parent.parent
 NUKE_DIR = ROOT / "plugin" / "nuke"
@@ -43,9 +43,7 @@ def nuke(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def shot(tmp_path_factory, colour):
     folder = tmp_path_factory.mktemp("nuke_shot")
-    for t in range(1, 5):
-        plate = faces_plate(colour, 200, 150, face_width=64, positions=((50 + 3 * t, 25),), seed=t)
-        write_exr(folder / f"s.{t:04d}.exr", plate)
+    write_moving_face_shot(folder, colour, 4)
     return folder
 
 

@@ -78,6 +78,17 @@ def run_host(host, shot, out, *args, env=None, time=3, timeout=600, binary=BINAR
     return proc
 
 
+def differences_from_cli(raw_path, exr_path) -> tuple[float, float]:
+    """Largest differences of a host render (RGBA, the matte in alpha) from the CLI's frame: RGB,
+    and the matte against the CLI's face.mask."""
+    out = np.fromfile(raw_path, np.float32).reshape(H, W, 4)
+    buf = oiio.ImageBuf(str(exr_path))
+    names = list(buf.spec().channelnames)
+    reference = buf.get_pixels(oiio.FLOAT)
+    rgb = np.abs(out[..., :3] - reference[..., [names.index(c) for c in "RGB"]]).max()
+    return float(rgb), float(np.abs(out[..., 3] - reference[..., names.index("face.mask")]).max())
+
+
 def leftover_segments(*procs) -> list[str]:
     """Shared-memory segments left by these host processes (`facerestore-PID-N`), not by
     anything else on the machine."""
@@ -150,13 +161,9 @@ def test_render_matches_facerestore_render(host, shot, tmp_path, node):
     )
     proc = run_host(host, shot, tmp_path / "o.raw", f"analysis={report.analysis_path}", "colorspace=ACEScg")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    rgb, matte = differences_from_cli(tmp_path / "o.raw", tmp_path / "r.0003.exr")
+    assert rgb <= 1e-6 and matte <= 1e-6  # matte in alpha
     out = np.fromfile(tmp_path / "o.raw", np.float32).reshape(H, W, 4)
-    buf = oiio.ImageBuf(str(tmp_path / "r.0003.exr"))
-    names = list(buf.spec().channelnames)
-    reference = buf.get_pixels(oiio.FLOAT)
-    rgb = reference[..., [names.index(c) for c in "RGB"]]
-    assert np.abs(out[..., :3] - rgb).max() <= 1e-6
-    assert np.abs(out[..., 3] - reference[..., names.index("face.mask")]).max() <= 1e-6  # matte in alpha
     source = np.fromfile(shot / "frame.3.raw", np.float32).reshape(H, W, 4)
     assert (np.abs(out[..., :3] - source[..., :3]).max(axis=2) > 1e-3).sum() > 300  # the face was restored
 
@@ -365,12 +372,8 @@ def test_sequential_host_renders_without_an_analysis_equal_the_cli_full_render(h
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for t in range(1, 13):
-        out = np.fromfile(tmp_path / f"o.raw.{t}", np.float32).reshape(H, W, 4)
-        buf = oiio.ImageBuf(str(tmp_path / f"r.{t:04d}.exr"))
-        names = list(buf.spec().channelnames)
-        reference = buf.get_pixels(oiio.FLOAT)
-        assert np.abs(out[..., :3] - reference[..., [names.index(c) for c in "RGB"]]).max() <= 1e-6, t
-        assert np.abs(out[..., 3] - reference[..., names.index("face.mask")]).max() <= 1e-6, t
+        rgb, matte = differences_from_cli(tmp_path / f"o.raw.{t}", tmp_path / f"r.{t:04d}.exr")
+        assert rgb <= 1e-6 and matte <= 1e-6, t
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     analysed = [f for e in entries if e["op"] == "analyse" for f in e["frames"]]
     assert analysed == list(range(1, 13))  # the clip streamed once, in order
@@ -391,11 +394,7 @@ def test_a_host_that_holds_frames_beyond_the_clip_renders_every_frame_as_the_cli
                     env={"FACERESTORE_TEST_HOLD_FRAMES": "1"})
     assert proc.returncode == 0 and proc.stdout.count("status 0") == 5, proc.stdout + proc.stderr
     for t in range(1, 6):
-        out = np.fromfile(tmp_path / f"o.raw.{t}", np.float32).reshape(H, W, 4)
-        buf = oiio.ImageBuf(str(tmp_path / f"r.{t:04d}.exr"))
-        names = list(buf.spec().channelnames)
-        reference = buf.get_pixels(oiio.FLOAT)
-        assert np.abs(out[..., :3] - reference[..., [names.index(c) for c in "RGB"]]).max() <= 1e-6, t
+        assert differences_from_cli(tmp_path / f"o.raw.{t}", tmp_path / f"r.{t:04d}.exr")[0] <= 1e-6, t
 
 
 def test_an_upstream_that_changes_on_every_evaluation_is_analysed_once_then_rendered_per_window(host, shot, tmp_path):
@@ -440,11 +439,7 @@ def test_a_frame_changed_between_renders_is_analysed_again(host, shot, tmp_path,
     proc = run_host(host, changed, tmp_path / "o.raw", "--renders", "2", "colorspace=ACEScg",
                     "--between", f"cp {tmp_path / 'new4.raw'} {changed / 'frame.4.raw'}")
     assert proc.returncode == 0 and proc.stdout.count("status 0") == 2, proc.stdout
-    out = np.fromfile(tmp_path / "o.raw", np.float32).reshape(H, W, 4)
-    buf = oiio.ImageBuf(str(tmp_path / "r.0003.exr"))
-    names = list(buf.spec().channelnames)
-    reference = buf.get_pixels(oiio.FLOAT)
-    assert np.abs(out[..., :3] - reference[..., [names.index(c) for c in "RGB"]]).max() <= 1e-6
+    assert differences_from_cli(tmp_path / "o.raw", tmp_path / "r.0003.exr")[0] <= 1e-6
 
 
 def test_a_host_that_gives_no_clip_range_renders_over_the_window(host, shot, tmp_path):
