@@ -123,6 +123,27 @@ FACE_RESTORE = NodeSpec(
     ),
 )
 
+# What a host node adds around the node's own parameters: how the result is returned, the
+# plate's colourspace and a shot analysis. The OpenFX plug-in and the host adapters show them; the
+# CLI has them as render options (--output, --colorspace, --analysis).
+HOST_PARAMS = (
+    Param(
+        "output",
+        "Output",
+        "both: restored RGB with the face matte in alpha; restored: RGB, plate alpha; mask: the matte.",
+        "both",
+        choices=("both", "restored", "mask"),
+    ),
+    Param("colorspace", "Plate colourspace", "OCIO colourspace of the plate; empty = the config's scene_linear role.", ""),
+    Param(
+        "analysis",
+        "Analysis file",
+        "Shot analysis from `facerestore render` (tracks, smoothed landmarks); empty = analyse the frames around "
+        "each frame.",
+        "",
+    ),
+)
+
 MAX_BATCH = 16
 # Shot analysis also keeps detections down to this confidence, and keeps a face found only at
 # that level when it is tracked through several frames (`TrackerSettings.confirm_frames`): a
@@ -437,25 +458,11 @@ class FaceRestoreNode:
         """What the networks see (ColourPipeline.display: one policy for non-finite values)."""
         return self.colour.display(plate_region)
 
-    def _paste(
-        self,
-        job: CropJob,
-        restored: np.ndarray,
-        delta_sum: np.ndarray,
-        weight_sum: np.ndarray,
-        origin: tuple[int, int],
-        strength: np.float32,
+    def _keep_plate_tone(
+        self, job: CropJob, restored: np.ndarray, reference: np.ndarray, face_per_plate_px: float
     ) -> np.ndarray:
-        """Add this face's matte-weighted change into buffers whose top-left is plate `origin`;
-        returns the face's matte over its region of interest."""
-        out_size, roi, to_out_roi, encoded_roi = job.out_size, job.roi, job.to_out_roi, job.encoded_roi
-        face_per_plate_px = affine_scale(to_out_roi)
-        # The plate on the restorer's output grid: only the change against it goes back into the
-        # plate, so the plate's own detail never makes a resampling round trip (a face larger
-        # than the restorer's crop keeps its detail above the crop's resolution).
-        # Cubic both ways: the plate's round trip (up, then back down) then nearly returns the
-        # plate, so the noise the restorer removed does not come back as the round trip's loss.
-        reference = warp_to_face(encoded_roi, to_out_roi, out_size, cv2.INTER_CUBIC)
+        """The restored face with the plate's colour and tone (see keep_colour_radius)."""
+        out_size = job.out_size
         sigma_plate = self.params["keep_colour_radius"]
         if sigma_plate > 0:
             # Plate colour and tone below the radius, restorer detail above it.
@@ -475,6 +482,28 @@ class FaceRestoreNode:
             weights = self._matte(out_size)[..., None]
             shift = ((restored - reference) * weights).sum(axis=(0, 1)) / max(float(weights.sum()), 1e-6)
             restored = restored - shift.astype(np.float32)
+        return restored
+
+    def _paste(
+        self,
+        job: CropJob,
+        restored: np.ndarray,
+        delta_sum: np.ndarray,
+        weight_sum: np.ndarray,
+        origin: tuple[int, int],
+        strength: np.float32,
+    ) -> np.ndarray:
+        """Add this face's matte-weighted change into buffers whose top-left is plate `origin`;
+        returns the face's matte over its region of interest."""
+        out_size, roi, to_out_roi, encoded_roi = job.out_size, job.roi, job.to_out_roi, job.encoded_roi
+        face_per_plate_px = affine_scale(to_out_roi)
+        # The plate on the restorer's output grid: only the change against it goes back into the
+        # plate, so the plate's own detail never makes a resampling round trip (a face larger
+        # than the restorer's crop keeps its detail above the crop's resolution).
+        # Cubic both ways: the plate's round trip (up, then back down) then nearly returns the
+        # plate, so the noise the restorer removed does not come back as the round trip's loss.
+        reference = warp_to_face(encoded_roi, to_out_roi, out_size, cv2.INTER_CUBIC)
+        restored = self._keep_plate_tone(job, restored, reference, face_per_plate_px)
         if face_per_plate_px > 1.25:
             # Going back down to plate resolution: low-pass the restored face first so its detail
             # does not alias. Not the reference: a low-passed reference would hand the plate's

@@ -2,33 +2,17 @@
 `python -m facerestore.ofx_bridge.params > build/params.h` (the Makefile does this), so the
 OFX node, the CLI and the host adapters cannot drift apart.
 
-Besides the node's own parameters, the OFX node has three of its own (how the result is
+Besides the node's own parameters, the OFX node shows the three a host node adds (how the result is
 returned, the plate's colourspace and the shot's analysis file); the worker reads them."""
 
 from __future__ import annotations
 
 import sys
 
-from facerestore.nodes.face_restore import FACE_RESTORE
-from facerestore.nodes.spec import Param
+from facerestore.nodes.face_restore import FACE_RESTORE, HOST_PARAMS
 
-OFX_ONLY = (
-    Param(
-        "output",
-        "Output",
-        "both: restored RGB with the face matte in alpha; restored: RGB, plate alpha; mask: the matte.",
-        "both",
-        choices=("both", "restored", "mask"),
-    ),
-    Param("colorspace", "Plate colourspace", "OCIO colourspace of the plate; empty = the config's scene_linear role.", ""),
-    Param(
-        "analysis",
-        "Analysis file",
-        "Shot analysis from `facerestore render` (tracks, smoothed landmarks); empty = analyse the frames around "
-        "each frame.",
-        "",
-    ),
-)
+# The node's own parameters and the three a host node adds around them (HOST_PARAMS).
+OFX_PARAMS = FACE_RESTORE.params + HOST_PARAMS
 
 
 def c_string(text: str) -> str:
@@ -47,7 +31,7 @@ def c_number(value) -> str:
     return repr(float(value)) if value is not None else "0"
 
 
-def header(params=FACE_RESTORE.params + OFX_ONLY) -> str:
+def header(params=OFX_PARAMS) -> str:
     lines = [
         "/* Generated from the node spec by `python -m facerestore.ofx_bridge.params`; do not edit. */",
         f"#define FR_SPEC_VERSION_MAJOR {FACE_RESTORE.version[0]}",

@@ -13,9 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from facerestore.nodes.face_restore import FACE_RESTORE
+from facerestore.nodes.face_restore import FACE_RESTORE, HOST_PARAMS
 from facerestore.nodes.spec import Param
-from facerestore.ofx_bridge.params import OFX_ONLY
 
 PLUGIN_DIR = Path(__file__).resolve().parent
 SPEC_FILE = PLUGIN_DIR / "hostside" / "facerestore_spec.json"
@@ -55,7 +54,7 @@ def spec_json() -> dict:
         },
         "params": [param_json(p, cli=True) for p in FACE_RESTORE.params],
         # Parameters of the OFX node only: render-through passes the plate and analysis as files.
-        "ofx_params": [param_json(p, cli=False) for p in OFX_ONLY],
+        "ofx_params": [param_json(p, cli=False) for p in HOST_PARAMS],
         "matte_channel": "face.mask",
     }
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.metadata
 import json
 import os
 import sys
@@ -103,7 +104,7 @@ def tree(source: Path, prefix: str) -> dict[str, bytes]:
 
 def placement(host: str, dest: Path, python: str) -> Placement:
     if host == "ofx":
-        return ofx_placement(python)
+        return registered_placement(host, python)
     if host == "nuke":
         files = tree(PLUGIN_DIR / "nuke", "") | with_host_module("", python)
         line = f'nuke.pluginAddPath("{dest.as_posix()}")'
@@ -121,17 +122,14 @@ def placement(host: str, dest: Path, python: str) -> Placement:
     return Placement(files, [f"in {host.title()}: the FaceRestore macro is in the Add Tool > Macros menu; render-through in {where}"])
 
 
-def ofx_placement(python: str) -> Placement:
-    from facerestore import ofx_bridge
-
-    bundle = Path(ofx_bridge.__file__).resolve().parent / "build" / "FaceRestore.ofx.bundle"
-    if not any(bundle.glob("Contents/*/FaceRestore.ofx")):
-        raise FaceRestoreError(f"the OpenFX bundle is not built ({bundle}); run install/setup.sh or make -C ofx_bridge")
-    from facerestore.ofx_bridge.config import worker_json
-
-    files = tree(bundle, "FaceRestore.ofx.bundle")
-    files["FaceRestore.ofx.bundle/Contents/Resources/worker.json"] = worker_json(python).encode("utf-8")
-    return Placement(files, ["hosts scan this folder at start-up: restart them; FaceRestore is under Filter > facerestore"])
+def registered_placement(host: str, python: str) -> Placement:
+    """A host whose files another layer provides (the OpenFX bundle: ofx_bridge), found through
+    the `facerestore.install` entry point rather than imported."""
+    for entry in importlib.metadata.entry_points(group="facerestore.install"):
+        if entry.name == host:
+            files, notes = entry.load()(python)
+            return Placement(files, notes)
+    raise FaceRestoreError(f"no installer for {host} is registered (reinstall facerestore: pip install -e .)")
 
 
 def digest(data: bytes) -> str:

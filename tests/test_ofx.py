@@ -129,7 +129,7 @@ def test_describe_offers_the_node_parameters_and_temporal_frames(host, shot, tmp
 def test_the_declared_parameters_are_the_node_spec(host, shot, tmp_path):
     """Labels, defaults, ranges and choices as the plug-in declares them to a host, against the
     spec they are generated from: the OFX node cannot drift from the CLI."""
-    from facerestore.ofx_bridge.params import OFX_ONLY
+    from facerestore.nodes.face_restore import HOST_PARAMS
 
     proc = run_host(host, shot, tmp_path / "o.raw", env={"FACERESTORE_WORKER_CMD": "false"})
     declared = {}
@@ -137,7 +137,7 @@ def test_the_declared_parameters_are_the_node_spec(host, shot, tmp_path):
         if line.startswith("paramdef "):
             name, rest = line[len("paramdef ") :].split(" ", 1)
             declared[name] = rest
-    for p in FACE_RESTORE.params + OFX_ONLY:
+    for p in FACE_RESTORE.params + HOST_PARAMS:
         line = declared[p.id]
         assert line.startswith(f"label={p.label}")
         if p.choices:
@@ -150,7 +150,7 @@ def test_the_declared_parameters_are_the_node_spec(host, shot, tmp_path):
         else:
             numbers = dict(field.split("=") for field in line.split(" ")[-3:])
             assert [float(numbers[k]) for k in ("default", "min", "max")] == [p.default, p.minimum, p.maximum]
-    assert len(declared) == len(FACE_RESTORE.params) + len(OFX_ONLY)
+    assert len(declared) == len(FACE_RESTORE.params) + len(HOST_PARAMS)
 
 
 def test_render_matches_facerestore_render(host, shot, tmp_path, node):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import import_graph
 from facerestore.nodes.face_restore import FACE_RESTORE
 from facerestore.plugin.cli import build_parser
 
@@ -34,13 +35,49 @@ def test_every_parameter_has_a_label_and_hint_and_reaches_the_cli():
     assert FACE_RESTORE.id.count(".") >= 2  # reverse-DNS
 
 
-def test_dependencies_point_one_way():
-    models = imported_modules("models")
-    nodes = imported_modules("nodes")
-    assert not any(m.startswith("facerestore.nodes") for m in models)
-    upper_layers = ("facerestore.ofx_bridge", "facerestore.benchmarks", "facerestore.plugin")
-    assert not any(m.startswith(upper_layers) for m in models | nodes)
-    assert not {m.split(".")[0] for m in models | nodes} & HOST_MODULES
+# The design card's layers, lowest first; a package imports only packages in layers below its
+# own. benchmarks sits above the ways in: it drives renders as a user does.
+LAYERS = (
+    {"facerestore.models"},
+    {"facerestore.nodes"},
+    {"facerestore.plugin", "facerestore.ofx_bridge"},
+    {"facerestore.benchmarks"},
+)
+
+
+def test_import_graph_from_the_source_points_one_way():
+    graph = import_graph.package_graph()
+    assert set(graph) == set().union(*LAYERS)
+    layer_of = {package: index for index, layer in enumerate(LAYERS) for package in layer}
+    upward = {(a, b) for a, targets in graph.items() for b in targets if layer_of[b] >= layer_of[a]}
+    assert not upward, f"imports that do not point down the layers: {sorted(upward)}"
+    # The graph is really there (a mapping the builder cannot follow finds no edges at all).
+    assert graph["facerestore.nodes"] == {"facerestore.models"}
+    assert {"facerestore.models", "facerestore.nodes"} <= graph["facerestore.plugin"]
+    assert {"facerestore.models", "facerestore.nodes"} <= graph["facerestore.ofx_bridge"]
+    modules = import_graph.module_graph()
+    assert "facerestore.models.weights" in modules["facerestore.nodes.face_restore"]
+
+
+def test_the_graph_builder_sees_relative_and_function_level_imports(tmp_path):
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.setuptools]\npackage-dir = {"facerestore.low" = "low", "facerestore.high" = "high"}\n'
+    )
+    for folder in ("low", "high"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "__init__.py").write_text("")
+    (tmp_path / "low" / "base.py").write_text("X = 1\n")
+    (tmp_path / "low" / "mid.py").write_text("from .base import X\n")
+    (tmp_path / "high" / "top.py").write_text("def f():\n    from facerestore.low import mid\n")
+    modules = import_graph.module_graph(tmp_path)
+    assert modules["facerestore.low.mid"] == {"facerestore.low.base"}
+    assert modules["facerestore.high.top"] == {"facerestore.low", "facerestore.low.mid"}
+    assert import_graph.package_graph(tmp_path) == {"facerestore.low": set(), "facerestore.high": {"facerestore.low"}}
+
+
+def test_nodes_and_models_import_no_host_module():
+    names = imported_modules("models") | imported_modules("nodes")
+    assert not {m.split(".")[0] for m in names} & HOST_MODULES
 
 
 def test_cli_batch_and_demo_live_in_the_plugin_layer():
