@@ -25,18 +25,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
+import OpenImageIO as oiio
+
+from facerestore.nodes.colour import ColourPipeline
+from facerestore.plugin.demo import demo_frame_display
 
 OPENJD = Path(sys.executable).parent / "openjd"
 
 
 def write_shot(folder: Path, frames: int) -> None:
     """A moving face (the demo's astronaut, NASA, public domain), 384x216 linear EXRs."""
-    import cv2
-    import OpenImageIO as oiio
-
-    from facerestore.nodes.colour import ColourPipeline
-    from facerestore.plugin.demo import demo_frame_display
 
     colour = ColourPipeline.create()
     for t in range(1, frames + 1):
@@ -48,8 +48,6 @@ def write_shot(folder: Path, frames: int) -> None:
 
 
 def pixels(path: Path) -> np.ndarray:
-    import OpenImageIO as oiio
-
     return oiio.ImageBuf(str(path)).get_pixels(oiio.FLOAT)
 
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from facerestore.models.device import resolve_torch_device
 from facerestore.nodes.colour import ColourPipeline
-from facerestore.plugin.demo import astronaut_srgb, degrade_display
 from facerestore.nodes.face_restore import FaceRestoreNode
+from facerestore.plugin.demo import astronaut_srgb, degrade_display
 
 SIZES = {"1080p": (1920, 1080), "4K": (3840, 2160)}
 

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import OpenImageIO as oiio
 
 from facerestore.nodes.colour import ColourPipeline
 from facerestore.plugin.demo import DEMO_SIZE, demo_frame_display
@@ -43,7 +44,6 @@ def build_host(folder: Path) -> Path:
 def write_shot(folder: Path, frames: int) -> None:
     """The demo's astronaut shot (NASA, public domain), degraded: EXRs for the CLI and the same
     pixels as the test host's raw RGBA frames."""
-    import OpenImageIO as oiio
 
     colour = ColourPipeline.create()
     width, height = DEMO_SIZE

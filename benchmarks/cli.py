@@ -6,7 +6,10 @@ import os
 import sys
 
 from facerestore.benchmarks.cases import CASES, SETTINGS
+from facerestore.benchmarks.run import add_to_training_record, run_benchmark
+from facerestore.benchmarks.suite import run_suite
 from facerestore.nodes.errors import FaceRestoreError
+from facerestore.nodes.face_restore import FACE_RESTORE
 
 
 def register(sub) -> None:
@@ -53,8 +56,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from facerestore.benchmarks.run import run_benchmark
-
     if args.frames < 2:
         raise FaceRestoreError("--frames must be at least 2 (temporal metrics need pairs)")
     if args.record and not os.path.isfile(args.record):
@@ -62,8 +63,6 @@ def run(args) -> int:
     progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     settings = node_settings(args.set)
     if args.suite:
-        from facerestore.benchmarks.suite import run_suite
-
         if args.record:
             raise FaceRestoreError("--record takes one benchmark run, not --suite")
         suite = run_suite(
@@ -96,8 +95,6 @@ def run(args) -> int:
         node_settings=settings,
     )
     if args.record:
-        from facerestore.benchmarks.run import add_to_training_record
-
         add_to_training_record(args.record, results)
         print(f"figures added to {args.record}")
     with open(os.path.join(args.out, "results.md")) as handle:
@@ -108,7 +105,6 @@ def run(args) -> int:
 
 def node_settings(texts: list[str]) -> dict:
     """`--set id=value` pairs as node parameters, typed like the spec's defaults."""
-    from facerestore.nodes.face_restore import FACE_RESTORE
 
     params = {p.id: p for p in FACE_RESTORE.params}
     settings = {}

@@ -19,6 +19,8 @@ import numpy as np
 from facerestore.models import datasets
 from facerestore.models.errors import ModelError
 from facerestore.nodes.errors import FaceRestoreError
+from facerestore.nodes.exr_io import read_frame
+from facerestore.nodes.sequence import FramePattern
 
 # First frame of each built-in clip: stretches with head motion and speech.
 BUILT_IN_CLIPS = {"cap13": 120, "franck": 600}
@@ -40,9 +42,6 @@ def built_in_clip_path(key: str = DEFAULT_CLIP):
 
 
 def read_exr_sequence(pattern: str, count: int, colour) -> list[np.ndarray]:
-    from facerestore.nodes.exr_io import read_frame
-    from facerestore.nodes.sequence import FramePattern
-
     seq = FramePattern.parse(pattern)
     frames = seq.existing_frames()[:count] if seq.has_token else [None]
     if not frames:

@@ -25,13 +25,18 @@ import cv2
 import numpy as np
 import OpenImageIO as oiio
 
-from facerestore.benchmarks import metrics
-from facerestore.benchmarks import cases
+from facerestore.benchmarks import cases, metrics
+from facerestore.benchmarks.bench_frame_size import SIZES, plate_with_face
 from facerestore.benchmarks.data import Clip, load_clip
+from facerestore.models.detector import RetinaFaceDetector
+from facerestore.models.device import resolve_torch_device
 from facerestore.models.weights import write_atomically
 from facerestore.nodes.align import TEMPLATE_SIZE, affine_scale, scaled_template_transform
 from facerestore.nodes.colour import ColourPipeline
 from facerestore.nodes.exr_io import Part, read_frame, write_parts
+from facerestore.nodes.face_restore import FaceRestoreNode
+from facerestore.nodes.tracking import Analysis
+from facerestore.plugin.render import RenderOptions, render
 
 PRODUCT = "facerestore"
 PER_FRAME = "facerestore per-frame"
@@ -63,7 +68,6 @@ def write_linear_sequence(frames: list[np.ndarray], folder: str, colour: ColourP
 def run_product(
     node, pattern: str, out_folder: str, colour: ColourPipeline, count: int, window: int, name: str
 ) -> tuple[MethodResult, float]:
-    from facerestore.plugin.render import RenderOptions, render
 
     out_pattern = os.path.join(out_folder, "r.####.exr")
     default_window = node.params["temporal_window"]
@@ -103,7 +107,6 @@ def _box_overlap(a: np.ndarray, b: np.ndarray) -> float:
 def detection_recall(analysis_path: str | None, truth_faces: list[list]) -> list[dict]:
     """Per true face (in the first frame's order): its box size and the share of frames in
     which the render's analysis has a face on it (overlap >= 0.5)."""
-    from facerestore.nodes.tracking import Analysis
 
     if analysis_path is None or not truth_faces or not truth_faces[0]:
         return []
@@ -359,9 +362,6 @@ def run_benchmark(
     case: str = "clip",
     node_settings: dict | None = None,
 ) -> dict:
-    from facerestore.models.detector import RetinaFaceDetector
-    from facerestore.models.device import resolve_torch_device
-    from facerestore.nodes.face_restore import FaceRestoreNode
 
     os.makedirs(out, exist_ok=True)
     colour = ColourPipeline.create()
@@ -450,7 +450,6 @@ def run_benchmark(
     results["gfpgan_reference"] = time_gfpgan_reference(device)
     if scaling:
         progress("timing the same face in 1080p and 4K")
-        from facerestore.benchmarks.bench_frame_size import SIZES, plate_with_face
 
         times = {}
         for name, (w, h) in SIZES.items():

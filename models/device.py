@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from facerestore.models.errors import ModelError
+from facerestore.models.weights import cache_dir
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -48,7 +49,6 @@ def onnx_providers(device: str) -> list:
                 "FACERESTORE_TENSORRT=1 but onnxruntime has no TensorRT provider "
                 "(install TensorRT and onnxruntime-gpu with TensorRT support, or unset it)"
             )
-        from facerestore.models.weights import cache_dir
 
         engines = cache_dir() / "tensorrt"
         engines.mkdir(parents=True, exist_ok=True)

@@ -5,12 +5,17 @@ from __future__ import annotations
 import io
 import json
 import logging
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from facerestore.models import byo
+from facerestore.models.byo import _unwrap
+from facerestore.models.device import onnx_providers
 from facerestore.models.errors import ModelError
+from facerestore.models.ncnn_import import read_layer_weights
 from facerestore.models.weights import (
     RESTORERS,
     RestorerWeights,
@@ -47,8 +52,6 @@ def network_for(entry: RestorerWeights):
 def convert_ncnn(entry: RestorerWeights) -> dict:
     """ncnn convolution and PReLU blobs, in file order, onto the network's modules in order."""
     import torch
-
-    from facerestore.models.ncnn_import import read_layer_weights
 
     param_path, bin_path = (source.verified_path() for source in entry.sources)
     blobs = read_layer_weights(param_path, bin_path)
@@ -104,7 +107,6 @@ def onnx_path(entry: RestorerWeights) -> Path:
 
 def ensure_onnx(entry: RestorerWeights) -> Path:
     """Export the converted network to ONNX once (dynamic batch and size), with a checksum record."""
-    import warnings
 
     import torch
 
@@ -161,7 +163,6 @@ def make_restorer(name: str, device: str, backend: str = "auto", fidelity: float
     `auto`: ONNX Runtime on the CPU for registry models (measured 0.68x PyTorch's time on a 128 px
     face crop, outputs within 1e-6), PyTorch with fp16 on a GPU; a user's file runs in the
     backend its format needs. `fidelity` is CodeFormer's weight (0 = quality, 1 = fidelity)."""
-    from facerestore.models import byo
 
     if backend not in ("auto", "torch", "onnx"):
         raise ModelError(f"unknown backend {backend!r}; choose auto, torch or onnx")
@@ -201,8 +202,6 @@ def _onnx_session(path: Path, device: str):
 @lru_cache(maxsize=8)
 def _cached_onnx_session(stamp: tuple[str, int, int], device: str):
     import onnxruntime as ort
-
-    from facerestore.models.device import onnx_providers
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -277,8 +276,6 @@ class TorchRestorer:
 def user_network(user):
     """A user's .pth loaded strictly into our architecture for its kind."""
     import torch
-
-    from facerestore.models.byo import _unwrap
 
     state = _unwrap(torch.load(user.path, map_location="cpu", weights_only=True))
     if user.kind == "gfpgan":

@@ -21,6 +21,7 @@ committed `trained/facerestore-face-x4.pth` is the reduced schedule's result; it
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facerestore.models import datasets
 from facerestore.models.align import (
     choose_input_size,
     footprint_of,
@@ -41,7 +43,10 @@ from facerestore.models.align import (
     warp_to_face,
 )
 from facerestore.models.degrade import Degradation, degrade_clip, h264_available
+from facerestore.models.detector import RetinaFaceDetector
 from facerestore.models.errors import ModelError
+from facerestore.models.restorer import build_network, registry_entry
+from facerestore.models.weights import FACERESTORE_FACE_X4, sha256_file, write_atomically
 
 
 @dataclass
@@ -142,9 +147,6 @@ def _around_face(image: np.ndarray, detector, footprint_px: float) -> np.ndarray
 
 
 def build_pairs(config: TrainConfig, progress=print) -> PairSet:
-    from facerestore.models import datasets
-    from facerestore.models.detector import RetinaFaceDetector
-
     codec = "h264" if h264_available() else "jpeg"
     rng = np.random.default_rng(config.seed)
     detector = RetinaFaceDetector("cpu", score_threshold=0.8)
@@ -221,8 +223,6 @@ def spectral_loss(out, target):
 def train(config: TrainConfig, out_dir: Path, device: str = "cpu", progress=print) -> dict:
     import torch
 
-    from facerestore.models.restorer import build_network
-
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed + 1)
     started = time.time()
@@ -266,10 +266,6 @@ def train(config: TrainConfig, out_dir: Path, device: str = "cpu", progress=prin
                 f"spectral {entry['spectral']:.4f} "
                 f"({entry['seconds']} s)"
             )
-    import io
-
-    from facerestore.models.restorer import registry_entry
-    from facerestore.models.weights import FACERESTORE_FACE_X4, sha256_file, write_atomically
 
     weights_path = out_dir / "facerestore-face-x4.pth"
     buffer = io.BytesIO()

@@ -42,9 +42,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facerestore.models import datasets
 from facerestore.models.align import footprint_of, scaled_template_transform, warp_to_face
 from facerestore.models.degrade import CropDegradation, degrade_crops, expose, h264_available
+from facerestore.models.detector import RetinaFaceDetector
 from facerestore.models.errors import ModelError
+from facerestore.models.restorer import build_network, registry_entry
 from facerestore.models.weights import sha256_file, write_atomically
 
 MODEL_NAME = "facerestore-face-v2"
@@ -86,7 +89,6 @@ FULL_BROAD_X4 = TrainV2Config(
 def initial_weights(name: str) -> str:
     """The starting weights, by name and checksum (a fine-tune of the default starts from the
     default as it was)."""
-    from facerestore.models.restorer import registry_entry
 
     return f"{name} (sha256 {registry_entry(name).sources[0].sha256})"
 
@@ -131,9 +133,6 @@ class FaceBank:
 
 
 def build_bank(config: TrainV2Config, progress=print) -> FaceBank:
-    from facerestore.models import datasets
-    from facerestore.models.detector import RetinaFaceDetector
-
     detector = RetinaFaceDetector("cpu", score_threshold=0.8)
     rng = np.random.default_rng(config.seed)
     bank, sources = [], []
@@ -276,8 +275,6 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
         raise ModelError(f"only {len(bank.faces)} training faces were found; the face detector found too few")
     data_seconds = time.time() - started
     if config.init:
-        from facerestore.models.restorer import build_network
-
         net = build_network(config.init).to(device).train()
     else:
         net = FaceResolutionNet(config.num_feat, config.num_conv).to(device).train()
@@ -360,8 +357,6 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
     torch.save({k: v.detach().cpu().float().contiguous() for k, v in net.state_dict().items()}, buffer)
     write_atomically(weights_path, buffer.getvalue())
     if config.init:
-        from facerestore.models.restorer import registry_entry
-
         architecture, licence = registry_entry(config.init).architecture, registry_entry(config.init).licence
     else:
         architecture = f"FaceResolutionNet ({config.num_feat} features, {config.num_conv} convolutions, x1, 2x pixel-unshuffle)"

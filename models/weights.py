@@ -8,6 +8,7 @@ never into site-packages. Nothing is downloaded at run time.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.metadata
 import os
@@ -215,7 +216,6 @@ def write_atomically(path: Path | str, data: bytes) -> None:
 def retinaface_onnx_bytes() -> bytes:
     """The detector graph, read from the package's module file without importing the package
     (its __init__ pulls in a GUI build of OpenCV we do not need)."""
-    import ast
 
     source = RETINAFACE_SOURCE.verified_path().read_text()
     tree = ast.parse(source)

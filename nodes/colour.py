@@ -8,6 +8,7 @@ to well under a code value, including values far above 1.0.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -83,7 +84,6 @@ class ColourPipeline:
     def identity(self) -> str:
         """What the networks and the detector see depends on: the two spaces and the exact
         transform between them (a config edited in place changes this too)."""
-        import hashlib
 
         transform = hashlib.sha256(self._encode.getCacheID().encode()).hexdigest()[:16]
         return f"{self.config_path} | {self.plate_space} -> {self.encoded_space} | {transform}"

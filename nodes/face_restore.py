@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from facerestore.models.detector import RetinaFaceDetector
+from facerestore.models.restorer import make_restorer
 from facerestore.models.weights import DEFAULT_RESTORER
 from facerestore.nodes.align import (
     affine_scale,
@@ -31,8 +33,10 @@ from facerestore.nodes.align import (
     warp_to_face,
 )
 from facerestore.nodes.colour import ColourPipeline, neutralise_nonfinite
+from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.grain import grain, missing_grain
 from facerestore.nodes.spec import NodeSpec, Param
+from facerestore.nodes.temporal import fuse, fuse_outputs
 
 FACE_RESTORE = NodeSpec(
     id="com.facerestore.FaceRestore",
@@ -189,8 +193,6 @@ class RestoreResult:
 
 
 def parse_track_list(text: str) -> set[int] | None:
-    from facerestore.nodes.errors import FaceRestoreError
-
     if not text.strip():
         return None
     try:
@@ -200,8 +202,6 @@ def parse_track_list(text: str) -> set[int] | None:
 
 
 def parse_track_strengths(text: str) -> dict[int, float]:
-    from facerestore.nodes.errors import FaceRestoreError
-
     strengths = {}
     for part in text.replace(" ", "").split(","):
         if not part:
@@ -231,13 +231,8 @@ def face_roi(shape: tuple, plate_to_face: np.ndarray, size: int) -> tuple[tuple[
 
 class FaceRestoreNode:
     def __init__(self, colour: ColourPipeline, device: str = "cpu", **params) -> None:
-        from facerestore.models.detector import RetinaFaceDetector
-        from facerestore.models.restorer import make_restorer
-
         self.params = FACE_RESTORE.resolve(params)
         if self.params["temporal_window"] % 2 == 0:
-            from facerestore.nodes.errors import FaceRestoreError
-
             raise FaceRestoreError("the temporal window must be odd (1, 3, 5, ...)")
         self.selected_tracks = parse_track_list(self.params["tracks"])
         self.track_strengths = parse_track_strengths(self.params["track_strengths"])
@@ -376,8 +371,6 @@ class FaceRestoreNode:
             return RestoreResult(plate_rgb.copy(), np.zeros((h, w), np.float32), [], nonfinite, dict(timings))
         outputs = [job.restored for job in jobs]
         if neighbour_jobs:
-            from facerestore.nodes.temporal import fuse_outputs
-
             start = time.perf_counter()
             for k, job in enumerate(jobs):
                 pairs = [
@@ -417,7 +410,6 @@ class FaceRestoreNode:
 
     def _fuse_window(self, job: CropJob, face: FaceResult, neighbours) -> np.ndarray:
         """The face's input crop, fused with the same track's crops from neighbouring frames."""
-        from facerestore.nodes.temporal import fuse
 
         crops = []
         for plate, others in neighbours:

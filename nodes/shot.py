@@ -15,6 +15,8 @@ import numpy as np
 
 from facerestore.nodes.align import choose_input_size, footprint_of
 from facerestore.nodes.face_restore import CropJob, FaceResult, RestoreResult
+from facerestore.nodes.manual_faces import box_of, follow
+from facerestore.nodes.tracking import TrackerSettings, analyse
 
 
 def track_restore_sizes(analysis, choose: Callable[[float], int] = choose_input_size) -> dict[int, int]:
@@ -37,8 +39,6 @@ def analyse_shot(node, frames: list, plate_of: Callable[[object], np.ndarray], p
     `added`: faces given by hand (`manual_faces.AddedFace`), followed through their segments and
     tracked like detected ones (they win over detections that overlap them). `dropped`: track
     IDs to remove (false faces). Both are recorded in the analysis settings."""
-    from facerestore.nodes.manual_faces import box_of, follow
-    from facerestore.nodes.tracking import TrackerSettings, analyse
 
     detections: dict = {}
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from facerestore.nodes.errors import FaceRestoreError
+
 
 @dataclass(frozen=True)
 class Param:
@@ -21,8 +23,6 @@ class Param:
     choices: tuple[str, ...] = ()
 
     def validate(self, value: Any) -> Any:
-        from facerestore.nodes.errors import FaceRestoreError
-
         if self.choices and value not in self.choices:
             raise FaceRestoreError(f"{self.label}: {value!r} is not one of {', '.join(self.choices)}")
         if self.minimum is not None and not (self.minimum <= value <= self.maximum):

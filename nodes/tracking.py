@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facerestore.models.weights import write_atomically
 from facerestore.nodes.align import scaled_template_transform, warp_to_face
 from facerestore.nodes.errors import FaceRestoreError
 
@@ -129,8 +130,6 @@ class Analysis:
         return cls(data["frames"], tuple(data["size"]), data["cuts"], faces, data["fingerprint"], data["settings"])
 
     def save(self, path: str) -> None:
-        from facerestore.models.weights import write_atomically
-
         try:
             write_atomically(Path(path), json.dumps(self.to_json()).encode())
         except OSError as exc:

@@ -32,8 +32,12 @@ from functools import lru_cache
 
 import numpy as np
 
+from facerestore.models.device import resolve_torch_device
+from facerestore.nodes.colour import ColourPipeline
 from facerestore.nodes.errors import FaceRestoreError
-from facerestore.nodes.face_restore import FACE_RESTORE
+from facerestore.nodes.face_restore import FACE_RESTORE, FaceRestoreNode
+from facerestore.nodes.shot import ShotRenderer, analyse_shot
+from facerestore.nodes.tracking import Analysis
 
 NODE_PARAMS = {p.id for p in FACE_RESTORE.params}
 _lock = threading.Lock()  # one render at a time: models are shared
@@ -97,8 +101,6 @@ class StreamedAnalysis:
     `plate_of` takes each frame as it is fed, in order, so the clip is never all in memory."""
 
     def __init__(self, node, frames: list) -> None:
-        from facerestore.nodes.shot import analyse_shot
-
         self.frames, self.next = frames, 0
         self.incoming: queue.Queue = queue.Queue(maxsize=2)
         self.stopped = threading.Event()
@@ -230,10 +232,6 @@ def analyse(request: dict) -> None:
 
 @lru_cache(maxsize=4)
 def node_for(params_key: str):
-    from facerestore.models.device import resolve_torch_device
-    from facerestore.nodes.colour import ColourPipeline
-    from facerestore.nodes.face_restore import FaceRestoreNode
-
     params = json.loads(params_key)
     colour = ColourPipeline.create(plate_space=params.pop("colorspace") or None)
     node_params = {k: v for k, v in params.items() if k in NODE_PARAMS}
@@ -242,14 +240,10 @@ def node_for(params_key: str):
 
 @lru_cache(maxsize=4)
 def stored_analysis(path: str, mtime_ns: int):
-    from facerestore.nodes.tracking import Analysis
-
     return Analysis.load(path)
 
 
 def render(request: dict) -> None:
-    from facerestore.nodes.shot import ShotRenderer, analyse_shot
-
     times = [float(t) for t in request["times"]]
     height, width = int(request["height"]), int(request["width"])
     shared = open_segment(str(request["shm"]), (len(times) + 1, height, width, 4))

@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.metadata
+import logging
 import os
+import signal
 import sys
+from pathlib import Path
 
+from facerestore.models import byo
+from facerestore.models.device import resolve_torch_device
+from facerestore.models.errors import ModelError
+from facerestore.models.restorer import ensure_converted_weights, ensure_onnx
+from facerestore.models.training import FULL, REDUCED, train
+from facerestore.models.training_v2 import BROAD_X4, FULL_BROAD_X4, FULL_V2, REDUCED_V2, train_v2
+from facerestore.models.weights import (
+    ALIGNMENT_TEMPLATE,
+    DEFAULT_RESTORER,
+    RESTORERS,
+    RETINAFACE_LICENCE,
+    retinaface_onnx_bytes,
+)
 from facerestore.nodes.errors import FaceRestoreError
-from facerestore.nodes.face_restore import FACE_RESTORE
+from facerestore.nodes.face_restore import FACE_RESTORE, parse_track_list
+from facerestore.nodes.manual_faces import parse_added_face
+from facerestore.plugin.demo import run_demo
 from facerestore.plugin.hostspec import cli_flag
-from facerestore.plugin.render import OUTPUT_MODES
+from facerestore.plugin.render import OUTPUT_MODES, RenderOptions, format_timings, render
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
@@ -159,7 +179,6 @@ def build_parser() -> argparse.ArgumentParser:
 def add_command_plugins(sub) -> None:
     """Subcommands that layers above the nodes register under the `facerestore.commands` entry
     point group (`bench`, `worker`), so this module never imports them by name."""
-    import importlib.metadata
 
     for entry in importlib.metadata.entry_points(group="facerestore.commands"):
         try:
@@ -173,10 +192,6 @@ def run(argv: list[str]) -> int:
     if hasattr(args, "handler"):
         return args.handler(args)
     if args.command == "render":
-        from facerestore.nodes.face_restore import parse_track_list
-        from facerestore.nodes.manual_faces import parse_added_face
-        from facerestore.plugin.render import RenderOptions, format_timings, render
-
         params = {p.id: getattr(args, p.id) for p in FACE_RESTORE.params}
         if args.temporal == "off":
             params["temporal_window"] = 1
@@ -216,27 +231,12 @@ def run(argv: list[str]) -> int:
     if args.command == "train":
         return run_train(args)
     if args.command == "demo":
-        from facerestore.plugin.demo import run_demo
-
         run_demo(args.out, device=args.device, progress=not args.quiet)
         return 0
     return EXIT_BAD_INPUT
 
 
 def run_models(args) -> int:
-    from pathlib import Path
-
-    from facerestore.models import byo
-    from facerestore.models.errors import ModelError
-    from facerestore.models.restorer import ensure_converted_weights, ensure_onnx
-    from facerestore.models.weights import (
-        ALIGNMENT_TEMPLATE,
-        DEFAULT_RESTORER,
-        RESTORERS,
-        RETINAFACE_LICENCE,
-        retinaface_onnx_bytes,
-    )
-
     if args.action != "import" and args.file:
         raise FaceRestoreError(f"models {args.action} takes no file")
     try:
@@ -279,14 +279,6 @@ def run_models(args) -> int:
 
 
 def run_train(args) -> int:
-    import dataclasses
-    from pathlib import Path
-
-    from facerestore.models.device import resolve_torch_device
-    from facerestore.models.errors import ModelError
-    from facerestore.models.training import FULL, REDUCED, train
-    from facerestore.models.training_v2 import BROAD_X4, FULL_BROAD_X4, FULL_V2, REDUCED_V2, train_v2
-
     protocol = args.model == "facerestore-face-x4" and args.recipe == "protocol"
     if args.resume and protocol:
         raise FaceRestoreError("--resume is for the broad recipe and facerestore-face-v2")
@@ -315,7 +307,6 @@ def run_train(args) -> int:
 
 def show_library_notes() -> None:
     """The nodes and models print nothing; what they log (licence notes, say) is shown here."""
-    import logging
 
     logger = logging.getLogger("facerestore")
     if not logger.handlers:
@@ -331,8 +322,6 @@ def _terminated(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    import signal
-
     argv = sys.argv[1:] if argv is None else argv
     signal.signal(signal.SIGTERM, _terminated)
     show_library_notes()

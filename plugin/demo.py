@@ -17,6 +17,7 @@ import OpenImageIO as oiio
 
 from facerestore.nodes.colour import ColourPipeline
 from facerestore.nodes.exr_io import Part, read_frame, write_parts
+from facerestore.plugin.render import RenderOptions, format_timings, render
 
 DEMO_FRAMES = tuple(range(1001, 1007))
 DEMO_SIZE = (768, 432)  # width, height
@@ -128,8 +129,6 @@ def contact_sheet(
 
 
 def run_demo(folder: str, device: str = "auto", progress: bool = True) -> dict[str, str]:
-    from facerestore.plugin.render import RenderOptions, format_timings, render
-
     colour = ColourPipeline.create()
     plate_pattern = write_demo_shot(os.path.join(folder, "plate"), colour)
     output_pattern = os.path.join(folder, "restored", "restored.####.exr")

@@ -14,13 +14,18 @@ render command's own parser when the job is written, so a typo fails here, not o
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from facerestore.models.weights import write_atomically
 from facerestore.nodes.errors import FaceRestoreError
+from facerestore.nodes.sequence import describe_frames
+from facerestore.plugin.cli import build_parser
+from facerestore.plugin.render import RenderOptions, default_analysis_path, plan_jobs
 
 TEMPLATE = "template.yaml"
 VALUES = "parameter_values.yaml"  # Deadline Cloud job bundle format
@@ -76,7 +81,6 @@ def run(args) -> int:
 
 def render_options(input_pattern: str, output: str, options: list[str]) -> list[str]:
     """The pass-through render options, checked by the render command's own parser."""
-    from facerestore.plugin.cli import build_parser
 
     options = list(options)
     owned = {"--frames", "--analysis", "--analysis-frozen", "--analyse-only", "--reanalyse", "-o", "--resume"}
@@ -109,8 +113,6 @@ def plan_farm_shot(
 ) -> FarmShot:
     """The shot as a job will render it, checked as render checks it (frames on disk, output
     never over input) before any job file is written."""
-    from facerestore.plugin.render import RenderOptions, default_analysis_path, plan_jobs
-    from facerestore.nodes.sequence import describe_frames
 
     if chunk < 1:
         raise FaceRestoreError("--chunk must be at least 1")
@@ -132,7 +134,6 @@ def write_deadline_jobs(shot: FarmShot, job_dir: Path) -> tuple[list[Path], str]
     -dependent`. The render job's tasks are chunks of `chunk` frames, given to facerestore through
     the plugin's <STARTFRAME> / <ENDFRAME> tokens. Written from Deadline's documentation; not run
     against a Deadline repository here."""
-    from facerestore.models.weights import write_atomically
 
     name = f"facerestore {Path(shot.input).name}"
 
@@ -184,7 +185,6 @@ def write_opencue_job(shot: FarmShot, job_dir: Path) -> Path:
         from outline.modules.shell import Shell
     except ImportError:
         raise FaceRestoreError("farm opencue needs pyoutline: pip install 'facerestore[farm]'") from None
-    from facerestore.models.weights import write_atomically
 
     def command(*render_args: str) -> str:
         words = [sys.executable, "-m", "facerestore.plugin.cli", "render", shot.input, "-o", shot.output,
@@ -210,7 +210,6 @@ def needs_quotes(word: str) -> bool:
 
 
 def write_openjd_job(shot: FarmShot, job_dir: Path) -> Path:
-
     def command(*render_args: str) -> dict:
         return {
             "command": "{{Param.Python}}",
@@ -260,7 +259,6 @@ def write_openjd_job(shot: FarmShot, job_dir: Path) -> Path:
     paths = {"Input": shot.input, "Output": shot.output, "Analysis": shot.sidecar}
     everything = {p["name"]: paths.get(p["name"], p.get("default")) for p in template["parameterDefinitions"]}
     values = {"parameterValues": [{"name": name, "value": value} for name, value in everything.items()]}
-    from facerestore.models.weights import write_atomically
 
     job_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(job_dir / TEMPLATE, dump_yaml(template))
@@ -277,7 +275,6 @@ def dump_yaml(data: dict) -> bytes:
     try:
         import yaml
     except ImportError:  # JSON is YAML too; the farm extra brings PyYAML for a readable file
-        import json
 
         return (json.dumps(data, indent=2) + "\n").encode()
     return yaml.safe_dump(data, sort_keys=False, width=120).encode()

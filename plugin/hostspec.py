@@ -15,6 +15,8 @@ from pathlib import Path
 
 from facerestore.nodes.face_restore import FACE_RESTORE, HOST_PARAMS
 from facerestore.nodes.spec import Param
+from facerestore.plugin.fusion_macro import macro_text
+from facerestore.plugin.nuke_gizmo import gizmo_text
 
 PLUGIN_DIR = Path(__file__).resolve().parent
 SPEC_FILE = PLUGIN_DIR / "hostside" / "facerestore_spec.json"
@@ -61,8 +63,6 @@ def spec_json() -> dict:
 
 def generated_files() -> dict[Path, str]:
     """Every file generated from the spec, by path, with its text."""
-    from facerestore.plugin.fusion_macro import macro_text
-    from facerestore.plugin.nuke_gizmo import gizmo_text
 
     spec = spec_json()
     return {

@@ -18,6 +18,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,8 +248,6 @@ def run(args) -> int:
     dest = Path(os.path.abspath(args.path)) if args.path else default_path(args.host, platform, dict(os.environ))
     python = os.path.abspath(args.python) if args.python else sys.executable
     if args.python:
-        import subprocess
-
         check = [python, "-c", "import facerestore.plugin.cli, facerestore.ofx_bridge.worker"]
         if not os.access(python, os.X_OK) or subprocess.run(check, capture_output=True).returncode != 0:
             raise FaceRestoreError(f"--python {args.python} cannot run facerestore (give an environment's bin/python with it installed)")

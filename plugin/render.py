@@ -8,10 +8,15 @@ import os
 import sys
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from facerestore.models.device import resolve_torch_device
+from facerestore.models.errors import ModelError
+from facerestore.models.weights import RETINAFACE_SOURCE
+from facerestore.nodes.colour import ColourPipeline
 from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.exr_io import (
     Part,
@@ -19,16 +24,17 @@ from facerestore.nodes.exr_io import (
     is_openexr,
     lossy_compression,
     read_frame,
-    remove_stale_partials,
     read_header,
+    remove_stale_partials,
     rgb_channel_indices,
     spec_with_channels,
     with_output_compression,
     write_parts,
 )
+from facerestore.nodes.face_restore import CANDIDATE_THRESHOLD, FaceRestoreNode
 from facerestore.nodes.sequence import FramePattern, describe_frames, parse_frame_range
 from facerestore.nodes.shot import ShotRenderer, analyse_shot
-from facerestore.nodes.tracking import file_fingerprint
+from facerestore.nodes.tracking import Analysis, file_fingerprint
 
 OUTPUT_MODES = ("both", "restored", "mask")
 
@@ -129,8 +135,6 @@ def shot_frames(options: RenderOptions, jobs: list[FrameJob]) -> list[FrameJob]:
 
 def analysis_determinants(options: RenderOptions, node) -> dict:
     """Everything the stored tracks depend on; a change to any of them means analysing again."""
-    from facerestore.models.weights import RETINAFACE_SOURCE
-    from facerestore.nodes.face_restore import CANDIDATE_THRESHOLD
 
     return {
         "detection_threshold": node.params["detection_threshold"],
@@ -144,7 +148,6 @@ def analysis_determinants(options: RenderOptions, node) -> dict:
 def stored_analysis_problem(path: str, fingerprint: dict, determinants: dict, frames: list):
     """(analysis, None) when the sidecar at `path` fits this shot and these settings, else
     (None, what does not fit)."""
-    from facerestore.nodes.tracking import Analysis
 
     try:
         analysis = Analysis.load(path)
@@ -368,8 +371,6 @@ class FrameReader:
     GIL while it decodes), for both the frame being rendered and its temporal neighbours."""
 
     def __init__(self, sources: dict) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         self.sources = sources
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="facerestore-read")
         self.pending: dict = {}
@@ -399,8 +400,6 @@ class FrameWriter:
     (or at the end) with its own error; every frame is still written atomically."""
 
     def __init__(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="facerestore-write")
         self.last = None
 
@@ -475,11 +474,6 @@ def sequence_gaps(options: RenderOptions, jobs: list[FrameJob]) -> list[int]:
 
 
 def _render(options: RenderOptions, node, jobs: list[FrameJob], first_spec, wall: float) -> RenderReport:
-    from facerestore.models.device import resolve_torch_device
-    from facerestore.models.errors import ModelError
-    from facerestore.nodes.colour import ColourPipeline
-    from facerestore.nodes.face_restore import FaceRestoreNode
-
     timings: dict[str, float] = defaultdict(float)
     start = time.perf_counter()
     try:

@@ -4,6 +4,7 @@ and the host-agnostic layers never print or read argv."""
 import ast
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import import_graph
@@ -73,6 +74,48 @@ def test_the_graph_builder_sees_relative_and_function_level_imports(tmp_path):
     assert modules["facerestore.low.mid"] == {"facerestore.low.base"}
     assert modules["facerestore.high.top"] == {"facerestore.low", "facerestore.low.mid"}
     assert import_graph.package_graph(tmp_path) == {"facerestore.low": set(), "facerestore.high": {"facerestore.low"}}
+
+
+# The only imports made inside functions: optional or heavy dependencies that most commands never
+# need, so `facerestore --help`, the OFX worker's start and a render with ONNX Runtime do not pay for
+# them. Everything else is imported at the top of its module.
+LAZY_IMPORTS = {
+    "torch": "PyTorch: training, the torch backend, GPUs; a CPU render runs on ONNX Runtime",
+    "facerestore.models.compact": "network definitions import torch at module level",
+    "facerestore.models.rrdbnet": "network definitions import torch at module level",
+    "facerestore.models.gfpgan": "network definitions import torch at module level",
+    "facerestore.models.codeformer": "network definitions import torch at module level",
+    "onnx": "exporting and checking ONNX files only",
+    "onnxruntime": "loaded with the first session (its start-up costs ~0.3 s)",
+    "dlib": "the benchmark's identity metric",
+    "face_recognition_models": "the benchmark's identity metric",
+    "gfpgan": "the reference implementation some tests and the benchmark compare with, when installed",
+    "matplotlib": "plots and sample data only",
+    "skimage": "sample faces and metrics only",
+    "scipy": "one solver in tracking, metrics",
+    "imageio_ffmpeg": "video codecs in training degradations and the benchmark",
+    "outline": "OpenCue jobs (farm extra)",
+    "yaml": "OpenJD jobs (farm extra)",
+    "resource": "peak-memory figures; not on Windows",
+    "DaVinciResolveScript": "Resolve's scripting module, only inside Resolve",
+    "facerestore_nuke": "Nuke's side, only inside Nuke",
+}
+
+
+def is_lazy(name: str) -> bool:
+    return any(name == lazy or name.startswith(lazy + ".") for lazy in LAZY_IMPORTS)
+
+
+def test_imports_inside_functions_are_only_the_optional_heavy_ones():
+    stray = []
+    for module, path in import_graph.module_files().items():
+        by_line = defaultdict(list)
+        for target, line, at_top in import_graph.imports_of(module, path):
+            if not at_top:
+                by_line[line].append(target)
+        # `from facerestore.models import compact` is lazy when the module it names is
+        stray += [f"{path.name}:{line} {names[0]}" for line, names in by_line.items() if not any(map(is_lazy, names))]
+    assert not stray, "imports inside functions that belong at the top of their module: " + ", ".join(stray)
 
 
 def test_nodes_and_models_import_no_host_module():
