@@ -1,11 +1,14 @@
-"""Speed of one frame, by stage: the same face in a 1080p and a 4K plate.
+"""Speed of one frame, by stage: the same face in a 1080p and a 4K plate; a 4K plate with no
+face against reading and writing it; and a short 4K shot rendered with reading, computing and
+writing overlapped against one after another.
 
 Cost should follow face area, not frame area. Run from the set-up environment:
 
     .venv/bin/python -m facerestore.benchmarks.bench_frame_size [--repeats 3] [--device cpu] [--json out.json]
 
 Reports the median of the repeats after one warm-up, per stage, the process's peak memory after
-each size, and the 4K / 1080p ratio measured in the same run (the machine is shared and noisy; compare ratios, not seconds).
+each size, and ratios measured in the same run (the machine is shared and noisy; compare
+ratios, not seconds).
 """
 
 from __future__ import annotations
@@ -13,24 +16,32 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
+import OpenImageIO as oiio
 
 from facerestore.models.device import resolve_torch_device
 from facerestore.nodes.colour import ColourPipeline
 from facerestore.nodes.face_restore import FaceRestoreNode
+from facerestore.nodes.exr_io import read_frame
 from facerestore.plugin.demo import astronaut_srgb, degrade_display
+from facerestore.plugin.render import RenderOptions, render
 
 SIZES = {"1080p": (1920, 1080), "4K": (3840, 2160)}
 
 
-def plate_with_face(colour: ColourPipeline, width: int, height: int) -> np.ndarray:
-    """The astronaut's head, about 180 px wide, on a soft gradient; degraded, then linear."""
+def plate_with_face(colour: ColourPipeline, width: int, height: int, shift: int = 0, face: bool = True) -> np.ndarray:
+    """The astronaut's head, about 180 px wide, on a soft gradient; degraded, then linear.
+    `shift` moves the head right by that many pixels (a shot's frames)."""
     head = astronaut_srgb()[20:230, 140:320]
     canvas = np.linspace(0.2, 0.4, width, dtype=np.float32)[None, :, None] * np.ones((height, 1, 3), np.float32)
-    y, x = height // 3, width // 2
+    if not face:
+        return colour.decode(canvas)
+    y, x = height // 3, width // 2 + shift
     canvas[y : y + head.shape[0], x : x + head.shape[1]] = head
     # Degrade only around the face: a whole-4K JPEG pass is not what we are timing.
     window = (slice(y - 64, y + head.shape[0] + 64), slice(x - 64, x + head.shape[1] + 64))
@@ -44,10 +55,69 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def write_plate(path: Path, linear: np.ndarray) -> None:
+    """Half-float RGB with ZIP compression, as plates usually come."""
+    spec = oiio.ImageSpec(linear.shape[1], linear.shape[0], 3, "half")
+    spec.attribute("compression", "zip")
+    out = oiio.ImageOutput.create(str(path))
+    out.open(str(path), spec)
+    out.write_image(np.ascontiguousarray(linear, np.float32))
+    out.close()
+
+
+def median_seconds(run, repeats: int) -> float:
+    run()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def faceless_4k(node, colour: ColourPipeline, folder: Path, repeats: int) -> dict:
+    """A 4K plate with no face: the node's time against reading and writing the frame."""
+    plate = plate_with_face(colour, *SIZES["4K"], face=False)
+    path = folder / "empty.exr"
+    write_plate(path, plate)
+    read = median_seconds(lambda: read_frame(str(path)), repeats)
+    write = median_seconds(lambda: write_plate(folder / "empty_out.exr", plate), repeats)
+    process = median_seconds(lambda: node.process(plate), repeats)
+    return {"read": read, "write": write, "process": process, "process_over_read_write": process / (read + write)}
+
+
+def overlapped_vs_sequential(node, colour: ColourPipeline, folder: Path, frames: int) -> dict:
+    """A 4K shot rendered twice from one analysis: reading ahead and writing behind in threads,
+    then each step after the other. The outputs must be the same."""
+    for t in range(frames):
+        write_plate(folder / f"shot.{t + 1:04d}.exr", plate_with_face(colour, *SIZES["4K"], shift=6 * t))
+    source = str(folder / "shot.####.exr")
+    analysis = str(folder / "shot.analysis.json")
+    render(RenderOptions(source, str(folder / "a.####.exr"), progress=False, analysis=analysis, analyse_only=True), node)
+    seconds, outputs = {}, {}
+    for name, overlap in (("sequential", False), ("overlapped", True)):
+        target = folder / name
+        target.mkdir()
+        options = RenderOptions(
+            source, str(target / "out.####.exr"), progress=False, analysis=analysis, overlap_io=overlap
+        )
+        report = render(options, node)
+        seconds[name] = report.wall_seconds / frames
+        outputs[name] = [read_frame(str(target / f"out.{t + 1:04d}.exr")).rgb() for t in range(frames)]
+    identical = all(np.array_equal(a, b) for a, b in zip(outputs["sequential"], outputs["overlapped"]))
+    return {
+        "seconds_per_frame": seconds,
+        "speed_up": seconds["sequential"] / seconds["overlapped"],
+        "identical": identical,
+        "frames": frames,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--frames", type=int, default=6, help="length of the 4K shot for the overlap figure")
     parser.add_argument("--json")
     args = parser.parse_args()
 
@@ -75,6 +145,19 @@ def main() -> None:
     ratio = results["4K"]["seconds"]["total"] / results["1080p"]["seconds"]["total"]
     print(f"4K / 1080p time ratio: {ratio:.2f} (frame area ratio 4.00)")
     results["ratio_4k_over_1080p"] = ratio
+    with tempfile.TemporaryDirectory(prefix="facerestore-bench-") as folder:
+        empty = faceless_4k(node, colour, Path(folder), args.repeats)
+        print(
+            f"4K, no face: node {empty['process'] * 1000:.0f} ms, read {empty['read'] * 1000:.0f} ms, "
+            f"write {empty['write'] * 1000:.0f} ms (node / (read + write) {empty['process_over_read_write']:.2f})"
+        )
+        shot = overlapped_vs_sequential(node, colour, Path(folder), args.frames)
+        print(
+            f"4K shot, {shot['frames']} frames: sequential {shot['seconds_per_frame']['sequential']:.2f} s/frame, "
+            f"overlapped {shot['seconds_per_frame']['overlapped']:.2f} s/frame (x{shot['speed_up']:.2f}); "
+            f"outputs identical: {shot['identical']}"
+        )
+    results["faceless_4k"], results["overlap"] = empty, shot
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)

@@ -32,7 +32,7 @@ from facerestore.nodes.align import (
     transform_points,
     warp_to_face,
 )
-from facerestore.nodes.colour import ColourPipeline, neutralise_nonfinite
+from facerestore.nodes.colour import ColourPipeline, all_finite, neutralise_nonfinite, nonfinite_mask
 from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.grain import grain, missing_grain
 from facerestore.nodes.spec import NodeSpec, Param
@@ -274,7 +274,8 @@ class FaceRestoreNode:
         if scale < 1.0:
             # Non-finite pixels would spread through the reduction: neutralised first (the
             # display policy), then the reduced frame, finite, is encoded.
-            reduced = cv2.resize(neutralise_nonfinite(plate_rgb), (round(w * scale), round(h * scale)),
+            finite = plate_rgb if all_finite(plate_rgb) else neutralise_nonfinite(plate_rgb)
+            reduced = cv2.resize(finite, (round(w * scale), round(h * scale)),
                                  interpolation=cv2.INTER_AREA)
             encoded = np.clip(self.colour.encode(reduced), 0.0, 1.0, out=reduced)
         else:
@@ -365,8 +366,9 @@ class FaceRestoreNode:
         whose outputs are fused with this frame's before compositing."""
         timings = timings if timings is not None else defaultdict(float)
         h, w = plate_rgb.shape[:2]
-        finite = np.isfinite(plate_rgb).all(axis=2)
-        nonfinite = int(finite.size - np.count_nonzero(finite))
+        # Whole-frame work kept to one sum when the frame is finite (the usual case).
+        nonfinite_pixels = nonfinite_mask(plate_rgb)
+        nonfinite = 0 if nonfinite_pixels is None else int(np.count_nonzero(nonfinite_pixels))
         if not faces:
             return RestoreResult(plate_rgb.copy(), np.zeros((h, w), np.float32), [], nonfinite, dict(timings))
         outputs = [job.restored for job in jobs]
@@ -400,7 +402,9 @@ class FaceRestoreNode:
                 full[job.roi] = np.maximum(full[job.roi], matte_roi)
         matte = np.zeros((h, w), np.float32)
         matte[region] = np.clip(weight_sum, 0.0, 1.0)
-        coverage = (weight_sum > 0) & finite[region]
+        coverage = weight_sum > 0
+        if nonfinite_pixels is not None:
+            coverage &= ~nonfinite_pixels[region]
         out = plate_rgb.copy()
         out_region, plate_region = out[region], plate_rgb[region]
         change = delta_sum[coverage] / np.maximum(weight_sum[coverage], 1.0)[:, None]

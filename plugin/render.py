@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,6 +64,7 @@ class RenderOptions:
     analysis_frozen: bool = False  # use the sidecar as it is; anything that no longer fits is an error
     replace_channel: bool = False  # a matte channel that already exists in the plate may be overwritten
     keep_lossy_compression: bool = False  # write DWA/B44 plates with their own (lossy) compression
+    overlap_io: bool = True  # read ahead and write behind in threads; False: one step after another (benchmarks)
 
 
 @dataclass
@@ -370,16 +371,19 @@ class FrameReader:
     """Reads each frame once, ahead of need, in a background thread (OpenImageIO releases the
     GIL while it decodes), for both the frame being rendered and its temporal neighbours."""
 
-    def __init__(self, sources: dict) -> None:
-        self.sources = sources
+    def __init__(self, sources: dict, background: bool = True) -> None:
+        self.sources, self.background = sources, background
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="facerestore-read")
         self.pending: dict = {}
 
     def prefetch(self, frame) -> None:
-        if frame not in self.pending and frame in self.sources:
+        if self.background and frame not in self.pending and frame in self.sources:
             self.pending[frame] = self.pool.submit(read_frame, self.sources[frame])
 
     def get(self, frame):
+        if not self.background and frame not in self.pending:  # read when asked for, in this thread (still once)
+            self.pending[frame] = Future()
+            self.pending[frame].set_result(read_frame(self.sources[frame]))
         self.prefetch(frame)
         return self.pending[frame].result()
 
@@ -399,11 +403,14 @@ class FrameWriter:
     computed while the last one is encoded. A failed write stops the render at the next frame
     (or at the end) with its own error; every frame is still written atomically."""
 
-    def __init__(self) -> None:
+    def __init__(self, background: bool = True) -> None:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="facerestore-write")
-        self.last = None
+        self.last, self.background = None, background
 
     def write(self, path: str, parts: list) -> None:
+        if not self.background:
+            write_parts(path, parts)
+            return
         if self.last is not None:
             self.last.result()  # at most one frame in flight: bounded memory, errors surface early
         self.last = self.pool.submit(write_parts, path, parts)
@@ -519,13 +526,15 @@ def _render(options: RenderOptions, node, jobs: list[FrameJob], first_spec, wall
         jobs = [j for j in jobs if j not in skipped]
         if options.progress and skipped:
             print(f"resume: {len(skipped)} frame(s) already rendered, {len(jobs)} to go", file=sys.stderr)
-    reader = FrameReader({f: j.source for f, j in by_frame.items()} | {j.frame: j.source for j in jobs})
+    reader = FrameReader(
+        {f: j.source for f, j in by_frame.items()} | {j.frame: j.source for j in jobs}, background=options.overlap_io
+    )
     renderer = ShotRenderer(node, analysis, [j.frame for j in shot], lambda f: reader.get(f).rgb(), timings)
     # Frames a render in order touches next: the job ahead and its temporal reach (two radii).
     reach = 2 * renderer.radius + 1
     progress = Progress(len(jobs), options.progress)
     faces_per_frame = {}
-    with FrameWriter() as writer, contextlib.closing(reader):
+    with FrameWriter(background=options.overlap_io) as writer, contextlib.closing(reader):
         for done, job in enumerate(jobs, 1):
             for ahead in jobs[done : done + 1]:
                 reader.prefetch(ahead.frame)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from facerestore.nodes.colour import PINNED_CONFIG, ColourPipeline
+from facerestore.nodes.colour import PINNED_CONFIG, ColourPipeline, all_finite, nonfinite_mask
 from facerestore.nodes.errors import FaceRestoreError
 
 
@@ -36,3 +36,17 @@ def test_named_plate_space_changes_the_encoding():
 def test_unknown_colourspace_is_an_error():
     with pytest.raises(FaceRestoreError, match="unknown colourspace"):
         ColourPipeline.create(plate_space="No Such Space")
+
+
+def test_the_whole_frame_finiteness_check_is_exact():
+    frame = np.random.default_rng(0).random((64, 96, 3), dtype=np.float32)
+    assert all_finite(frame) and nonfinite_mask(frame) is None
+    for bad in (np.nan, np.inf, -np.inf):
+        spoiled = frame.copy()
+        spoiled[5, 7, 2] = bad
+        assert not all_finite(spoiled)
+        assert np.argwhere(nonfinite_mask(spoiled)).tolist() == [[5, 7]]
+    # Finite values whose sum overflows (and cancel to NaN) are still finite.
+    huge = np.full((64, 96, 3), 3e38, np.float32)
+    huge[::2] *= -1
+    assert all_finite(huge) and nonfinite_mask(huge) is None
