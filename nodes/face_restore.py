@@ -79,11 +79,22 @@ FACE_RESTORE = NodeSpec(
         Param(
             "keep_colour_radius",
             "Keep plate colour below (px)",
-            "The plate's own colour and tone are kept below this blur radius in plate pixels and the restorer "
-            "adds detail above it; this prevents colour shifts. 0 takes the restorer's colour too.",
-            2.5,
+            "The plate's own colour and tone are kept below this blur radius in plate pixels (to within the colour "
+            "tolerance) and the restorer adds detail above it; this prevents colour shifts. 0 takes the restorer's "
+            "colour too, less its mean shift per face.",
+            2.0,
             0.0,
             32.0,
+        ),
+        Param(
+            "colour_tolerance",
+            "Colour tolerance",
+            "How far the restorer may move the plate's colour and tone below the keep-colour radius, in "
+            "display-encoded values (0-1): smaller changes (codec blocks and noise it removed) stay, a larger "
+            "tone shift is brought back to within it. 0 keeps the plate's colour exactly.",
+            0.0075,
+            0.0,
+            0.1,
         ),
         Param(
             "regrain",
@@ -471,7 +482,16 @@ class FaceRestoreNode:
                     job.crop - job.own_crop, (out_size, out_size), interpolation=cv2.INTER_LINEAR
                 )
                 low = low + steadier
-            restored = restored - cv2.GaussianBlur(restored, (0, 0), sigma) + cv2.GaussianBlur(low, (0, 0), sigma)
+            # The restorer's departure from the plate below the radius. Within the tolerance it stays:
+            # that is where the blocks and low-frequency noise the restorer removed live (a strict
+            # lock put them back). Beyond it, a tone shift, it is taken back to the tolerance.
+            # Measured on the bench suite (11 cases, seed 0; radius px / tolerance): the strict lock
+            # (2.5 / 0) +0.75 dB mean face PSNR gain; 2 / 0.0075 +1.08 with every case up (cap13 dark
+            # +0.66 -> +1.73, the large face +0.48 -> +0.63) and identity within 0.003; 2.5 / 0.01
+            # +1.09 but the large face, whose forehead the network brightens, down to +0.19.
+            departure = cv2.GaussianBlur(restored, (0, 0), sigma) - cv2.GaussianBlur(low, (0, 0), sigma)
+            tolerance = np.float32(self.params["colour_tolerance"])
+            restored = restored - departure + np.clip(departure, -tolerance, tolerance)
         else:
             # The face's average colour stays the plate's: a tone shift of the restorer is removed
             # without putting back the artefacts a spatial low-pass of the plate would carry.

@@ -282,6 +282,38 @@ def test_a_restorer_that_changes_nothing_changes_no_pixel(colour, face_width):
     assert np.abs(locked.process(plate, faces).rgb - plate).max() < 1e-4
 
 
+class ShiftingRestorer:
+    """Returns its input plus a constant: a pure tone shift of `shift` display-encoded values."""
+
+    scale, input_size = 1, None
+
+    def __init__(self, shift: float) -> None:
+        self.shift = np.float32(shift)
+
+    def __call__(self, batch):
+        return batch + self.shift
+
+
+@pytest.mark.parametrize("shift", [0.003, -0.003, 0.08])
+def test_the_colour_tolerance_keeps_small_departures_and_takes_back_tone_shifts(colour, shift):
+    """Below the keep-colour radius the restorer may move the plate by up to the tolerance (what it
+    removed: blocks, low-frequency noise); a larger shift is taken back to the tolerance."""
+    from facerestore.nodes.face_restore import FaceRestoreNode
+
+    plate = faces_plate(colour, width=320, height=320, face_width=120, positions=((100, 60),))
+    results = {}
+    for tolerance in (0.0, 0.005):
+        node = FaceRestoreNode(colour, "cpu", temporal_window=1, ensemble="off", colour_tolerance=tolerance)
+        node.restorer = ShiftingRestorer(shift)
+        result = node.process(plate, node.detect(plate))
+        inner = result.matte > 0.999
+        moved = colour.encode(result.rgb[inner]) - colour.encode(plate[inner])
+        results[tolerance] = float(np.median(moved))
+    assert abs(results[0.0]) < 2e-4  # strict lock: the plate's tone, whatever the restorer did
+    expected = float(np.clip(shift, -0.005, 0.005))  # a small shift stays; a large one stops at the tolerance
+    assert abs(results[0.005] - expected) < 5e-4, (results, expected)
+
+
 def test_the_flip_ensemble_averages_the_restorer_and_its_mirror(colour):
     from facerestore.nodes.face_restore import FaceRestoreNode
 
