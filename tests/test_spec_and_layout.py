@@ -8,6 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import import_graph
+
 from facerestore.nodes.face_restore import FACE_RESTORE
 from facerestore.plugin.cli import build_parser
 

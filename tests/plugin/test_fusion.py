@@ -25,9 +25,8 @@ import pytest
 from facerestore.plugin.fusion_macro import INPUT_ROUTER, MATTE_TOOL, OFX_TOOL, RGB_TOOL, macro_text
 from facerestore.plugin.hostspec import spec_json
 
-from helpers import channel, read_buf, run_cli, write_moving_face_shot
+from helpers import ROOT, channel, read_buf, run_cli, write_moving_face_shot
 
-ROOT = Path(__file__).resolve().parent.parent
 FUSION_DIR = ROOT / "plugin" / "fusion"
 COMP_SCRIPT = FUSION_DIR / "Scripts" / "Comp" / "FaceRestore Render.py"
 RESOLVE_SCRIPT = FUSION_DIR / "Scripts" / "Utility" / "FaceRestore Resolve Render.py"

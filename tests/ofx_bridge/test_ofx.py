@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import OpenImageIO as oiio
@@ -15,9 +14,8 @@ import pytest
 
 from facerestore.nodes.face_restore import FACE_RESTORE
 
-from helpers import faces_plate, write_exr
+from helpers import ROOT, faces_plate, write_exr
 
-ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "ofx_bridge" / "build" / "FaceRestore.ofx.bundle"
 BINARY = BUNDLE / "Contents" / "Linux-x86-64" / "FaceRestore.ofx"
 W, H = 200, 150

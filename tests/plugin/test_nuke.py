@@ -10,17 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fake_nuke
 import nkparser
 import numpy as np
 import pytest
 import yaml
 
-import fake_nuke
 from facerestore.plugin.hostspec import spec_json
 from facerestore.plugin.nuke_gizmo import gizmo_text
-from helpers import channel, read_buf, run_cli, write_moving_face_shot
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT, channel, read_buf, run_cli, write_moving_face_shot
+
 NUKE_DIR = ROOT / "plugin" / "nuke"
 SPEC = spec_json()
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import read_buf, run_cli, write_moving_face_shot
+from helpers import TESTS, read_buf, run_cli, write_moving_face_shot
 
 OPENJD = Path(sys.executable).parent / "openjd"
 
@@ -110,7 +110,7 @@ def test_deadline_jobs_run_as_its_commandline_plugin_would_equal_one_render(shot
                               read_buf(tmp_path / "one" / f"r.{t:04d}.exr")[1]), t
 
 
-GOLDEN = Path(__file__).resolve().parent / "golden" / "farm"
+GOLDEN = TESTS / "golden" / "farm"
 
 
 def normalised(text: str, tmp_path: Path, shot: Path) -> str:

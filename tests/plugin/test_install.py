@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from facerestore.plugin.install import default_path, install, uninstall
 from facerestore.nodes.errors import FaceRestoreError
-from helpers import run_cli
+from facerestore.plugin.install import default_path, install, uninstall
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT, run_cli
+
 HOSTS = ("nuke", "fusion", "resolve")
 
 
@@ -130,6 +130,7 @@ def test_the_installed_nuke_folder_renders_through_with_the_command_it_recorded(
     import runpy
 
     import fake_nuke
+
     from helpers import channel, read_buf
 
     dest = tmp_path / "nuke"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from facerestore.nodes.errors import FaceRestoreError
-from facerestore.plugin.render import RenderOptions, render
 from facerestore.nodes.tracking import Analysis, TrackerSettings, smooth_track
+from facerestore.plugin.render import RenderOptions, render
 
 from helpers import channel, face_tile, paste, read_buf, second_person_tile, write_exr
 
