@@ -188,13 +188,17 @@ def cache_dir() -> Path:
     return Path(base) / "facerestore"
 
 
+PARTIAL = ".partial-"
+
+
 @contextmanager
 def replaced_atomically(path: Path | str) -> Iterator[Path]:
     """A temporary file beside `path` to fill; it replaces `path` only when the block ends
     without an error, and is removed otherwise, so readers never see a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # .NAME.partial-PID.RANDOM: a killed writer's leftovers are recognisable (remove_stale_partials).
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{PARTIAL}{os.getpid()}.")
     os.close(fd)
     # mkstemp makes owner-only files; a cache shared on a render farm must stay readable as the umask allows.
     umask = os.umask(0)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import OpenImageIO as oiio
 
+from facerestore.models.weights import PARTIAL, replaced_atomically
 from facerestore.nodes.errors import FaceRestoreError
 
 
@@ -136,19 +137,17 @@ def read_frame(path: str) -> Frame:
         inp.close()
 
 
-PARTIAL = ".partial-"  # .NAME.partial-PID: a frame being written by process PID
-
-
 def remove_stale_partials(folder: str) -> list[str]:
     """Half-written frames this tool left when its process was killed (SIGKILL, power loss):
-    `.NAME.partial-PID` whose PID no longer runs. Others' files and live writers' are kept."""
+    `.NAME.partial-PID[.RANDOM]` whose PID no longer runs. Others' files and live writers' are kept."""
     removed = []
     try:
         names = os.listdir(folder)
     except OSError:
         return removed
     for name in names:
-        head, sep, pid = name.rpartition(PARTIAL)
+        head, sep, tail = name.rpartition(PARTIAL)
+        pid = tail.split(".", 1)[0]
         if not (sep and name.startswith(".") and pid.isdigit()):
             continue
         try:
@@ -180,28 +179,26 @@ def _write_error(out, folder: str, parts: list[Part]) -> str:
 def write_parts(path: str, parts: list[Part]) -> None:
     """Write all parts to `path` atomically; on failure nothing is left at `path`."""
     folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}{PARTIAL}{os.getpid()}")
     out = oiio.ImageOutput.create(path)  # the final name picks the format plug-in
     if out is None:
         raise FaceRestoreError(f"{path}: no image writer for this file type ({oiio.geterror().strip()})")
-    try:
-        specs = [p.spec for p in parts]
-        opened = out.open(tmp, specs) if len(parts) > 1 else out.open(tmp, specs[0])
-        if not opened:
-            raise FaceRestoreError(f"{path}: cannot write ({out.geterror().strip() or 'open failed'})")
-        for index, part in enumerate(parts):
-            if index and not out.open(tmp, part.spec, "AppendSubimage"):
-                raise FaceRestoreError(f"{path}: cannot write part {index} ({out.geterror().strip()})")
-            if not out.write_image(np.ascontiguousarray(part.pixels)):
+    with replaced_atomically(path) as tmp_path:
+        tmp = str(tmp_path)
+        try:
+            specs = [p.spec for p in parts]
+            opened = out.open(tmp, specs) if len(parts) > 1 else out.open(tmp, specs[0])
+            if not opened:
+                raise FaceRestoreError(f"{path}: cannot write ({out.geterror().strip() or 'open failed'})")
+            for index, part in enumerate(parts):
+                if index and not out.open(tmp, part.spec, "AppendSubimage"):
+                    raise FaceRestoreError(f"{path}: cannot write part {index} ({out.geterror().strip()})")
+                if not out.write_image(np.ascontiguousarray(part.pixels)):
+                    raise FaceRestoreError(f"{path}: write failed ({_write_error(out, folder, parts)})")
+            if not out.close():
                 raise FaceRestoreError(f"{path}: write failed ({_write_error(out, folder, parts)})")
-        if not out.close():
-            raise FaceRestoreError(f"{path}: write failed ({_write_error(out, folder, parts)})")
-        os.replace(tmp, path)
-    except BaseException:
-        out.close()
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        except BaseException:
+            out.close()
+            raise
 
 
 def spec_with_channels(spec: oiio.ImageSpec, names: list[str], formats: list[str]) -> oiio.ImageSpec:
