@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,18 +36,22 @@ from facerestore.plugin.render import RenderOptions, render
 SIZES = {"1080p": (1920, 1080), "4K": (3840, 2160)}
 
 
-def plate_with_face(colour: ColourPipeline, width: int, height: int, shift: int = 0, face: bool = True) -> np.ndarray:
-    """The astronaut's head, about 180 px wide, on a soft gradient; degraded, then linear.
-    `shift` moves the head right by that many pixels (a shot's frames)."""
+def plate_with_face(
+    colour: ColourPipeline, width: int, height: int, shift: int = 0, face: bool = True, faces: int = 1
+) -> np.ndarray:
+    """The astronaut's head, about 180 px wide, on a soft gradient, `faces` times along a row;
+    degraded, then linear. `shift` moves the heads right by that many pixels (a shot's frames)."""
     head = astronaut_srgb()[20:230, 140:320]
     canvas = np.linspace(0.2, 0.4, width, dtype=np.float32)[None, :, None] * np.ones((height, 1, 3), np.float32)
     if not face:
         return colour.decode(canvas)
-    y, x = height // 3, width // 2 + shift
-    canvas[y : y + head.shape[0], x : x + head.shape[1]] = head
-    # Degrade only around the face: a whole-4K JPEG pass is not what we are timing.
-    window = (slice(y - 64, y + head.shape[0] + 64), slice(x - 64, x + head.shape[1] + 64))
-    canvas[window] = degrade_display(canvas[window], np.random.default_rng(0))
+    rng = np.random.default_rng(0)
+    for index in range(faces):
+        y, x = height // 3, width // 2 + shift + (index - faces // 2) * width // (faces + 1)
+        canvas[y : y + head.shape[0], x : x + head.shape[1]] = head
+        # Degrade only around the face: a whole-4K JPEG pass is not what we are timing.
+        window = (slice(y - 64, y + head.shape[0] + 64), slice(x - 64, x + head.shape[1] + 64))
+        canvas[window] = degrade_display(canvas[window], rng)
     return colour.decode(canvas)
 
 
@@ -87,14 +93,15 @@ def faceless_4k(node, colour: ColourPipeline, folder: Path, repeats: int) -> dic
 
 
 def overlapped_vs_sequential(node, colour: ColourPipeline, folder: Path, frames: int) -> dict:
-    """A 4K shot rendered twice from one analysis: reading ahead and writing behind in threads,
-    then each step after the other. The outputs must be the same."""
+    """A 4K shot with four faces rendered twice from one analysis: reading ahead and writing
+    behind in threads, then each step after the other. The outputs must be the same. Then the
+    same shot through `facerestore render` in a child process, for its peak memory."""
     for t in range(frames):
-        write_plate(folder / f"shot.{t + 1:04d}.exr", plate_with_face(colour, *SIZES["4K"], shift=6 * t))
+        write_plate(folder / f"shot.{t + 1:04d}.exr", plate_with_face(colour, *SIZES["4K"], shift=6 * t, faces=4))
     source = str(folder / "shot.####.exr")
     analysis = str(folder / "shot.analysis.json")
     render(RenderOptions(source, str(folder / "a.####.exr"), progress=False, analysis=analysis, analyse_only=True), node)
-    seconds, outputs = {}, {}
+    seconds = {}
     for name, overlap in (("sequential", False), ("overlapped", True)):
         target = folder / name
         target.mkdir()
@@ -102,10 +109,25 @@ def overlapped_vs_sequential(node, colour: ColourPipeline, folder: Path, frames:
             source, str(target / "out.####.exr"), progress=False, analysis=analysis, overlap_io=overlap
         )
         report = render(options, node)
+        faces = max(report.faces_per_frame.values())
         seconds[name] = report.wall_seconds / frames
-        outputs[name] = [read_frame(str(target / f"out.{t + 1:04d}.exr")).rgb() for t in range(frames)]
-    identical = all(np.array_equal(a, b) for a, b in zip(outputs["sequential"], outputs["overlapped"]))
+    identical = all(
+        np.array_equal(*(read_frame(str(folder / name / f"out.{t + 1:04d}.exr")).rgb() for name in seconds))
+        for t in range(frames)
+    )
+    import resource  # not on Windows
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    command = [sys.executable, "-m", "facerestore.plugin.cli", "render", source, "-o", str(folder / "cli" / "out.####.exr"),
+               "--analysis", analysis, "--quiet"]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"facerestore render failed: {proc.stderr.strip()}")
+    # The largest child so far: only this one ran (unless an earlier, larger one did: then unknown).
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {
+        "render_peak_rss_mib": peak / 1024 if peak > before else None,
+        "faces": faces,
         "seconds_per_frame": seconds,
         "speed_up": seconds["sequential"] / seconds["overlapped"],
         "identical": identical,
@@ -159,9 +181,10 @@ def main() -> None:
         )
         shot = overlapped_vs_sequential(node, colour, Path(folder), args.frames)
         print(
-            f"4K shot, {shot['frames']} frames: sequential {shot['seconds_per_frame']['sequential']:.2f} s/frame, "
+            f"4K shot, {shot['frames']} frames, {shot['faces']} faces: sequential {shot['seconds_per_frame']['sequential']:.2f} s/frame, "
             f"overlapped {shot['seconds_per_frame']['overlapped']:.2f} s/frame (x{shot['speed_up']:.2f}); "
-            f"outputs identical: {shot['identical']}"
+            f"outputs identical: {shot['identical']}; peak memory of `facerestore render` on it: "
+            + (f"{shot['render_peak_rss_mib']:.0f} MiB" if shot["render_peak_rss_mib"] else "not measurable here")
         )
     results["faceless_4k"], results["overlap"] = empty, shot
     if args.json:
