@@ -351,3 +351,34 @@ def test_each_frame_is_read_once_and_written_in_the_background(tmp_path, node, c
         expected = read_buf(tmp_path / "first" / f"r.{t:04d}.exr")[1]
         assert np.array_equal(expected, read_buf(tmp_path / "second" / f"r.{t:04d}.exr")[1])
         assert np.array_equal(expected, read_buf(tmp_path / "third" / f"r.{t:04d}.exr")[1])
+
+
+def test_frames_held_in_memory_stay_within_the_temporal_window(tmp_path, node, colour, monkeypatch):
+    """A long shot holds no more plates, restored crops or read-ahead frames than the window
+    needs, however many frames it has (what bounds a 4K render's memory)."""
+    from facerestore.nodes.shot import ShotRenderer
+    from facerestore.plugin import render as render_module
+
+    for t in range(1, 15):
+        write_exr(tmp_path / f"p.{t:04d}.exr", faces_plate(colour, positions=((100 + 2 * t, 40),), seed=t))
+    held = []
+    original_render, original_get = ShotRenderer.render, render_module.FrameReader.get
+
+    def counting_render(self, frame, *args, **kwargs):
+        result = original_render(self, frame, *args, **kwargs)
+        held.append(("plates", len(self.plates)))
+        held.append(("crops", len(self.outputs)))
+        return result
+
+    def counting_get(self, frame):
+        held.append(("read", len(self.pending)))
+        return original_get(self, frame)
+
+    monkeypatch.setattr(ShotRenderer, "render", counting_render)
+    monkeypatch.setattr(render_module.FrameReader, "get", counting_get)
+    render_with(node, tmp_path / "p.####.exr", tmp_path / "r.####.exr")
+    radius = node.params["temporal_window"] // 2
+    most = {kind: max(n for k, n in held if k == kind) for kind in ("plates", "crops", "read")}
+    # Plates: the window's reach either side (the crops of a neighbour need its own neighbours).
+    assert most["plates"] <= 4 * radius + 1 and most["crops"] <= 2 * radius + 1, most
+    assert most["read"] <= 2 * radius + 2, most
