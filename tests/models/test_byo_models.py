@@ -39,6 +39,7 @@ def gfpgan_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.network
 @pytest.mark.slow
 def test_gfpgan_matches_the_published_implementation(gfpgan_file):
     reference = gfpgan_reference_class()(
@@ -76,6 +77,7 @@ def codeformer_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.network
 @pytest.mark.slow
 def test_codeformer_matches_the_published_implementation_at_its_fidelity(codeformer_file, caplog):
     reference = codeformer_reference_class()(

@@ -12,7 +12,7 @@ from facerestore.nodes.face_restore import FaceRestoreNode
 
 from helpers import faces_plate
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 def test_onnx_runtime_runs_the_restorer_on_the_cuda_provider():

