@@ -28,8 +28,8 @@ import OpenImageIO as oiio
 
 from facerestore.models.device import resolve_torch_device
 from facerestore.nodes.colour import ColourPipeline
-from facerestore.nodes.face_restore import FaceRestoreNode
 from facerestore.nodes.exr_io import read_frame
+from facerestore.nodes.face_restore import FaceRestoreNode
 from facerestore.plugin.demo import astronaut_srgb, degrade_display
 from facerestore.plugin.render import RenderOptions, render
 

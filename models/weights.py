@@ -12,6 +12,8 @@ import ast
 import hashlib
 import importlib.metadata
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -189,6 +191,22 @@ def cache_dir() -> Path:
 
 
 PARTIAL = ".partial-"
+# This machine, in temporary names: on shared storage, whether another host's writer still runs
+# is not for this one to judge.
+HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+# Read once, at import: setting the process umask to read it, from a writer thread, would race.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def partial_owner(name: str) -> tuple[int, str | None] | None:
+    """(PID, host) of a temporary file named by `replaced_atomically` (`.NAME.partial-PID@HOST.RANDOM`,
+    or the older `.NAME.partial-PID`, host None); None for any other name."""
+    head, sep, tail = name.rpartition(PARTIAL)
+    if not (sep and head.startswith(".") and len(head) > 1):
+        return None
+    match = re.fullmatch(r"(\d+)(?:@([A-Za-z0-9_-]+)\.[a-z0-9_]{8})?", tail)
+    return (int(match.group(1)), match.group(2)) if match else None
 
 
 @contextmanager
@@ -197,13 +215,11 @@ def replaced_atomically(path: Path | str) -> Iterator[Path]:
     without an error, and is removed otherwise, so readers never see a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # .NAME.partial-PID.RANDOM: a killed writer's leftovers are recognisable (remove_stale_partials).
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{PARTIAL}{os.getpid()}.")
+    # A killed writer's leftovers are recognisable by name (see partial_owner).
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{PARTIAL}{os.getpid()}@{HOST}.")
     os.close(fd)
     # mkstemp makes owner-only files; a cache shared on a render farm must stay readable as the umask allows.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -47,7 +47,9 @@ def all_finite(values: np.ndarray) -> bool:
     """No NaN or infinity anywhere. NaN and infinities survive a sum, so one sum answers for a
     whole frame (4K: ~10 ms, against ~120 ms for a per-pixel mask); only a sum that is not finite
     (a non-finite value, or finite values so large that they overflow) is checked value by value."""
-    return math.isfinite(float(np.add.reduce(values, axis=None))) or bool(np.isfinite(values).all())
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum is expected, then checked
+        total = float(np.add.reduce(values, axis=None))
+    return math.isfinite(total) or bool(np.isfinite(values).all())
 
 
 def nonfinite_mask(linear_rgb: np.ndarray) -> np.ndarray | None:

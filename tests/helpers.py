@@ -12,11 +12,11 @@ import cv2
 import numpy as np
 import OpenImageIO as oiio
 
+from facerestore.nodes.exr_io import Part, write_parts
 from facerestore.plugin.demo import astronaut_srgb, degrade_display
 
 TESTS = Path(__file__).resolve().parent  # the test tree mirrors the product's folders below this one
 ROOT = TESTS.parent
-from facerestore.nodes.exr_io import Part, write_parts
 
 # Eyes, nose and mouth corners of the astronaut portrait, marked by hand on the 512x512 photo.
 ASTRONAUT_LANDMARKS = np.array([[205, 101], [248, 103], [224, 129], [203, 138], [244, 140]], np.float64)

@@ -14,15 +14,20 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import tomllib
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def package_folders(root: Path = ROOT) -> dict[str, Path]:
     """{'facerestore.nodes': ROOT/'nodes', ...} from pyproject's package-dir."""
-    config = tomllib.loads((root / "pyproject.toml").read_text())
-    return {package: root / folder for package, folder in config["tool"]["setuptools"]["package-dir"].items()}
+    text = (root / "pyproject.toml").read_text()
+    try:
+        import tomllib  # Python 3.11+
+
+        mapping = tomllib.loads(text)["tool"]["setuptools"]["package-dir"]
+    except ModuleNotFoundError:  # 3.10: the one line this needs
+        line = re.search(r"^package-dir\s*=\s*\{(.*)\}", text, re.M).group(1)
+        mapping = dict(re.findall(r'"([^"]+)"\s*=\s*"([^"]+)"', line))
+    return {package: root / folder for package, folder in mapping.items()}
 
 
 def module_files(root: Path = ROOT) -> dict[str, Path]:
@@ -36,20 +41,33 @@ def module_files(root: Path = ROOT) -> dict[str, Path]:
     return modules
 
 
-def imports_of(module: str, path: Path) -> list[tuple[str, int, bool]]:
-    """(imported module, line, at module level) for every import in the file, relative
-    imports resolved against the module's own package."""
+def _module_level_statements(body: list) -> list:
+    """Statements run when the module is imported: its body and, inside it, the bodies of
+    if / try / with / for / while blocks and of classes, but not of functions."""
+    found = []
+    for node in body:
+        found.append(node)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for field in ("body", "orelse", "finalbody"):
+            found += _module_level_statements(getattr(node, field, []) or [])
+        for handler in getattr(node, "handlers", []) or []:
+            found += _module_level_statements(handler.body)
+    return found
+
+
+def imports_of(module: str, path: Path) -> list[tuple[tuple[str, ...], int, bool]]:
+    """One entry per imported name: (the modules it may name, line, at module level). For
+    `from a.b import c` the names are ("a.b.c", "a.b"): c is a module or a name in a.b. Relative
+    imports are resolved against the module's own package."""
     tree = ast.parse(path.read_text(), str(path))
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
-    module_level = {id(node) for node in tree.body}
-    for node in tree.body:  # imports inside module-level if / try blocks are module level too
-        if isinstance(node, (ast.If, ast.Try)):
-            module_level.update(id(child) for child in ast.walk(node))
+    module_level = {id(node) for node in _module_level_statements(tree.body)}
     found = []
     for node in ast.walk(tree):
         at_top = id(node) in module_level
         if isinstance(node, ast.Import):
-            found.extend((alias.name, node.lineno, at_top) for alias in node.names)
+            found.extend(((alias.name,), node.lineno, at_top) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -57,10 +75,7 @@ def imports_of(module: str, path: Path) -> list[tuple[str, int, bool]]:
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            found.append((target, node.lineno, at_top))
-            # `from facerestore.models import weights` names a module, not just the package
-            for alias in node.names:
-                found.append((f"{target}.{alias.name}", node.lineno, at_top))
+            found.extend(((f"{target}.{alias.name}", target), node.lineno, at_top) for alias in node.names)
     return found
 
 
@@ -69,7 +84,9 @@ def module_graph(root: Path = ROOT) -> dict[str, set[str]]:
     files = module_files(root)
     graph: dict[str, set[str]] = {}
     for module, path in files.items():
-        graph[module] = {target for target, _, _ in imports_of(module, path) if target in files and target != module}
+        graph[module] = {
+            name for names, _, _ in imports_of(module, path) for name in names if name in files and name != module
+        }
     return graph
 
 

@@ -4,7 +4,6 @@ and the host-agnostic layers never print or read argv."""
 import ast
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import import_graph
@@ -70,11 +69,17 @@ def test_the_graph_builder_sees_relative_and_function_level_imports(tmp_path):
         (tmp_path / folder / "__init__.py").write_text("")
     (tmp_path / "low" / "base.py").write_text("X = 1\n")
     (tmp_path / "low" / "mid.py").write_text("from .base import X\n")
-    (tmp_path / "high" / "top.py").write_text("def f():\n    from facerestore.low import mid\n")
+    (tmp_path / "high" / "top.py").write_text(
+        "def f():\n    from facerestore.low import mid\n"
+        "if True:\n    import os\n    def g():\n        import torch, json\n"
+        "with open(__file__):\n    import re\n"
+    )
     modules = import_graph.module_graph(tmp_path)
     assert modules["facerestore.low.mid"] == {"facerestore.low.base"}
     assert modules["facerestore.high.top"] == {"facerestore.low", "facerestore.low.mid"}
     assert import_graph.package_graph(tmp_path) == {"facerestore.low": set(), "facerestore.high": {"facerestore.low"}}
+    levels = {names[0]: at_top for names, _, at_top in import_graph.imports_of("facerestore.high.top", tmp_path / "high" / "top.py")}
+    assert levels == {"facerestore.low.mid": False, "os": True, "torch": False, "json": False, "re": True}
 
 
 # The only imports made inside functions: optional or heavy dependencies that most commands never
@@ -110,13 +115,19 @@ def is_lazy(name: str) -> bool:
 def test_imports_inside_functions_are_only_the_optional_heavy_ones():
     stray = []
     for module, path in import_graph.module_files().items():
-        by_line = defaultdict(list)
-        for target, line, at_top in import_graph.imports_of(module, path):
-            if not at_top:
-                by_line[line].append(target)
-        # `from facerestore.models import compact` is lazy when the module it names is
-        stray += [f"{path.name}:{line} {names[0]}" for line, names in by_line.items() if not any(map(is_lazy, names))]
+        for names, line, at_top in import_graph.imports_of(module, path):
+            if not at_top and not any(map(is_lazy, names)):
+                stray.append(f"{path.name}:{line} {names[-1] if len(names) > 1 else names[0]}")
     assert not stray, "imports inside functions that belong at the top of their module: " + ", ".join(stray)
+
+
+def test_the_cli_and_the_worker_start_without_the_heavy_dependencies():
+    check = (
+        "import sys, facerestore.plugin.cli, facerestore.ofx_bridge.worker, facerestore.nodes.shot; "
+        "print(sorted(m for m in ('torch', 'onnx', 'dlib', 'matplotlib', 'skimage') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
 
 def test_nodes_and_models_import_no_host_module():

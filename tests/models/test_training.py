@@ -42,7 +42,7 @@ def test_a_short_training_run_writes_verified_weights_and_a_record(schedule, tmp
     CompactNet().load_state_dict(trained, strict=True)
     initial = build_network(config.init).state_dict()
     assert any(not torch.equal(trained[k], initial[k]) for k in initial), "three Adam steps changed nothing"
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob(".*.partial-*"))
 
 
 def test_train_rejects_a_bad_step_count():

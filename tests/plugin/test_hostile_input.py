@@ -197,13 +197,27 @@ def test_stale_partials_of_killed_runs_are_removed_and_live_ones_kept(plates, tm
 
     out = tmp_path / "out"
     out.mkdir()
-    dead = out / ".r.0001.exr.partial-999999999"  # no such process
-    live = out / f".r.0002.exr.partial-{os.getppid()}"  # another process that is running
-    foreign = out / "notes.partial-1"
-    for path in (dead, live, foreign):
+    from facerestore.models.weights import HOST
+
+    dead = out / f".r.0001.exr.partial-999999999@{HOST}.abcd_123"  # no such process
+    dead_older_form = out / ".r.0003.exr.partial-999999999"
+    live = out / f".r.0002.exr.partial-{os.getppid()}@{HOST}.abcd_123"  # another process that is running
+    other_machine = out / ".r.0004.exr.partial-999999999@render-node-07.abcd_123"  # shared storage
+    kept = [live, other_machine, out / "notes.partial-1", out / ".notes.partial-12345678.txt"]
+    for path in [dead, dead_older_form, *kept]:
         path.write_bytes(b"half")
     render(options(plates, out), node=node)
-    assert not dead.exists() and live.exists() and foreign.exists()
+    assert not dead.exists() and not dead_older_form.exists()
+    assert all(path.exists() for path in kept)
+
+
+def test_an_output_name_too_long_for_its_temporary_file_is_a_one_line_error(plates, tmp_path, node):
+    out = tmp_path / "out"
+    long_name = RenderOptions(input=str(plates / "p.####.exr"), output=str(out / ("x" * 240 + ".####.exr")),
+                              progress=False, analysis=str(tmp_path / "a.json"))
+    with pytest.raises(FaceRestoreError, match="cannot write .*File name too long"):
+        render(long_name, node=node)
+    assert not out.exists()  # the folder it made is removed again: nothing half-written
 
 
 def test_resume_renders_only_what_is_missing_or_stale(plates, tmp_path, node):
