@@ -40,7 +40,7 @@ from facerestore.nodes.temporal import fuse, fuse_outputs
 
 FACE_RESTORE = NodeSpec(
     id="com.facerestore.FaceRestore",
-    version=(1, 0),
+    version=(1, 1),  # 1.1: colour_tolerance added, keep_colour_radius 2.5 -> 2 (renders differ from 1.0)
     label="FaceRestore",
     hint="Restores the faces in a scene-linear plate and outputs a soft face matte; other pixels are untouched.",
     params=(

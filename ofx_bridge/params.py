@@ -7,6 +7,7 @@ returned, the plate's colourspace and the shot's analysis file); the worker read
 
 from __future__ import annotations
 
+import math
 import sys
 
 from facerestore.nodes.face_restore import FACE_RESTORE, HOST_PARAMS
@@ -31,6 +32,15 @@ def c_number(value) -> str:
     return repr(float(value)) if value is not None else "0"
 
 
+def slider_step(p) -> tuple[float, int]:
+    """(increment, digits shown) for a numeric parameter: a hundredth of its range, rounded down
+    to a power of ten, and enough digits to show that step and the default exactly (hosts' own
+    defaults are a step of 1 and two digits: 0.0075 would read 0.01)."""
+    step = 10.0 ** math.floor(math.log10((p.maximum - p.minimum) / 100.0))
+    default_decimals = len(repr(float(p.default)).split(".")[1].rstrip("0"))
+    return step, max(2, min(6, max(default_decimals, -math.floor(math.log10(step)))))
+
+
 def header(params=OFX_PARAMS) -> str:
     lines = [
         "/* Generated from the node spec by `python -m facerestore.ofx_bridge.params`; do not edit. */",
@@ -45,15 +55,19 @@ def header(params=OFX_PARAMS) -> str:
     for p in params:
         common = f"{c_string(p.id)}, {c_string(p.label)}, {c_string(p.hint)}"
         if p.choices:
-            fields = f"P_CHOICE, {p.choices.index(p.default)}, 0, 0, NULL, OPTIONS_{p.id}, {len(p.choices)}"
+            fields = f"P_CHOICE, {p.choices.index(p.default)}, 0, 0, NULL, OPTIONS_{p.id}, {len(p.choices)}, 0, 0"
         elif isinstance(p.default, bool) or not isinstance(p.default, (int, float, str)):
             raise TypeError(f"{p.id}: no OFX parameter kind for {type(p.default).__name__}")
         elif isinstance(p.default, str):
-            fields = f"P_STRING, 0, 0, 0, {c_string(p.default)}, NULL, 0"
+            fields = f"P_STRING, 0, 0, 0, {c_string(p.default)}, NULL, 0, 0, 0"
         elif isinstance(p.default, int):
-            fields = f"P_INT, {p.default}, {c_number(p.minimum)}, {c_number(p.maximum)}, NULL, NULL, 0"
+            fields = f"P_INT, {p.default}, {c_number(p.minimum)}, {c_number(p.maximum)}, NULL, NULL, 0, 1, 0"
         else:
-            fields = f"P_DOUBLE, {c_number(p.default)}, {c_number(p.minimum)}, {c_number(p.maximum)}, NULL, NULL, 0"
+            step, digits = slider_step(p)
+            fields = (
+                f"P_DOUBLE, {c_number(p.default)}, {c_number(p.minimum)}, {c_number(p.maximum)}, NULL, NULL, 0, "
+                f"{step!r}, {digits}"
+            )
         lines.append(f"    {{{common}, {fields}}},")
     lines.append("};")
     return "\n".join(lines) + "\n"

@@ -172,6 +172,8 @@ typedef struct OfxMessageSuiteV1 {
 #define kOfxParamPropDisplayMax "OfxParamPropDisplayMax"
 #define kOfxParamPropChoiceOption "OfxParamPropChoiceOption"
 #define kOfxParamPropAnimates "OfxParamPropAnimates"
+#define kOfxParamPropIncrement "OfxParamPropIncrement"
+#define kOfxParamPropDigits "OfxParamPropDigits"
 
 /* Values */
 #define kOfxImageEffectContextFilter "OfxImageEffectContextFilter"

@@ -63,6 +63,8 @@ typedef struct {
     const char *def_string;
     const char *const *options;
     int n_options;
+    double increment; /* doubles: slider step and digits shown (generated from the range) */
+    int digits;
 } ParamSpec;
 
 /* The table, generated from the node spec at build time (ofx_bridge/params.py). */
@@ -397,6 +399,8 @@ static OfxStatus describe_in_context(OfxImageEffectHandle effect, OfxPropertySet
             g_props->propSetDouble(pp, kOfxParamPropMax, 0, p->max);
             g_props->propSetDouble(pp, kOfxParamPropDisplayMin, 0, p->min);
             g_props->propSetDouble(pp, kOfxParamPropDisplayMax, 0, p->max);
+            g_props->propSetDouble(pp, kOfxParamPropIncrement, 0, p->increment);
+            g_props->propSetInt(pp, kOfxParamPropDigits, 0, p->digits);
             /* One value per shot, as in the CLI: a frame rendered alone equals the full render. */
             g_props->propSetInt(pp, kOfxParamPropAnimates, 0, 0);
             break;

@@ -146,8 +146,13 @@ def test_the_declared_parameters_are_the_node_spec(host, shot, tmp_path):
         elif isinstance(p.default, int):
             assert line.endswith(f" default={p.default} min={p.minimum} max={p.maximum}")
         else:
-            numbers = dict(field.split("=") for field in line.split(" ")[-3:])
+            numbers = dict(field.split("=") for field in line.split(" ")[-5:])
             assert [float(numbers[k]) for k in ("default", "min", "max")] == [p.default, p.minimum, p.maximum]
+            # The slider moves in steps the range can use and shows the default as it is (a
+            # host's own step of 1 and 2 digits would show 0.0075 as 0.01).
+            digits, step = int(numbers["digits"]), float(numbers["step"])
+            assert step <= (p.maximum - p.minimum) / 100 and round(step, digits) == step
+            assert round(p.default, digits) == p.default, (p.id, digits)
     assert len(declared) == len(FACE_RESTORE.params) + len(HOST_PARAMS)
 
 

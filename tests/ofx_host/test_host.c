@@ -462,11 +462,14 @@ int main(int argc, char **argv) {
         get_str(&p->props, kOfxPropLabel, 0, &text);
         printf("paramdef %s label=%s", p->name, text);
         if (!strcmp(p->type, kOfxParamTypeDouble)) {
-            double def = 0, lo = 0, hi = 0;
+            double def = 0, lo = 0, hi = 0, step = 1; /* 1 and 2: what a host assumes when none is set */
+            int digits = 2;
             get_dbl(&p->props, kOfxParamPropDefault, 0, &def);
             get_dbl(&p->props, kOfxParamPropMin, 0, &lo);
             get_dbl(&p->props, kOfxParamPropMax, 0, &hi);
-            printf(" default=%.17g min=%.17g max=%.17g", def, lo, hi);
+            get_dbl(&p->props, kOfxParamPropIncrement, 0, &step);
+            get_int(&p->props, kOfxParamPropDigits, 0, &digits);
+            printf(" step=%.17g digits=%d default=%.17g min=%.17g max=%.17g", step, digits, def, lo, hi);
         } else if (!strcmp(p->type, kOfxParamTypeInteger) || !strcmp(p->type, kOfxParamTypeChoice)) {
             int def = 0, lo = 0, hi = 0;
             get_int(&p->props, kOfxParamPropDefault, 0, &def);
