@@ -92,44 +92,52 @@ def faceless_4k(node, colour: ColourPipeline, folder: Path, repeats: int) -> dic
     return {"read": read, "write": write, "process": process, "process_over_read_write": process / (read + write)}
 
 
-def overlapped_vs_sequential(node, colour: ColourPipeline, folder: Path, frames: int) -> dict:
-    """A 4K shot with four faces rendered twice from one analysis: reading ahead and writing
-    behind in threads, then each step after the other. The outputs must be the same. Then the
-    same shot through `facerestore render` in a child process, for its peak memory."""
+def overlapped_vs_sequential(node, colour: ColourPipeline, folder: Path, frames: int, repeats: int, device: str) -> dict:
+    """A 4K shot with four faces rendered from one analysis with reading ahead and writing behind
+    in threads, and with each step after the other: a warm-up render, then the two taking turns
+    (which goes first alternates), medians. Every output file must be the same byte for byte.
+    Then the same shot through `facerestore render` in a child process, for its peak memory."""
     for t in range(frames):
         write_plate(folder / f"shot.{t + 1:04d}.exr", plate_with_face(colour, *SIZES["4K"], shift=6 * t, faces=4))
     source = str(folder / "shot.####.exr")
     analysis = str(folder / "shot.analysis.json")
-    render(RenderOptions(source, str(folder / "a.####.exr"), progress=False, analysis=analysis, analyse_only=True), node)
-    seconds = {}
-    for name, overlap in (("sequential", False), ("overlapped", True)):
-        target = folder / name
-        target.mkdir()
+
+    def run(name: str, overlap: bool) -> float:
         options = RenderOptions(
-            source, str(target / "out.####.exr"), progress=False, analysis=analysis, overlap_io=overlap
+            source, str(folder / name / "out.####.exr"), progress=False, analysis=analysis, overlap_io=overlap
         )
         report = render(options, node)
-        faces = max(report.faces_per_frame.values())
-        seconds[name] = report.wall_seconds / frames
+        run.faces = max(report.faces_per_frame.values())
+        return report.wall_seconds / frames
+
+    run("warm-up", True)  # the analysis, and the four-face batch shapes
+    seconds: dict = {"sequential": [], "overlapped": []}
+    for index in range(repeats):
+        order = (("sequential", False), ("overlapped", True))
+        for name, overlap in order if index % 2 == 0 else order[::-1]:
+            seconds[name].append(run(name, overlap))
     identical = all(
-        np.array_equal(*(read_frame(str(folder / name / f"out.{t + 1:04d}.exr")).rgb() for name in seconds))
+        (folder / "sequential" / f"out.{t + 1:04d}.exr").read_bytes()
+        == (folder / "overlapped" / f"out.{t + 1:04d}.exr").read_bytes()
         for t in range(frames)
     )
     import resource  # not on Windows
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     command = [sys.executable, "-m", "facerestore.plugin.cli", "render", source, "-o", str(folder / "cli" / "out.####.exr"),
-               "--analysis", analysis, "--quiet"]
+               "--analysis", analysis, "--device", device, "--quiet"]
     proc = subprocess.run(command, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"facerestore render failed: {proc.stderr.strip()}")
     # The largest child so far: only this one ran (unless an earlier, larger one did: then unknown).
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    median = {name: statistics.median(values) for name, values in seconds.items()}
     return {
         "render_peak_rss_mib": peak / 1024 if peak > before else None,
-        "faces": faces,
-        "seconds_per_frame": seconds,
-        "speed_up": seconds["sequential"] / seconds["overlapped"],
+        "faces": run.faces,
+        "seconds_per_frame": median,
+        "runs": seconds,
+        "speed_up": median["sequential"] / median["overlapped"],
         "identical": identical,
         "frames": frames,
     }
@@ -179,11 +187,12 @@ def main() -> None:
             f"4K, no face: node {empty['process'] * 1000:.0f} ms, read {empty['read'] * 1000:.0f} ms, "
             f"write {empty['write'] * 1000:.0f} ms (node / (read + write) {empty['process_over_read_write']:.2f})"
         )
-        shot = overlapped_vs_sequential(node, colour, Path(folder), args.frames)
+        shot = overlapped_vs_sequential(node, colour, Path(folder), args.frames, max(2, args.repeats // 2), args.device)
         print(
             f"4K shot, {shot['frames']} frames, {shot['faces']} faces: sequential {shot['seconds_per_frame']['sequential']:.2f} s/frame, "
-            f"overlapped {shot['seconds_per_frame']['overlapped']:.2f} s/frame (x{shot['speed_up']:.2f}); "
-            f"outputs identical: {shot['identical']}; peak memory of `facerestore render` on it: "
+            f"overlapped {shot['seconds_per_frame']['overlapped']:.2f} s/frame (x{shot['speed_up']:.2f}, medians of "
+            f"{len(shot['runs']['overlapped'])}); "
+            f"output files identical: {shot['identical']}; peak memory of `facerestore render` on it: "
             + (f"{shot['render_peak_rss_mib']:.0f} MiB" if shot["render_peak_rss_mib"] else "not measurable here")
         )
     results["faceless_4k"], results["overlap"] = empty, shot
