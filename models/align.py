@@ -51,9 +51,15 @@ def affine_scale(matrix: np.ndarray) -> float:
     return float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
 
 
-def scaled_template_transform(landmarks: np.ndarray, size: int) -> np.ndarray:
-    """Plate pixel -> face space of side `size` (the template scaled from 512)."""
-    return estimate_similarity(landmarks, TEMPLATE_LANDMARKS * (size / TEMPLATE_SIZE))
+def scaled_template_transform(landmarks: np.ndarray, size: int, pixel_aspect: float = 1.0) -> np.ndarray:
+    """Plate pixel -> face space of side `size` (the template scaled from 512). `pixel_aspect`:
+    the plate pixels' width over their height (2 for a 2x anamorphic plate): the face is fitted
+    as it looks, desqueezed, so the restorer sees it with square pixels."""
+    if pixel_aspect == 1.0:
+        return estimate_similarity(landmarks, TEMPLATE_LANDMARKS * (size / TEMPLATE_SIZE))
+    desqueeze = np.array([pixel_aspect, 1.0])
+    similarity = estimate_similarity(np.asarray(landmarks, np.float64) * desqueeze, TEMPLATE_LANDMARKS * (size / TEMPLATE_SIZE))
+    return similarity * np.concatenate([desqueeze, [1.0]])[None, :]
 
 
 def input_transform(to_out: np.ndarray, scale: int) -> np.ndarray:
@@ -94,8 +100,11 @@ def warp_to_face(
 INPUT_SIZES = (32, 64, 128, 256)
 
 
-def footprint_of(landmarks: np.ndarray) -> float:
-    """Plate pixels covered by the 512 face space for these landmarks."""
+def footprint_of(landmarks: np.ndarray, pixel_aspect: float = 1.0) -> float:
+    """Plate pixels covered by the 512 face space for these landmarks (for an anamorphic plate,
+    pixels of its height: the face's size as it looks)."""
+    if pixel_aspect != 1.0:
+        landmarks = np.asarray(landmarks, np.float64) * [pixel_aspect, 1.0]
     return TEMPLATE_SIZE / affine_scale(scaled_template_transform(landmarks, TEMPLATE_SIZE))
 
 

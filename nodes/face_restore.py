@@ -77,6 +77,15 @@ FACE_RESTORE = NodeSpec(
             0.5,
         ),
         Param(
+            "pixel_aspect",
+            "Pixel aspect",
+            "Width over height of the plate's pixels (2 for a 2x anamorphic plate); faces are found and "
+            "restored desqueezed. 0: the EXR header's PixelAspectRatio (square without one).",
+            0.0,
+            0.0,
+            4.0,
+        ),
+        Param(
             "keep_colour_radius",
             "Keep plate colour below (px)",
             "The plate's own colour and tone are kept below this blur radius in plate pixels (to within the colour "
@@ -256,6 +265,9 @@ class FaceRestoreNode:
             self.params["model"], device, self.params["backend"], fidelity=self.params["fidelity"]
         )
         self._mattes: dict[int, np.ndarray] = {}
+        # Width over height of the plate's pixels; a render sets it from the plate's header when
+        # the parameter is 0 (see plugin.render).
+        self.pixel_aspect = float(self.params["pixel_aspect"]) or 1.0
 
     def input_size_for(self, footprint_px: float) -> int:
         """Face models take their fixed input size; x1 restorers the face at its own resolution
@@ -276,29 +288,38 @@ class FaceRestoreNode:
 
     def detect_with_image(
         self, plate_rgb: np.ndarray, candidates: bool = False, run_detector: bool = True
-    ) -> tuple[np.ndarray, float, list[FaceResult]]:
+    ) -> tuple[np.ndarray, float | np.ndarray, list[FaceResult]]:
         """Faces, plus the display-encoded (possibly reduced) image the detector saw and its scale.
         `candidates`: also the faces below the detection threshold (down to CANDIDATE_THRESHOLD),
         for a tracker that confirms them over time. `run_detector=False`: the image and scale only."""
         h, w = plate_rgb.shape[:2]
-        scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
-        if scale < 1.0:
+        aspect = self.pixel_aspect
+        scale = min(1.0, DETECT_MAX_SIDE / max(h, w * aspect))
+        # The detector sees the plate desqueezed (an anamorphic plate's faces as they look).
+        size = (round(w * scale * aspect), round(h * scale))
+        if size != (w, h):
             # Non-finite pixels would spread through the reduction: neutralised first (the
             # display policy), then the reduced frame, finite, is encoded.
             finite = plate_rgb if all_finite(plate_rgb) else neutralise_nonfinite(plate_rgb)
-            reduced = cv2.resize(finite, (round(w * scale), round(h * scale)),
-                                 interpolation=cv2.INTER_AREA)
+            interpolation = cv2.INTER_AREA if aspect * scale <= 1.0 else cv2.INTER_CUBIC
+            reduced = cv2.resize(finite, size, interpolation=interpolation)
             encoded = np.clip(self.colour.encode(reduced), 0.0, 1.0, out=reduced)
         else:
             encoded = self.colour.display(plate_rgb)
+        # Image pixels per plate pixel, across and down (one number when they are the same).
+        scale = scale if aspect == 1.0 else np.array([size[0] / w, size[1] / h])
+        per_point = np.broadcast_to(scale, 2)
         faces = []
         threshold = 0.0 if candidates else self.params["detection_threshold"]
         for det in self.detector.detect(encoded) if run_detector else ():
             if det.score < threshold:
                 continue
-            landmarks = det.landmarks / scale
+            landmarks = det.landmarks / per_point
             faces.append(
-                FaceResult(det.box / scale, det.score, landmarks, self.input_size_for(footprint_of(landmarks)))
+                FaceResult(
+                    det.box / np.tile(per_point, 2), det.score, landmarks,
+                    self.input_size_for(footprint_of(landmarks, aspect)),
+                )
             )
         return encoded, scale, faces
 
@@ -431,7 +452,7 @@ class FaceRestoreNode:
             match = next((f for f in others if f.track is not None and f.track == face.track), None)
             if match is None:
                 continue
-            to_out = scaled_template_transform(match.landmarks, job.out_size)
+            to_out = scaled_template_transform(match.landmarks, job.out_size, self.pixel_aspect)
             crops.append(self._crop(plate, input_transform(to_out, self.restorer.scale), job.in_size))
         return fuse(job.crop, crops)
 
@@ -449,7 +470,7 @@ class FaceRestoreNode:
     def _prepare(self, plate_rgb: np.ndarray, face: FaceResult) -> CropJob:
         in_size = face.restore_size
         out_size = in_size * self.restorer.scale
-        to_out = scaled_template_transform(face.landmarks, out_size)
+        to_out = scaled_template_transform(face.landmarks, out_size, self.pixel_aspect)
         roi, to_out_roi = face_roi(plate_rgb.shape, to_out, out_size)
         encoded_roi = self._encode(plate_rgb[roi])
         crop = warp_to_face(

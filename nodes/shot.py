@@ -19,13 +19,15 @@ from facerestore.nodes.manual_faces import box_of, follow
 from facerestore.nodes.tracking import TrackerSettings, analyse
 
 
-def track_restore_sizes(analysis, choose: Callable[[float], int] = choose_input_size) -> dict[int, int]:
+def track_restore_sizes(
+    analysis, choose: Callable[[float], int] = choose_input_size, pixel_aspect: float = 1.0
+) -> dict[int, int]:
     """One restore size per track for the whole shot, so the restorer's behaviour cannot jump
     between frames when a face hovers near a size boundary."""
     footprints: dict[int, list[float]] = defaultdict(list)
     for faces in analysis.faces.values():
         for face in faces:
-            footprints[face.track].append(footprint_of(face.landmarks))
+            footprints[face.track].append(footprint_of(face.landmarks, pixel_aspect))
     return {track: choose(float(np.median(values))) for track, values in footprints.items()}
 
 
@@ -83,7 +85,7 @@ class ShotRenderer:
     ) -> None:
         self.node, self.analysis, self.frames, self.plate_of = node, analysis, list(frames), plate_of
         self.timings = timings if timings is not None else defaultdict(float)
-        self.sizes = track_restore_sizes(analysis, node.input_size_for)
+        self.sizes = track_restore_sizes(analysis, node.input_size_for, node.pixel_aspect)
         self.radius = node.params["temporal_window"] // 2
         self.position = {f: i for i, f in enumerate(self.frames)}
         self.plates: dict = {}

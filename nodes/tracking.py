@@ -262,7 +262,8 @@ def analyse(frames: list, detect, settings: TrackerSettings | None = None, progr
 
     `frames`: frame numbers; `detect(frame)` -> (encoded, scale, [(landmarks, box, score)]) where
     `encoded` is the display-encoded image the detector saw, `scale` its size relative to the
-    plate, and landmarks and boxes are in plate pixels."""
+    plate (one number, or (across, down) for an anamorphic plate seen desqueezed), and landmarks
+    and boxes are in plate pixels."""
     settings = settings or TrackerSettings()
     tracks: list[_Track] = []
     active: list[_Track] = []
@@ -272,7 +273,8 @@ def analyse(frames: list, detect, settings: TrackerSettings | None = None, progr
     size = None
     for index, frame in enumerate(frames):
         encoded, scale, detections = detect(frame)
-        size = size or (round(encoded.shape[1] / scale), round(encoded.shape[0] / scale))
+        scale_x, scale_y = np.broadcast_to(scale, 2)  # one number, or across and down (anamorphic)
+        size = size or (round(encoded.shape[1] / scale_x), round(encoded.shape[0] / scale_y))
         thumb = thumbnail(encoded)
         if previous_thumb is None or float(np.abs(thumb - previous_thumb).mean()) > settings.cut_threshold:
             cuts.append(frame)

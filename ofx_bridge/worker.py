@@ -177,7 +177,7 @@ class Shot:
 _shots: OrderedDict = OrderedDict()
 # What a shot's tracking depends on: the plate's colourspace (what the detector sees) and the
 # detection threshold. Restored crops also depend on these (the restorer and its inputs).
-ANALYSIS_PARAMS = ("colorspace", "detection_threshold")
+ANALYSIS_PARAMS = ("colorspace", "detection_threshold", "pixel_aspect")
 CROP_PARAMS = ANALYSIS_PARAMS + ("model", "backend", "fidelity", "temporal_window", "ensemble", "tracks")
 MAX_CACHED_BYTES = 2 << 30  # restored crops kept, all shots together
 

@@ -143,6 +143,8 @@ def analysis_determinants(options: RenderOptions, node) -> dict:
         "colour": node.colour.identity(),
         "detector": f"RetinaFace mobilenet 0.25 ({RETINAFACE_SOURCE.sha256[:16]})",
         "added_faces": [face.to_json() for face in options.added_faces],
+        # Only when not square, so the sidecars of square plates written before it still fit.
+        **({"pixel_aspect": node.pixel_aspect} if node.pixel_aspect != 1.0 else {}),
     }
 
 
@@ -490,7 +492,27 @@ def _render(options: RenderOptions, node, jobs: list[FrameJob], first_spec, wall
     except ModelError as exc:
         raise FaceRestoreError(str(exc)) from None
     timings["load models"] += time.perf_counter() - start
+    # Pixel aspect: the parameter when set, else the plate's header (a node passed in keeps its
+    # own setting once this render is over).
+    own_aspect = node.pixel_aspect
+    node.pixel_aspect = float(node.params["pixel_aspect"]) or plate_pixel_aspect(first_spec)
+    try:
+        return _render_shot(options, node, jobs, first_spec, wall, timings)
+    finally:
+        node.pixel_aspect = own_aspect
 
+
+def plate_pixel_aspect(spec) -> float:
+    """The EXR header's PixelAspectRatio (1 without one, or with one that makes no sense)."""
+    value = spec.getattribute("PixelAspectRatio")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return 1.0
+    return value if 0.1 <= value <= 10.0 else 1.0
+
+
+def _render_shot(options: RenderOptions, node, jobs: list[FrameJob], first_spec, wall: float, timings) -> RenderReport:
     start = time.perf_counter()
     shot, excluded = matching_frames(shot_frames(options, jobs), first_spec, require_exr=not options.allow_non_exr)
     if excluded and options.progress:

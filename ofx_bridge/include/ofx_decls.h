@@ -164,6 +164,7 @@ typedef struct OfxMessageSuiteV1 {
 #define kOfxImagePropData "OfxImagePropData"
 #define kOfxImagePropBounds "OfxImagePropBounds"
 #define kOfxImagePropRowBytes "OfxImagePropRowBytes"
+#define kOfxImagePropPixelAspectRatio "OfxImagePropPixelAspectRatio"
 #define kOfxParamPropHint "OfxParamPropHint"
 #define kOfxParamPropDefault "OfxParamPropDefault"
 #define kOfxParamPropMin "OfxParamPropMin"

@@ -476,7 +476,19 @@ static float *pixel(const Image *image, int x, int y) {
            4 * (x - image->bounds.x1);
 }
 
-static void append_param_json(char *json, size_t n, OfxParamSetHandle param_set, OfxTime time) {
+/* The clip's pixel aspect (2 for a 2x anamorphic plate); 1 when the host gives none. */
+static double clip_pixel_aspect(OfxImageClipHandle clip) {
+    OfxPropertySetHandle props;
+    double aspect = 1.0;
+    if (g_effects->clipGetPropertySet(clip, &props) != kOfxStatOK ||
+        g_props->propGetDouble(props, kOfxImagePropPixelAspectRatio, 0, &aspect) != kOfxStatOK || !(aspect > 0.0))
+        return 1.0;
+    return aspect;
+}
+
+/* The parameters as JSON; a pixel aspect left at 0 (automatic) becomes the clip's. */
+static void append_param_json(char *json, size_t n, OfxParamSetHandle param_set, OfxTime time,
+                              OfxImageClipHandle clip) {
     size_t k = strlen(json);
     for (int i = 0; i < N_PARAMS; i++) {
         const ParamSpec *p = &PARAMS[i];
@@ -486,6 +498,7 @@ static void append_param_json(char *json, size_t n, OfxParamSetHandle param_set,
         if (p->kind == P_DOUBLE) {
             double v = p->def;
             g_params->paramGetValueAtTime(param, time, &v);
+            if (v == 0.0 && strcmp(p->id, "pixel_aspect") == 0) v = clip_pixel_aspect(clip);
             snprintf(value, sizeof value, "%.17g", v);
         } else if (p->kind == P_INT) {
             int v = (int)p->def;
@@ -597,7 +610,7 @@ static int stream_shot(OfxImageEffectHandle effect, OfxImageClipHandle clip, con
                                  id, (void *)effect, shm_name + 1, width, height, range[0], range[1]);
                 for (int f = 0; f < count; f++) k += snprintf(request + k, sizeof request - k, "%s%.17g", f ? "," : "", times[f]);
                 snprintf(request + k, sizeof request - k, "],\"params\":{");
-                append_param_json(request, sizeof request - 2, param_set, time);
+                append_param_json(request, sizeof request - 2, param_set, time, clip);
                 strcat(request, "}\n");
                 result = ask_worker(effect, request, id, timeout, err, n);
                 if (result == 1) {
@@ -715,7 +728,7 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
         k += snprintf(request + k, sizeof request - k, "\"times\":[");
         for (int f = 0; f < count; f++) k += snprintf(request + k, sizeof request - k, "%s%.17g", f ? "," : "", times[f]);
         k += snprintf(request + k, sizeof request - k, "],\"params\":{");
-        append_param_json(request, sizeof request - 2, param_set, time);
+        append_param_json(request, sizeof request - 2, param_set, time, source_clip);
         strcat(request, "}\n");
         got = ask_worker(effect, request, id, timeout, err, sizeof err);
         const char *need = got == 1 && per_shot ? json_value("need") : NULL;

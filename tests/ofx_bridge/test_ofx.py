@@ -171,6 +171,27 @@ def test_render_matches_facerestore_render(host, shot, tmp_path, node):
     assert (np.abs(out[..., :3] - source[..., :3]).max(axis=2) > 1e-3).sum() > 300  # the face was restored
 
 
+def test_an_anamorphic_clip_is_restored_as_the_cli_restores_it(host, shot, tmp_path, node):
+    """The host says the clip's pixels are twice as wide as tall: the plug-in passes that on
+    (pixel aspect left at 0, automatic) and the frame equals the CLI's render with aspect 2."""
+    from facerestore.plugin.render import RenderOptions, render
+
+    node.params["pixel_aspect"] = 2.0
+    try:
+        render(RenderOptions(input=str(shot / "s.####.exr"), output=str(tmp_path / "r.####.exr"), progress=False,
+                             analysis=str(tmp_path / "a.json")), node=node)
+    finally:
+        node.params["pixel_aspect"] = 0.0
+    env = {"FACERESTORE_TEST_PIXEL_ASPECT": "2"}
+    proc = run_host(host, shot, tmp_path / "o.raw", "colorspace=ACEScg", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rgb, matte = differences_from_cli(tmp_path / "o.raw", tmp_path / "r.0003.exr")
+    assert rgb <= 1e-6 and matte <= 1e-6
+    square = run_host(host, shot, tmp_path / "square.raw", "colorspace=ACEScg")
+    assert square.returncode == 0
+    assert differences_from_cli(tmp_path / "square.raw", tmp_path / "r.0003.exr")[1] > 0.1  # a different matte
+
+
 def test_mask_input_limits_the_change_and_the_matte(host, shot, tmp_path):
     full = run_host(host, shot, tmp_path / "full.raw")
     mask = np.zeros((H, W), np.float32)

@@ -521,6 +521,9 @@ int main(int argc, char **argv) {
                 strcmp(instance->clips[i].name, "Mask") != 0 || g_mask_path != NULL);
         if (!getenv("FACERESTORE_TEST_NO_FRAME_RANGE")) /* hosts that do not say: per-window renders */
             set_dbl_n(&instance->clips[i].props, kOfxImageEffectPropFrameRange, 2, clip_range);
+        if (getenv("FACERESTORE_TEST_PIXEL_ASPECT")) /* an anamorphic clip, as the host says */
+            set_dbl(&instance->clips[i].props, kOfxImagePropPixelAspectRatio, 0,
+                    atof(getenv("FACERESTORE_TEST_PIXEL_ASPECT")));
     }
     if (plugin->mainEntry(kOfxActionCreateInstance, instance, NULL, NULL) != kOfxStatOK) return 2;
     PropSet prefs = {0};

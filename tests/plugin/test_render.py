@@ -382,3 +382,44 @@ def test_frames_held_in_memory_stay_within_the_temporal_window(tmp_path, node, c
     # Plates: the window's reach either side (the crops of a neighbour need its own neighbours).
     assert most["plates"] <= 4 * radius + 1 and most["crops"] <= 2 * radius + 1, most
     assert most["read"] <= 2 * radius + 2, most
+
+
+def test_an_anamorphic_plate_is_restored_desqueezed_as_its_header_says(tmp_path, node, colour):
+    """A 2x anamorphic plate (PixelAspectRatio 2: the picture squeezed to half its width): faces
+    are found and fitted as they look, so the matte and the restored face are the square
+    render's, squeezed; pixels outside the matte are untouched."""
+    import cv2
+
+    square = faces_plate(colour, width=480, height=240, face_width=110, positions=((180, 30),))
+    squeezed = np.ascontiguousarray(cv2.resize(square, (240, 240), interpolation=cv2.INTER_AREA))
+    write_exr(tmp_path / "sq.0001.exr", square, half=False)
+    write_exr(tmp_path / "ana.0001.exr", squeezed, half=False,
+              spec_edit=lambda spec: spec.attribute("PixelAspectRatio", 2.0))
+    square_report = render_with(node, tmp_path / "sq.####.exr", tmp_path / "sq_out.####.exr")
+    report = render_with(node, tmp_path / "ana.####.exr", tmp_path / "ana_out.####.exr")
+    assert report.faces_per_frame[1] == square_report.faces_per_frame[1] == 1
+    assert node.pixel_aspect == 1.0  # the plate's aspect was for that render only
+    spec, out = read_buf(tmp_path / "ana_out.0001.exr")
+    matte = channel(spec, out, "face.mask")
+    square_matte = channel(*read_buf(tmp_path / "sq_out.0001.exr"), "face.mask")
+    expected = cv2.resize(square_matte, (240, 240), interpolation=cv2.INTER_AREA)
+    inside, expected_inside = matte > 0.5, expected > 0.5
+    overlap = (inside & expected_inside).sum() / (inside | expected_inside).sum()
+    assert overlap > 0.9, overlap  # the same face region, squeezed
+    untouched = matte == 0
+    assert np.array_equal(out[..., :3][untouched], squeezed[untouched])
+    # The restored face is the square render's, squeezed (within what resampling changes).
+    restored = cv2.resize(read_buf(tmp_path / "sq_out.0001.exr")[1][..., :3], (240, 240), interpolation=cv2.INTER_AREA)
+    core = matte > 0.99
+    change_here = np.abs(out[..., :3] - squeezed)[core].mean()
+    difference = np.abs(out[..., :3] - restored)[core].mean()
+    assert difference < 0.35 * change_here, (difference, change_here)  # measured 0.21
+    # Forced square, the same plate's face is fitted squeezed: a different, narrower matte.
+    node.params["pixel_aspect"] = 1.0
+    try:
+        render_with(node, tmp_path / "ana.####.exr", tmp_path / "flat_out.####.exr",
+                    analysis=str(tmp_path / "flat.json"))
+    finally:
+        node.params["pixel_aspect"] = 0.0
+    flat = channel(*read_buf(tmp_path / "flat_out.0001.exr"), "face.mask") > 0.5
+    assert (flat & expected_inside).sum() / (flat | expected_inside).sum() < 0.8  # measured 0.61 (0.98 desqueezed)
