@@ -20,7 +20,7 @@ from facerestore.models.align import (  # noqa: F401  (re-exported for the node 
 )
 
 
-def face_matte(size: int, feather: float = 0.12) -> np.ndarray:
+def face_matte(size: int, feather: float = 0.1) -> np.ndarray:
     """Soft matte of the whole face in face space: a rounded box (superellipse, exponent 3)
     from the hairline to below the jaw and across the cheeks, tapering at the jaw, at full
     weight; the feather falls off outside that (up to 10 % beyond it, so it never reaches the

@@ -40,7 +40,7 @@ from facerestore.nodes.temporal import fuse, fuse_outputs
 
 FACE_RESTORE = NodeSpec(
     id="com.facerestore.FaceRestore",
-    version=(1, 1),  # 1.1: colour_tolerance added, keep_colour_radius 2.5 -> 2 (renders differ from 1.0)
+    version=(1, 1),  # 1.1: colour_tolerance and pixel_aspect added; keep_colour_radius 2.5 -> 2, matte_feather 0.12 -> 0.1
     label="FaceRestore",
     hint="Restores the faces in a scene-linear plate and outputs a soft face matte; other pixels are untouched.",
     params=(
@@ -71,8 +71,11 @@ FACE_RESTORE = NodeSpec(
         Param(
             "matte_feather",
             "Matte feather",
-            "Width of the matte's soft edge, as a fraction of the face size.",
-            0.12,
+            "Width of the matte's soft edge, as a fraction of the face size; up to 0.1 it lies wholly outside the "
+            "face, wider feathers also eat inward.",
+            # 0.1: the whole face at full weight. Bench suite (seed 0): +0.01 to +0.03 dB on every case
+            # against 0.12, identity the same or higher.
+            0.1,
             0.0,
             0.5,
         ),
