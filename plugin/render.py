@@ -496,6 +496,10 @@ def _render(options: RenderOptions, node, jobs: list[FrameJob], first_spec, wall
     # own setting once this render is over).
     own_aspect = node.pixel_aspect
     node.pixel_aspect = float(node.params["pixel_aspect"]) or plate_pixel_aspect(first_spec)
+    if node.pixel_aspect != 1.0 and options.progress:
+        source = "--pixel-aspect" if node.params["pixel_aspect"] else "the plates' PixelAspectRatio"
+        print(f"note: pixel aspect {node.pixel_aspect:g} ({source}): faces are found and restored desqueezed",
+              file=sys.stderr)
     try:
         return _render_shot(options, node, jobs, first_spec, wall, timings)
     finally:

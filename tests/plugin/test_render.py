@@ -11,7 +11,7 @@ import pytest
 from facerestore.nodes.errors import FaceRestoreError
 from facerestore.plugin.render import RenderOptions, render
 
-from helpers import channel, faces_plate, read_buf, write_exr
+from helpers import channel, faces_plate, read_buf, run_cli, write_exr
 
 
 def render_with(node, src, dst, **kw):
@@ -399,6 +399,8 @@ def test_an_anamorphic_plate_is_restored_desqueezed_as_its_header_says(tmp_path,
     report = render_with(node, tmp_path / "ana.####.exr", tmp_path / "ana_out.####.exr")
     assert report.faces_per_frame[1] == square_report.faces_per_frame[1] == 1
     assert node.pixel_aspect == 1.0  # the plate's aspect was for that render only
+    said = run_cli("render", tmp_path / "ana.####.exr", "-o", tmp_path / "cli_out.####.exr", check=True).stderr
+    assert "pixel aspect 2 (the plates' PixelAspectRatio)" in said
     spec, out = read_buf(tmp_path / "ana_out.0001.exr")
     matte = channel(spec, out, "face.mask")
     square_matte = channel(*read_buf(tmp_path / "sq_out.0001.exr"), "face.mask")
