@@ -102,9 +102,9 @@ INPUT_SIZES = (32, 64, 128, 256)
 
 def footprint_of(landmarks: np.ndarray, pixel_aspect: float = 1.0) -> float:
     """Plate pixels covered by the 512 face space for these landmarks (for an anamorphic plate,
-    pixels of its height: the face's size as it looks)."""
-    if pixel_aspect != 1.0:
-        landmarks = np.asarray(landmarks, np.float64) * [pixel_aspect, 1.0]
+    pixels along its finer axis: the face's size as it looks)."""
+    if pixel_aspect != 1.0:  # stretched along the coarser axis, so neither loses resolution
+        landmarks = np.asarray(landmarks, np.float64) * [max(pixel_aspect, 1.0), max(1.0 / pixel_aspect, 1.0)]
     return TEMPLATE_SIZE / affine_scale(scaled_template_transform(landmarks, TEMPLATE_SIZE))
 
 

@@ -82,8 +82,8 @@ FACE_RESTORE = NodeSpec(
         Param(
             "pixel_aspect",
             "Pixel aspect",
-            "Width over height of the plate's pixels (2 for a 2x anamorphic plate); faces are found and "
-            "restored desqueezed. 0: the EXR header's PixelAspectRatio (square without one).",
+            "Width over height of the plate's pixels (2 for a 2x anamorphic plate, 0.25-4); faces are found "
+            "and restored desqueezed. 0: the EXR header's PixelAspectRatio, or the host clip's (square without one).",
             0.0,
             0.0,
             4.0,
@@ -171,6 +171,7 @@ HOST_PARAMS = (
     ),
 )
 
+PIXEL_ASPECT_RANGE = (0.25, 4.0)
 MAX_BATCH = 16
 # Shot analysis also keeps detections down to this confidence, and keeps a face found only at
 # that level when it is tracked through several frames (`TrackerSettings.confirm_frames`): a
@@ -252,6 +253,20 @@ def face_roi(shape: tuple, plate_to_face: np.ndarray, size: int) -> tuple[tuple[
     return (slice(y0, y1), slice(x0, x1)), plate_to_face @ shift
 
 
+def resample(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`image` at `size` (width, height): area-averaged where an axis shrinks, cubic where it
+    grows; one axis at a time when one shrinks and the other grows (as on a desqueezed plate),
+    so the shrinking axis does not alias."""
+    h, w = image.shape[:2]
+    if (size[0] <= w) == (size[1] <= h):
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA if size[0] <= w else cv2.INTER_CUBIC)
+    if size[0] <= w:
+        image = cv2.resize(image, (size[0], h), interpolation=cv2.INTER_AREA)
+        return cv2.resize(image, size, interpolation=cv2.INTER_CUBIC)
+    image = cv2.resize(image, (w, size[1]), interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, size, interpolation=cv2.INTER_CUBIC)
+
+
 class FaceRestoreNode:
     def __init__(self, colour: ColourPipeline, device: str = "cpu", **params) -> None:
         self.params = FACE_RESTORE.resolve(params)
@@ -271,6 +286,8 @@ class FaceRestoreNode:
         # Width over height of the plate's pixels; a render sets it from the plate's header when
         # the parameter is 0 (see plugin.render).
         self.pixel_aspect = float(self.params["pixel_aspect"]) or 1.0
+        if not PIXEL_ASPECT_RANGE[0] <= self.pixel_aspect <= PIXEL_ASPECT_RANGE[1]:
+            raise FaceRestoreError("the pixel aspect must be 0 (from the plate) or between 0.25 and 4")
 
     def input_size_for(self, footprint_px: float) -> int:
         """Face models take their fixed input size; x1 restorers the face at its own resolution
@@ -297,32 +314,31 @@ class FaceRestoreNode:
         for a tracker that confirms them over time. `run_detector=False`: the image and scale only."""
         h, w = plate_rgb.shape[:2]
         aspect = self.pixel_aspect
-        scale = min(1.0, DETECT_MAX_SIDE / max(h, w * aspect))
-        # The detector sees the plate desqueezed (an anamorphic plate's faces as they look).
-        size = (round(w * scale * aspect), round(h * scale))
+        # The detector sees the plate desqueezed (an anamorphic plate's faces as they look), by
+        # stretching the coarser axis, so neither loses resolution.
+        stretch_x, stretch_y = max(aspect, 1.0), max(1.0 / aspect, 1.0)
+        scale = min(1.0, DETECT_MAX_SIDE / max(h * stretch_y, w * stretch_x))
+        size = (round(w * scale * stretch_x), round(h * scale * stretch_y))
         if size != (w, h):
             # Non-finite pixels would spread through the reduction: neutralised first (the
             # display policy), then the reduced frame, finite, is encoded.
             finite = plate_rgb if all_finite(plate_rgb) else neutralise_nonfinite(plate_rgb)
-            interpolation = cv2.INTER_AREA if aspect * scale <= 1.0 else cv2.INTER_CUBIC
-            reduced = cv2.resize(finite, size, interpolation=interpolation)
+            reduced = resample(finite, size)
             encoded = np.clip(self.colour.encode(reduced), 0.0, 1.0, out=reduced)
         else:
             encoded = self.colour.display(plate_rgb)
-        # Image pixels per plate pixel, across and down (one number when they are the same).
-        scale = scale if aspect == 1.0 else np.array([size[0] / w, size[1] / h])
-        per_point = np.broadcast_to(scale, 2)
+        if aspect != 1.0:  # image pixels per plate pixel, across and down
+            scale = np.array([size[0] / w, size[1] / h])
         faces = []
         threshold = 0.0 if candidates else self.params["detection_threshold"]
         for det in self.detector.detect(encoded) if run_detector else ():
             if det.score < threshold:
                 continue
-            landmarks = det.landmarks / per_point
+            # A square plate's scale stays one number: float32 landmarks stay float32.
+            landmarks = det.landmarks / scale
+            box = det.box / (np.tile(scale, 2) if aspect != 1.0 else scale)
             faces.append(
-                FaceResult(
-                    det.box / np.tile(per_point, 2), det.score, landmarks,
-                    self.input_size_for(footprint_of(landmarks, aspect)),
-                )
+                FaceResult(box, det.score, landmarks, self.input_size_for(footprint_of(landmarks, aspect)))
             )
         return encoded, scale, faces
 

@@ -31,7 +31,7 @@ from facerestore.nodes.exr_io import (
     with_output_compression,
     write_parts,
 )
-from facerestore.nodes.face_restore import CANDIDATE_THRESHOLD, FaceRestoreNode
+from facerestore.nodes.face_restore import CANDIDATE_THRESHOLD, PIXEL_ASPECT_RANGE, FaceRestoreNode
 from facerestore.nodes.sequence import FramePattern, describe_frames, parse_frame_range
 from facerestore.nodes.shot import ShotRenderer, analyse_shot
 from facerestore.nodes.tracking import Analysis, file_fingerprint
@@ -101,8 +101,8 @@ def default_analysis_path(options: RenderOptions) -> str:
 
 
 def frame_shape(spec) -> tuple:
-    """What every frame of a shot must share: data window and channel names."""
-    return (spec.x, spec.y, spec.width, spec.height, tuple(spec.channelnames))
+    """What every frame of a shot must share: data window, channel names and pixel aspect."""
+    return (spec.x, spec.y, spec.width, spec.height, tuple(spec.channelnames), plate_pixel_aspect(spec))
 
 
 def matching_frames(shot: list[FrameJob], spec, require_exr: bool = True) -> tuple[list[FrameJob], list[int]]:
@@ -134,6 +134,10 @@ def shot_frames(options: RenderOptions, jobs: list[FrameJob]) -> list[FrameJob]:
     return [rendered.get(f) or FrameJob(f, source.path(f), "") for f in source.existing_frames()]
 
 
+# Determinants written only when they differ from these (so older sidecars still fit).
+DETERMINANT_DEFAULTS = {"pixel_aspect": 1.0}
+
+
 def analysis_determinants(options: RenderOptions, node) -> dict:
     """Everything the stored tracks depend on; a change to any of them means analysing again."""
 
@@ -162,6 +166,9 @@ def stored_analysis_problem(path: str, fingerprint: dict, determinants: dict, fr
     if changed:
         return None, f"{path} was made for other plates ({changed[0]}{' and more' if len(changed) > 1 else ''} changed)"
     stored = analysis.settings.get("determined_by", {})
+    # A key added later reads as the value every earlier sidecar was made with.
+    stored = {**DETERMINANT_DEFAULTS, **stored}
+    determinants = {**DETERMINANT_DEFAULTS, **determinants}
     differs = [key for key, value in determinants.items() if stored.get(key) != value]
     if differs:
         return None, f"{path} was made with another {', '.join(differs)}"
@@ -320,8 +327,9 @@ def check_headers(jobs: list[FrameJob], require_exr: bool = True):
         elif shape != first[1]:
             raise FaceRestoreError(
                 f"{job.source}: {spec.width}x{spec.height} at ({spec.x},{spec.y}) with channels "
-                f"{','.join(spec.channelnames)} differs from {first[0].source} "
-                f"({first[1][2]}x{first[1][3]} at ({first[1][0]},{first[1][1]}) with channels {','.join(first[1][4])})"
+                f"{','.join(spec.channelnames)}, pixel aspect {shape[5]:g} differs from {first[0].source} "
+                f"({first[1][2]}x{first[1][3]} at ({first[1][0]},{first[1][1]}) with channels {','.join(first[1][4])}, "
+                f"pixel aspect {first[1][5]:g})"
             )
     return first_spec
 
@@ -507,13 +515,15 @@ def _render(options: RenderOptions, node, jobs: list[FrameJob], first_spec, wall
 
 
 def plate_pixel_aspect(spec) -> float:
-    """The EXR header's PixelAspectRatio (1 without one, or with one that makes no sense)."""
+    """The EXR header's PixelAspectRatio: 1 without one, or with one outside the range the node
+    takes (PIXEL_ASPECT_RANGE; the render says which it used)."""
     value = spec.getattribute("PixelAspectRatio")
     try:
         value = float(value)
     except (TypeError, ValueError):
         return 1.0
-    return value if 0.1 <= value <= 10.0 else 1.0
+    low, high = PIXEL_ASPECT_RANGE
+    return value if low <= value <= high else 1.0
 
 
 def _render_shot(options: RenderOptions, node, jobs: list[FrameJob], first_spec, wall: float, timings) -> RenderReport:

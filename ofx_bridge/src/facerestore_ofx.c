@@ -476,12 +476,14 @@ static float *pixel(const Image *image, int x, int y) {
            4 * (x - image->bounds.x1);
 }
 
-/* The clip's pixel aspect (2 for a 2x anamorphic plate); 1 when the host gives none. */
+/* The clip's pixel aspect (2 for a 2x anamorphic plate); 1 when the host gives none, or one
+ * outside what the node takes (0.25-4, as the CLI reads an EXR header). */
 static double clip_pixel_aspect(OfxImageClipHandle clip) {
     OfxPropertySetHandle props;
     double aspect = 1.0;
     if (g_effects->clipGetPropertySet(clip, &props) != kOfxStatOK ||
-        g_props->propGetDouble(props, kOfxImagePropPixelAspectRatio, 0, &aspect) != kOfxStatOK || !(aspect > 0.0))
+        g_props->propGetDouble(props, kOfxImagePropPixelAspectRatio, 0, &aspect) != kOfxStatOK ||
+        !(aspect >= 0.25 && aspect <= 4.0))
         return 1.0;
     return aspect;
 }

@@ -425,3 +425,46 @@ def test_an_anamorphic_plate_is_restored_desqueezed_as_its_header_says(tmp_path,
         node.params["pixel_aspect"] = 0.0
     flat = channel(*read_buf(tmp_path / "flat_out.0001.exr"), "face.mask") > 0.5
     assert (flat & expected_inside).sum() / (flat | expected_inside).sum() < 0.8  # measured 0.61 (0.98 desqueezed)
+
+
+def test_a_square_plate_wider_than_the_detector_keeps_float32_landmarks(node, colour):
+    """Reduced for the detector, a square plate's landmarks are divided by one number, so they
+    stay float32 and renders stay bit-identical to those before anamorphic support."""
+    plate = faces_plate(colour, width=2500, height=300, face_width=110, positions=((1000, 30),))
+    faces = node.detect(plate)
+    assert faces and faces[0].landmarks.dtype == np.float32 and faces[0].box.dtype == np.float32
+
+
+def test_pixel_aspect_is_part_of_the_shot_and_of_its_analysis(tmp_path, node, colour):
+    """Frames with another pixel aspect are not mixed into a render; a sidecar made for one
+    pixel aspect is not reused for another (either way round); a bad value is a one-line error."""
+    import cv2
+
+    square = faces_plate(colour, width=480, height=240, face_width=110, positions=((180, 30),))
+    squeezed = np.ascontiguousarray(cv2.resize(square, (240, 240), interpolation=cv2.INTER_AREA))
+    anamorphic = lambda spec: spec.attribute("PixelAspectRatio", 2.0)  # noqa: E731
+    write_exr(tmp_path / "a.0001.exr", squeezed, half=False, spec_edit=anamorphic)
+    write_exr(tmp_path / "a.0002.exr", squeezed, half=False)
+    with pytest.raises(FaceRestoreError, match="pixel aspect 1 differs .* pixel aspect 2"):
+        render_with(node, tmp_path / "a.####.exr", tmp_path / "o.####.exr")
+    write_exr(tmp_path / "a.0002.exr", squeezed, half=False, spec_edit=anamorphic)
+    sidecar = str(tmp_path / "shot.json")
+    from facerestore.nodes.tracking import Analysis
+
+    def made_for() -> float:
+        return Analysis.load(sidecar).settings["determined_by"].get("pixel_aspect", 1.0)
+
+    render_with(node, tmp_path / "a.####.exr", tmp_path / "o.####.exr", analysis=sidecar)
+    assert made_for() == 2.0
+    node.params["pixel_aspect"] = 1.0
+    try:
+        render_with(node, tmp_path / "a.####.exr", tmp_path / "s.####.exr", analysis=sidecar)
+        assert made_for() == 1.0  # not the anamorphic analysis reused: analysed again
+    finally:
+        node.params["pixel_aspect"] = 0.0
+    render_with(node, tmp_path / "a.####.exr", tmp_path / "o.####.exr", analysis=sidecar)
+    assert made_for() == 2.0
+    from facerestore.nodes.face_restore import FaceRestoreNode
+
+    with pytest.raises(FaceRestoreError, match="pixel aspect must be 0"):
+        FaceRestoreNode(colour, "cpu", pixel_aspect=0.1)
