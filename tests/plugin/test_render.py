@@ -468,3 +468,26 @@ def test_pixel_aspect_is_part_of_the_shot_and_of_its_analysis(tmp_path, node, co
 
     with pytest.raises(FaceRestoreError, match="pixel aspect must be 0"):
         FaceRestoreNode(colour, "cpu", pixel_aspect=0.1)
+
+
+def test_an_anamorphic_shot_is_tracked_as_one_face_and_any_frame_alone_equals_the_full_render(
+    tmp_path, node, colour
+):
+    """Five frames of a moving face on a 2x anamorphic plate: one track through the shot (the
+    tracker and the temporal window work on it desqueezed), and a frame rendered alone is the
+    full render's frame."""
+    import cv2
+
+    from facerestore.nodes.tracking import Analysis
+
+    anamorphic = lambda spec: spec.attribute("PixelAspectRatio", 2.0)  # noqa: E731
+    for t in range(1, 6):
+        square = faces_plate(colour, width=480, height=240, face_width=110, positions=((150 + 8 * t, 30 + 2 * t),), seed=t)
+        squeezed = np.ascontiguousarray(cv2.resize(square, (240, 240), interpolation=cv2.INTER_AREA))
+        write_exr(tmp_path / f"a.{t:04d}.exr", squeezed, half=False, spec_edit=anamorphic)
+    sidecar = str(tmp_path / "shot.json")
+    full = render_with(node, tmp_path / "a.####.exr", tmp_path / "full/o.####.exr", analysis=sidecar)
+    assert full.tracks == [1] and all(n == 1 for n in full.faces_per_frame.values())
+    assert Analysis.load(sidecar).settings["determined_by"]["pixel_aspect"] == 2.0
+    render_with(node, tmp_path / "a.####.exr", tmp_path / "alone/o.####.exr", analysis=sidecar, frames="3")
+    assert np.array_equal(read_buf(tmp_path / "full/o.0003.exr")[1], read_buf(tmp_path / "alone/o.0003.exr")[1])
