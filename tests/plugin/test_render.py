@@ -18,6 +18,19 @@ def render_with(node, src, dst, **kw):
     return render(RenderOptions(input=str(src), output=str(dst), progress=False, **kw), node=node)
 
 
+def squeezed_plate(colour, positions=((180, 30),), seed=1) -> np.ndarray:
+    """A 480x240 plate with an astronaut head, squeezed to 240x240: what a 2x anamorphic plate
+    holds (write it with spec_edit=ANAMORPHIC)."""
+    import cv2
+
+    square = faces_plate(colour, width=480, height=240, face_width=110, positions=positions, seed=seed)
+    return np.ascontiguousarray(cv2.resize(square, (240, 240), interpolation=cv2.INTER_AREA))
+
+
+def ANAMORPHIC(spec):  # noqa: N802 (a constant-like spec edit)
+    spec.attribute("PixelAspectRatio", 2.0)
+
+
 def hdr_plate(colour, seed=0):
     """Faces on a backdrop with values in [-0.5, 20], plus a 20.0 highlight on the face."""
     plate = faces_plate(colour, positions=((40, 50), (190, 60)), face_width=80, seed=seed)
@@ -391,10 +404,9 @@ def test_an_anamorphic_plate_is_restored_desqueezed_as_its_header_says(tmp_path,
     import cv2
 
     square = faces_plate(colour, width=480, height=240, face_width=110, positions=((180, 30),))
-    squeezed = np.ascontiguousarray(cv2.resize(square, (240, 240), interpolation=cv2.INTER_AREA))
+    squeezed = squeezed_plate(colour)
     write_exr(tmp_path / "sq.0001.exr", square, half=False)
-    write_exr(tmp_path / "ana.0001.exr", squeezed, half=False,
-              spec_edit=lambda spec: spec.attribute("PixelAspectRatio", 2.0))
+    write_exr(tmp_path / "ana.0001.exr", squeezed, half=False, spec_edit=ANAMORPHIC)
     square_report = render_with(node, tmp_path / "sq.####.exr", tmp_path / "sq_out.####.exr")
     report = render_with(node, tmp_path / "ana.####.exr", tmp_path / "ana_out.####.exr")
     assert report.faces_per_frame[1] == square_report.faces_per_frame[1] == 1
@@ -438,16 +450,12 @@ def test_a_square_plate_wider_than_the_detector_keeps_float32_landmarks(node, co
 def test_pixel_aspect_is_part_of_the_shot_and_of_its_analysis(tmp_path, node, colour):
     """Frames with another pixel aspect are not mixed into a render; a sidecar made for one
     pixel aspect is not reused for another (either way round); a bad value is a one-line error."""
-    import cv2
-
-    square = faces_plate(colour, width=480, height=240, face_width=110, positions=((180, 30),))
-    squeezed = np.ascontiguousarray(cv2.resize(square, (240, 240), interpolation=cv2.INTER_AREA))
-    anamorphic = lambda spec: spec.attribute("PixelAspectRatio", 2.0)  # noqa: E731
-    write_exr(tmp_path / "a.0001.exr", squeezed, half=False, spec_edit=anamorphic)
+    squeezed = squeezed_plate(colour)
+    write_exr(tmp_path / "a.0001.exr", squeezed, half=False, spec_edit=ANAMORPHIC)
     write_exr(tmp_path / "a.0002.exr", squeezed, half=False)
     with pytest.raises(FaceRestoreError, match="pixel aspect 1 differs .* pixel aspect 2"):
         render_with(node, tmp_path / "a.####.exr", tmp_path / "o.####.exr")
-    write_exr(tmp_path / "a.0002.exr", squeezed, half=False, spec_edit=anamorphic)
+    write_exr(tmp_path / "a.0002.exr", squeezed, half=False, spec_edit=ANAMORPHIC)
     sidecar = str(tmp_path / "shot.json")
     from facerestore.nodes.tracking import Analysis
 
@@ -476,15 +484,11 @@ def test_an_anamorphic_shot_is_tracked_as_one_face_and_any_frame_alone_equals_th
     """Five frames of a moving face on a 2x anamorphic plate: one track through the shot (the
     tracker and the temporal window work on it desqueezed), and a frame rendered alone is the
     full render's frame."""
-    import cv2
-
     from facerestore.nodes.tracking import Analysis
 
-    anamorphic = lambda spec: spec.attribute("PixelAspectRatio", 2.0)  # noqa: E731
     for t in range(1, 6):
-        square = faces_plate(colour, width=480, height=240, face_width=110, positions=((150 + 8 * t, 30 + 2 * t),), seed=t)
-        squeezed = np.ascontiguousarray(cv2.resize(square, (240, 240), interpolation=cv2.INTER_AREA))
-        write_exr(tmp_path / f"a.{t:04d}.exr", squeezed, half=False, spec_edit=anamorphic)
+        squeezed = squeezed_plate(colour, positions=((150 + 8 * t, 30 + 2 * t),), seed=t)
+        write_exr(tmp_path / f"a.{t:04d}.exr", squeezed, half=False, spec_edit=ANAMORPHIC)
     sidecar = str(tmp_path / "shot.json")
     full = render_with(node, tmp_path / "a.####.exr", tmp_path / "full/o.####.exr", analysis=sidecar)
     assert full.tracks == [1] and all(n == 1 for n in full.faces_per_frame.values())
