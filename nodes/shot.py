@@ -49,7 +49,7 @@ def analyse_shot(node, frames: list, plate_of: Callable[[object], np.ndarray], p
         detections[frame] = [(f.landmarks, f.box, f.score) for f in faces]
         return encoded, scale, detections[frame]
 
-    settings = TrackerSettings(confirm_score=node.params["detection_threshold"])
+    settings = TrackerSettings(confirm_score=node.params["detection_threshold"], pixel_aspect=node.pixel_aspect)
     analysis = analyse(frames, detect, settings, progress=progress)
     if added:
         # Second pass over the cached detections, with the added faces followed by flow.

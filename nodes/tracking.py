@@ -49,6 +49,9 @@ class TrackerSettings:
     # (at any candidate score) in at least confirm_frames frames.
     confirm_score: float = 0.0
     confirm_frames: int = 5
+    # Width over height of the plate's pixels: motion and sizes are compared, and landmarks
+    # smoothed, on the face as it looks (desqueezed), though stored in plate pixels.
+    pixel_aspect: float = 1.0
 
 
 @dataclass
@@ -318,9 +321,13 @@ def _assign(active: list[_Track], detections: list, index: int, settings: Tracke
     from scipy.optimize import linear_sum_assignment
 
     cost = np.full((len(detections), len(active)), 1e6)
+    desqueeze = np.array([settings.pixel_aspect, 1.0])
     for i, (landmarks, _, _) in enumerate(detections):
+        landmarks = landmarks * desqueeze if settings.pixel_aspect != 1.0 else landmarks
         for j, track in enumerate(active):
             last_landmarks = track.observations[track.last_index][0]
+            if settings.pixel_aspect != 1.0:
+                last_landmarks = last_landmarks * desqueeze
             gap = index - track.last_index
             distance = np.linalg.norm(landmarks.mean(0) - last_landmarks.mean(0)) / interocular(last_landmarks)
             size_change = abs(math.log(interocular(landmarks) / interocular(last_landmarks)))
@@ -369,7 +376,11 @@ def _emit(track_id, observed, observations, frames, faces, settings) -> None:
         w = (i - before) / (after - before)
         lerp = [(1 - w) * observations[before][n] + w * observations[after][n] for n in (0, 1, 2)]
         raw.append((lerp[0], lerp[1], float(lerp[2])))
-    smoothed = smooth_track(np.stack([r[0] for r in raw]), settings)
+    if settings.pixel_aspect == 1.0:
+        smoothed = smooth_track(np.stack([r[0] for r in raw]), settings)
+    else:
+        desqueeze = np.array([settings.pixel_aspect, 1.0])
+        smoothed = smooth_track(np.stack([r[0] for r in raw]) * desqueeze, settings) / desqueeze
     for k, i in enumerate(span):
         landmarks, box, score = raw[k]
         faces[frames[i]].append(TrackedFace(track_id, smoothed[k], landmarks, box, score, i in observations))

@@ -9,7 +9,7 @@ from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.tracking import Analysis, TrackerSettings, smooth_track
 from facerestore.plugin.render import RenderOptions, render
 
-from helpers import channel, face_tile, paste, read_buf, second_person_tile, write_exr
+from helpers import channel, face_tile, faces_plate, paste, read_buf, second_person_tile, write_exr
 
 
 def render_with(node, src, dst, **kw):
@@ -235,3 +235,24 @@ def test_bad_added_faces_are_one_line_errors(tmp_path):
         with pytest.raises(FaceRestoreError):
             parse_added_face(text)
     assert parse_added_face(":10,20,110,150").frame is None
+
+
+def test_on_an_anamorphic_plate_a_face_moving_down_fast_stays_one_track(node, colour):
+    """On a 2x plate the eyes are half as far apart in plate pixels as they look; measured in
+    plate pixels, 18 px of vertical motion a frame looked like a jump and split the face into a
+    new track every frame. The tracker measures on the face desqueezed."""
+    import cv2
+
+    from facerestore.nodes.shot import analyse_shot
+
+    plates = {}
+    for t in range(6):
+        square = faces_plate(colour, width=480, height=400, face_width=100, positions=((180, 10 + 18 * t),), seed=t)
+        plates[t] = np.ascontiguousarray(cv2.resize(square, (240, 400), interpolation=cv2.INTER_AREA))
+    node.pixel_aspect = 2.0
+    try:
+        analysis = analyse_shot(node, list(range(6)), plates.__getitem__)
+    finally:
+        node.pixel_aspect = 1.0
+    assert {f.track for faces in analysis.faces.values() for f in faces} == {1}
+    assert all(len(faces) == 1 for faces in analysis.faces.values())
