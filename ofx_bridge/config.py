@@ -19,20 +19,14 @@ def worker_json(python: str) -> str:
     return json.dumps({"command": command}, indent=2, ensure_ascii=False) + "\n"
 
 
-def install_files(python: str) -> tuple[dict[str, bytes], list[str]]:
-    """The built bundle, with a worker.json that starts `python`'s facerestore, and what to tell
-    the user. Registered under the `facerestore.install` entry point, so `facerestore install`
-    (in plugin/) places the bundle without importing this layer."""
+def install_files(python: str) -> tuple[Path, dict[str, bytes], list[str]]:
+    """The built bundle's folder, the worker.json to put in it (one that starts `python`'s
+    facerestore) and what to tell the user. Registered under the `facerestore.install` entry
+    point, so `facerestore install` (in plugin/) places the bundle without importing this layer."""
     if not any(BUNDLE.glob("Contents/*/FaceRestore.ofx")):
         raise FaceRestoreError(f"the OpenFX bundle is not built ({BUNDLE}); run install/setup.sh or make -C ofx_bridge")
-    files = {
-        f"{BUNDLE.name}/{p.relative_to(BUNDLE).as_posix()}": p.read_bytes()
-        for p in sorted(BUNDLE.rglob("*"))
-        if p.is_file() and "__pycache__" not in p.parts
-    }
-    files[f"{BUNDLE.name}/Contents/Resources/worker.json"] = worker_json(python).encode("utf-8")
-    return files, ["hosts scan this folder at start-up: restart them; FaceRestore is under Filter > facerestore"]
-
+    worker = {"Contents/Resources/worker.json": worker_json(python).encode("utf-8")}
+    return BUNDLE, worker, ["hosts scan this folder at start-up: restart them; FaceRestore is under Filter > facerestore"]
 
 if __name__ == "__main__":
     sys.stdout.buffer.write(worker_json(sys.argv[1] if len(sys.argv) > 1 else sys.executable).encode())

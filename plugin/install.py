@@ -128,7 +128,8 @@ def registered_placement(host: str, python: str) -> Placement:
     the `facerestore.install` entry point rather than imported."""
     for entry in importlib.metadata.entry_points(group="facerestore.install"):
         if entry.name == host:
-            files, notes = entry.load()(python)
+            folder, replaced, notes = entry.load()(python)  # a folder to copy, some of its files replaced
+            files = tree(folder, folder.name) | {f"{folder.name}/{r}": data for r, data in replaced.items()}
             return Placement(files, notes)
     raise FaceRestoreError(f"no installer for {host} is registered (reinstall facerestore: pip install -e .)")
 
