@@ -51,15 +51,22 @@ def affine_scale(matrix: np.ndarray) -> float:
     return float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
 
 
+def desqueeze(pixel_aspect: float) -> tuple[float, float]:
+    """Factors (across, down) that make a plate's pixels square, stretching the coarser axis so
+    neither loses resolution: 2 -> (2, 1), 0.5 -> (1, 2). Python floats: a square plate's float32
+    coordinates stay float32."""
+    return max(pixel_aspect, 1.0), max(1.0 / pixel_aspect, 1.0)
+
+
 def scaled_template_transform(landmarks: np.ndarray, size: int, pixel_aspect: float = 1.0) -> np.ndarray:
     """Plate pixel -> face space of side `size` (the template scaled from 512). `pixel_aspect`:
     the plate pixels' width over their height (2 for a 2x anamorphic plate): the face is fitted
     as it looks, desqueezed, so the restorer sees it with square pixels."""
     if pixel_aspect == 1.0:
         return estimate_similarity(landmarks, TEMPLATE_LANDMARKS * (size / TEMPLATE_SIZE))
-    desqueeze = np.array([pixel_aspect, 1.0])
-    similarity = estimate_similarity(np.asarray(landmarks, np.float64) * desqueeze, TEMPLATE_LANDMARKS * (size / TEMPLATE_SIZE))
-    return similarity * np.concatenate([desqueeze, [1.0]])[None, :]
+    factors = desqueeze(pixel_aspect)
+    similarity = estimate_similarity(np.asarray(landmarks, np.float64) * factors, TEMPLATE_LANDMARKS * (size / TEMPLATE_SIZE))
+    return similarity * np.array([*factors, 1.0])[None, :]
 
 
 def input_transform(to_out: np.ndarray, scale: int) -> np.ndarray:
@@ -103,8 +110,8 @@ INPUT_SIZES = (32, 64, 128, 256)
 def footprint_of(landmarks: np.ndarray, pixel_aspect: float = 1.0) -> float:
     """Plate pixels covered by the 512 face space for these landmarks (for an anamorphic plate,
     pixels along its finer axis: the face's size as it looks)."""
-    if pixel_aspect != 1.0:  # stretched along the coarser axis, so neither loses resolution
-        landmarks = np.asarray(landmarks, np.float64) * [max(pixel_aspect, 1.0), max(1.0 / pixel_aspect, 1.0)]
+    if pixel_aspect != 1.0:
+        landmarks = np.asarray(landmarks, np.float64) * desqueeze(pixel_aspect)
     return TEMPLATE_SIZE / affine_scale(scaled_template_transform(landmarks, TEMPLATE_SIZE))
 
 

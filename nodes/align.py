@@ -10,6 +10,7 @@ from facerestore.models.align import (  # noqa: F401  (re-exported for the node 
     affine_scale,
     choose_face_resolution_size,
     choose_input_size,
+    desqueeze,
     estimate_similarity,
     footprint_of,
     input_transform,

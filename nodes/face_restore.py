@@ -24,6 +24,7 @@ from facerestore.nodes.align import (
     affine_scale,
     choose_face_resolution_size,
     choose_input_size,
+    desqueeze,
     face_matte,
     footprint_of,
     input_transform,
@@ -314,9 +315,8 @@ class FaceRestoreNode:
         for a tracker that confirms them over time. `run_detector=False`: the image and scale only."""
         h, w = plate_rgb.shape[:2]
         aspect = self.pixel_aspect
-        # The detector sees the plate desqueezed (an anamorphic plate's faces as they look), by
-        # stretching the coarser axis, so neither loses resolution.
-        stretch_x, stretch_y = max(aspect, 1.0), max(1.0 / aspect, 1.0)
+        # The detector sees the plate desqueezed (an anamorphic plate's faces as they look).
+        stretch_x, stretch_y = desqueeze(aspect)
         scale = min(1.0, DETECT_MAX_SIDE / max(h * stretch_y, w * stretch_x))
         size = (round(w * scale * stretch_x), round(h * scale * stretch_y))
         if size != (w, h):

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from facerestore.models.weights import write_atomically
-from facerestore.nodes.align import scaled_template_transform, warp_to_face
+from facerestore.nodes.align import desqueeze, scaled_template_transform, warp_to_face
 from facerestore.nodes.errors import FaceRestoreError
 
 ANALYSIS_FORMAT = "facerestore-analysis"
@@ -321,13 +321,13 @@ def _assign(active: list[_Track], detections: list, index: int, settings: Tracke
     from scipy.optimize import linear_sum_assignment
 
     cost = np.full((len(detections), len(active)), 1e6)
-    desqueeze = np.array([settings.pixel_aspect, 1.0])
+    factors = desqueeze(settings.pixel_aspect)
     for i, (landmarks, _, _) in enumerate(detections):
-        landmarks = landmarks * desqueeze if settings.pixel_aspect != 1.0 else landmarks
+        landmarks = landmarks * factors if settings.pixel_aspect != 1.0 else landmarks
         for j, track in enumerate(active):
             last_landmarks = track.observations[track.last_index][0]
             if settings.pixel_aspect != 1.0:
-                last_landmarks = last_landmarks * desqueeze
+                last_landmarks = last_landmarks * factors
             gap = index - track.last_index
             distance = np.linalg.norm(landmarks.mean(0) - last_landmarks.mean(0)) / interocular(last_landmarks)
             size_change = abs(math.log(interocular(landmarks) / interocular(last_landmarks)))
@@ -379,8 +379,8 @@ def _emit(track_id, observed, observations, frames, faces, settings) -> None:
     if settings.pixel_aspect == 1.0:
         smoothed = smooth_track(np.stack([r[0] for r in raw]), settings)
     else:
-        desqueeze = np.array([settings.pixel_aspect, 1.0])
-        smoothed = smooth_track(np.stack([r[0] for r in raw]) * desqueeze, settings) / desqueeze
+        factors = desqueeze(settings.pixel_aspect)
+        smoothed = smooth_track(np.stack([r[0] for r in raw]) * factors, settings) / factors
     for k, i in enumerate(span):
         landmarks, box, score = raw[k]
         faces[frames[i]].append(TrackedFace(track_id, smoothed[k], landmarks, box, score, i in observations))
