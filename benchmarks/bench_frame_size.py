@@ -102,20 +102,18 @@ def overlapped_vs_sequential(node, colour: ColourPipeline, folder: Path, frames:
     source = str(folder / "shot.####.exr")
     analysis = str(folder / "shot.analysis.json")
 
-    def run(name: str, overlap: bool) -> float:
+    def run(name: str, overlap: bool):
         options = RenderOptions(
             source, str(folder / name / "out.####.exr"), progress=False, analysis=analysis, overlap_io=overlap
         )
-        report = render(options, node)
-        run.faces = max(report.faces_per_frame.values())
-        return report.wall_seconds / frames
+        return render(options, node)
 
-    run("warm-up", True)  # the analysis, and the four-face batch shapes
+    warm_up = run("warm-up", True)  # the analysis, and the four-face batch shapes
     seconds: dict = {"sequential": [], "overlapped": []}
     for index in range(repeats):
         order = (("sequential", False), ("overlapped", True))
         for name, overlap in order if index % 2 == 0 else order[::-1]:
-            seconds[name].append(run(name, overlap))
+            seconds[name].append(run(name, overlap).wall_seconds / frames)
     identical = all(
         (folder / "sequential" / f"out.{t + 1:04d}.exr").read_bytes()
         == (folder / "overlapped" / f"out.{t + 1:04d}.exr").read_bytes()
@@ -134,7 +132,7 @@ def overlapped_vs_sequential(node, colour: ColourPipeline, folder: Path, frames:
     median = {name: statistics.median(values) for name, values in seconds.items()}
     return {
         "render_peak_rss_mib": peak / 1024 if peak > before else None,
-        "faces": run.faces,
+        "faces": max(warm_up.faces_per_frame.values()),
         "seconds_per_frame": median,
         "runs": seconds,
         "speed_up": median["sequential"] / median["overlapped"],
