@@ -10,6 +10,7 @@ which tools that look for a `facerestore/` folder cannot follow; this reads that
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -24,10 +25,15 @@ def package_folders(root: Path = ROOT) -> dict[str, Path]:
         import tomllib  # Python 3.11+
 
         mapping = tomllib.loads(text)["tool"]["setuptools"]["package-dir"]
-    except ModuleNotFoundError:  # 3.10: the one line this needs
-        line = re.search(r"^package-dir\s*=\s*\{(.*)\}", text, re.M).group(1)
-        mapping = dict(re.findall(r'"([^"]+)"\s*=\s*"([^"]+)"', line))
+    except ModuleNotFoundError:  # 3.10
+        mapping = package_dir_line(text)
     return {package: root / folder for package, folder in mapping.items()}
+
+
+def package_dir_line(text: str) -> dict[str, str]:
+    """The package-dir mapping read from its one line of pyproject.toml, without a TOML parser."""
+    line = re.search(r"^package-dir\s*=\s*\{(.*)\}", text, re.M).group(1)
+    return dict(re.findall(r'"([^"]+)"\s*=\s*"([^"]+)"', line))
 
 
 def module_files(root: Path = ROOT) -> dict[str, Path]:

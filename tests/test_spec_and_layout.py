@@ -60,6 +60,13 @@ def test_import_graph_from_the_source_points_one_way():
     assert "facerestore.models.weights" in modules["facerestore.nodes.face_restore"]
 
 
+def test_the_package_mapping_reads_the_same_without_a_toml_parser():
+    import tomllib
+
+    text = (ROOT / "pyproject.toml").read_text()
+    assert import_graph.package_dir_line(text) == tomllib.loads(text)["tool"]["setuptools"]["package-dir"]
+
+
 def test_the_graph_builder_sees_relative_and_function_level_imports(tmp_path):
     (tmp_path / "pyproject.toml").write_text(
         '[tool.setuptools]\npackage-dir = {"facerestore.low" = "low", "facerestore.high" = "high"}\n'
