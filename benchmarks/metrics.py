@@ -17,8 +17,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from facerestore.models.flow import dense_flow, grey_u8, remap_by_flow
 from facerestore.nodes.align import face_matte, invert_affine, scaled_template_transform
-from facerestore.nodes.flow import dense_flow, grey_u8, remap_by_flow
 
 
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:

@@ -35,6 +35,7 @@ from facerestore.nodes.align import TEMPLATE_SIZE, affine_scale, scaled_template
 from facerestore.nodes.colour import ColourPipeline
 from facerestore.nodes.exr_io import Part, read_frame, write_parts
 from facerestore.nodes.face_restore import FaceRestoreNode
+from facerestore.nodes.temporal import window_input
 from facerestore.nodes.tracking import Analysis
 from facerestore.plugin.render import RenderOptions, render
 
@@ -68,7 +69,6 @@ def write_linear_sequence(frames: list[np.ndarray], folder: str, colour: ColourP
 def run_product(
     node, pattern: str, out_folder: str, colour: ColourPipeline, count: int, window: int, name: str
 ) -> tuple[MethodResult, float]:
-
     out_pattern = os.path.join(out_folder, "r.####.exr")
     default_window = node.params["temporal_window"]
     node.params["temporal_window"] = window
@@ -121,7 +121,10 @@ def detection_recall(analysis_path: str | None, truth_faces: list[list]) -> list
             hits += any(_box_overlap(faces[index].box, f.box) >= 0.5 for f in tracked)
         box = face.box
         found.append(
-            {"box_px": [round(float(box[2] - box[0])), round(float(box[3] - box[1]))], "recall": hits / len(truth_faces)}
+            {
+                "box_px": [round(float(box[2] - box[0])), round(float(box[3] - box[1]))],
+                "recall": hits / len(truth_faces),
+            }
         )
     return found
 
@@ -138,7 +141,8 @@ def run_whole_frame(node, degraded: list[np.ndarray], colour: ColourPipeline) ->
     outputs, start = [], time.perf_counter()
     for frame in degraded:
         small = cv2.resize(frame, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA)
-        big = node.restorer(small[None])[0]
+        # A window restorer gets the frame in its neighbours' places (one frame, as the others).
+        big = node.restorer(window_input(small, {}, node.restorer.frames)[None])[0]
         outputs.append(np.clip(cv2.resize(big, (w, h), interpolation=cv2.INTER_AREA), 0, 1))
     seconds = (time.perf_counter() - start) / len(degraded)
     return MethodResult(WHOLE_FRAME, outputs, seconds, notes=f"network input scale {scale:.2f}")
@@ -324,7 +328,9 @@ def markdown(results: dict) -> str:
         lines += [
             "",
             "Faces found by the analysis (share of frames): "
-            + ", ".join(f"{r['box_px'][0]}x{r['box_px'][1]} px: {r['recall']:.0%}" for r in results["detection_recall"]),
+            + ", ".join(
+                f"{r['box_px'][0]}x{r['box_px'][1]} px: {r['recall']:.0%}" for r in results["detection_recall"]
+            ),
         ]
     lines += [
         "",
@@ -362,7 +368,6 @@ def run_benchmark(
     case: str = "clip",
     node_settings: dict | None = None,
 ) -> dict:
-
     os.makedirs(out, exist_ok=True)
     colour = ColourPipeline.create()
     device = resolve_torch_device(device)
@@ -389,7 +394,9 @@ def run_benchmark(
     )
     pattern = write_linear_sequence(degraded, os.path.join(out, "degraded"), colour)
     regions = [metrics.face_boxes(f.shape[:2], [d.box for d in faces]) for f, faces in zip(truth, truth_faces)]
-    mattes = [metrics.face_boxes(f.shape[:2], [d.box for d in faces], inset=0.15) for f, faces in zip(truth, truth_faces)]
+    mattes = [
+        metrics.face_boxes(f.shape[:2], [d.box for d in faces], inset=0.15) for f, faces in zip(truth, truth_faces)
+    ]
     flows = metrics.ground_truth_flows(truth)
 
     progress("running facerestore (temporal) and facerestore per-frame")

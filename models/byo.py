@@ -45,6 +45,7 @@ class UserModel:
     input_size: int | None  # fixed square input (face models), or None for x4 crops sized to the face
     scale: int
     licence: str
+    frames: int = 1  # a window restorer's frames (compact networks trained by `facerestore train`)
 
     @property
     def non_commercial(self) -> bool:
@@ -83,7 +84,8 @@ def identify(path: Path, name: str | None = None) -> UserModel:
         if "body.0.weight" in keys and "body.1.weight" in keys and state["body.1.weight"].ndim == 1:
             last = state[f"body.{max(int(k.split('.')[1]) for k in keys)}.weight"]
             scale = round((last.shape[0] / 3) ** 0.5)
-            return UserModel(name, path, "compact", None, scale, LICENCES["compact"])
+            frames = state["body.0.weight"].shape[1] // 3  # a window restorer takes its neighbours too
+            return UserModel(name, path, "compact", None, scale, LICENCES["compact"], frames)
         if {"quantize.embedding.weight", "position_emb", "idx_pred_layer.1.weight"} <= keys:
             return UserModel(name, path, "codeformer", 512, 1, LICENCES["codeformer"])
         raise ModelError(f"{path}: unrecognised network (not GFPGAN, CodeFormer or Real-ESRGAN weights)")

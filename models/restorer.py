@@ -34,6 +34,8 @@ def converted_weights_path(entry: RestorerWeights) -> Path:
 
 def network_for(entry: RestorerWeights):
     """An untrained network of the entry's architecture."""
+    if entry.frames != 1 and entry.kind != "compact":
+        raise ModelError(f"{entry.name}: only compact networks take a window of frames")
     if entry.kind == "rrdbnet":
         from facerestore.models.rrdbnet import RRDBNet
 
@@ -41,7 +43,7 @@ def network_for(entry: RestorerWeights):
     if entry.kind == "compact":
         from facerestore.models.compact import CompactNet
 
-        return CompactNet()
+        return CompactNet(frames=entry.frames)
     if entry.kind == "face-resolution":
         from facerestore.models.compact import FaceResolutionNet
 
@@ -121,7 +123,7 @@ def ensure_onnx(entry: RestorerWeights) -> Path:
         warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but exact for this network
         torch.onnx.export(
             net,
-            (torch.rand(1, 3, 32, 32),),
+            (torch.rand(1, 3 * entry.frames, 32, 32),),
             buffer,
             input_names=["input"],
             output_names=["output"],
@@ -221,17 +223,26 @@ def _cached_torch_network(name: str, device: str, user_stamp: tuple | None, user
     return net
 
 
+def check_channels(name: str, batch: np.ndarray, frames: int) -> None:
+    if batch.ndim != 4 or batch.shape[-1] != 3 * frames:
+        raise ModelError(
+            f"model {name!r} takes (N, H, W, {3 * frames}) crops ({frames} frame(s) of RGB); got {tuple(batch.shape)}"
+        )
+
+
 class OnnxRestorer:
     """One ONNX Runtime session per process and device, reused for every frame."""
 
     def __init__(self, name: str, device: str) -> None:
         self.entry = registry_entry(name)
         self.scale, self.input_size = self.entry.scale, self.entry.input_size
+        self.frames = self.entry.frames
         self.device = device
         self.session = _onnx_session(ensure_onnx(self.entry), device)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) float32 in [0, 1] -> (N, scale*H, scale*W, 3) float32 in [0, 1]."""
+        """(N, H, W, 3 * frames) float32 in [0, 1] -> (N, scale*H, scale*W, 3) float32 in [0, 1]."""
+        check_channels(self.entry.name, batch, self.frames)
         x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
         y = self.session.run(None, {"input": x})[0]
         return np.clip(y, 0.0, 1.0).transpose(0, 2, 3, 1)
@@ -243,12 +254,12 @@ class TorchRestorer:
     def __init__(self, name: str, device: str, user=None, fidelity: float = 0.7) -> None:
         import torch
 
-        self.device = torch.device(device)
+        self.device, self.name = torch.device(device), name
         if user is None:
             entry = registry_entry(name)
-            self.scale, self.input_size = entry.scale, entry.input_size
+            self.scale, self.input_size, self.frames = entry.scale, entry.input_size, entry.frames
         else:
-            self.scale, self.input_size = user.scale, user.input_size
+            self.scale, self.input_size, self.frames = user.scale, user.input_size, user.frames
         # Face models (GFPGAN, CodeFormer) work in [-1, 1]; the x4 restorers in [0, 1].
         self.signed = self.input_size is not None
         # CodeFormer's weight travels with each call, so one shared network serves every fidelity.
@@ -259,9 +270,10 @@ class TorchRestorer:
         self.net = _cached_torch_network(name, str(self.device), stamp, user)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) float32 in [0, 1] -> (N, scale*H, scale*W, 3) float32 in [0, 1]."""
+        """(N, H, W, 3 * frames) float32 in [0, 1] -> (N, scale*H, scale*W, 3) float32 in [0, 1]."""
         import torch
 
+        check_channels(self.name, batch, self.frames)
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(self.device)
             if self.signed:
@@ -294,7 +306,12 @@ def user_network(user):
         from facerestore.models.compact import CompactNet
 
         body = sorted({int(k.split(".")[1]) for k in state})
-        net = CompactNet(num_feat=state["body.0.weight"].shape[0], num_conv=(len(body) - 3) // 2, upscale=user.scale)
+        net = CompactNet(
+            num_feat=state["body.0.weight"].shape[0],
+            num_conv=(len(body) - 3) // 2,
+            upscale=user.scale,
+            frames=user.frames,
+        )
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -308,7 +325,7 @@ class FaceOnnxRestorer:
     """A user's ONNX face restorer: fixed square input, RGB in [-1, 1] (GFPGAN, GPEN-BFR,
     RestoreFormer++), plus the fidelity weight for CodeFormer exports."""
 
-    scale = 1
+    scale, frames = 1, 1
 
     def __init__(self, user, device: str, fidelity: float) -> None:
         self.user, self.input_size = user, user.input_size

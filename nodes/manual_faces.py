@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 
 from facerestore.models.align import estimate_similarity, transform_points
+from facerestore.models.flow import dense_flow, grey_u8
 from facerestore.nodes.align import TEMPLATE_LANDMARKS
 from facerestore.nodes.errors import FaceRestoreError
-from facerestore.nodes.flow import dense_flow, grey_u8
 
 # Where RetinaFace puts its box around a face aligned to the 512 template (hairline to chin).
 TEMPLATE_BOX = np.array([120.0, 110.0, 392.0, 450.0])

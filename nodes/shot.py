@@ -113,7 +113,8 @@ class ShotRenderer:
     def restored_crops(self, frame) -> list[CropJob]:
         if frame not in self.outputs:
             faces = self.node.select(self.faces(frame))
-            neighbours = [(self.plate(f), self.faces(f)) for f in self.window_of(frame)]
+            here = self.position.get(frame, 0)  # a frame outside the shot has no window
+            neighbours = [(self.plate(f), self.faces(f), self.position[f] - here) for f in self.window_of(frame)]
             self.outputs[frame] = (
                 self.node.restore_crops(self.plate(frame), faces, neighbours, self.timings) if faces else []
             )

@@ -5,8 +5,10 @@ in the same face space as the current frame's; dense optical flow then aligns wh
 cannot (mouth, eyes, small pose changes). Neighbour pixels are weighted by flow consistency
 (forward-backward check: occlusions and flow failures get 0) and by how well they agree with
 the current frame, so moving features are never smeared. Averaging the aligned window removes
-noise and codec flicker that differ from frame to frame, and gives the restorer a steady input. The restorer's outputs are then fused the same way,
-because a learned restorer invents slightly different detail for each frame.
+noise and codec flicker that differ from frame to frame: a single-frame restorer gets that
+steady input; a window restorer gets the face's own crop and its aligned neighbours as channels
+(`window_input`) and learns how much of each to trust. The restorer's outputs are then fused the
+same way, because a learned restorer invents slightly different detail for each frame.
 """
 
 from __future__ import annotations
@@ -14,38 +16,43 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facerestore.nodes.flow import dense_flow, grey_u8, remap_by_flow
+from facerestore.models.flow import alignment, remap_by_flow, trusted_blend
 
-# Agreement scale in display-encoded units: differences well above noise and codec error
-# (about 0.02-0.05 here) mean misalignment, and such pixels fall away.
-AGREEMENT_SIGMA = 0.06
+Aligned = tuple[np.ndarray, np.ndarray]  # a neighbour warped onto the centre, and its 0..1 weight
 
 
-def alignment(centre: np.ndarray, neighbour: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flow from `centre` into `neighbour`, `neighbour` warped onto `centre`, and a 0..1 weight."""
-    grey_c, grey_n = grey_u8(centre), grey_u8(neighbour)
-    forward, backward = dense_flow(grey_c, grey_n), dense_flow(grey_n, grey_c)
-    warped = remap_by_flow(neighbour, forward)
-    back_at = remap_by_flow(backward, forward)
-    mismatch = np.sum((forward + back_at) ** 2, axis=2)
-    bound = 0.01 * (np.sum(forward**2, axis=2) + np.sum(back_at**2, axis=2)) + 0.5
-    consistent = (mismatch <= bound).astype(np.float32)
-    difference = cv2.GaussianBlur(np.abs(warped - centre).mean(axis=2), (0, 0), 1.0)
-    agreement = np.exp(-((difference / AGREEMENT_SIGMA) ** 2))
-    return forward, warped, consistent * agreement
+def align_window(centre: np.ndarray, neighbours: dict[int, np.ndarray]) -> dict[int, Aligned]:
+    """Each neighbour crop (by its frame offset from the centre's) warped onto `centre`, with
+    its weight (`models.flow.alignment`)."""
+    return {offset: alignment(centre, crop)[1:] for offset, crop in neighbours.items()}
 
 
-def fuse(centre: np.ndarray, neighbours: list[np.ndarray]) -> np.ndarray:
-    """Occlusion-aware weighted mean of `centre` and its aligned `neighbours` (same size)."""
-    if not neighbours:
+def fuse(centre: np.ndarray, aligned: dict[int, Aligned]) -> np.ndarray:
+    """Occlusion-aware weighted mean of `centre` and its aligned neighbours (same size)."""
+    if not aligned:
         return centre
     total = centre.astype(np.float32).copy()
     weight = np.ones(centre.shape[:2], np.float32)
-    for neighbour in neighbours:
-        _, warped, w = alignment(centre, neighbour)
+    for warped, w in aligned.values():
         total += warped * w[..., None]
         weight += w
     return total / weight[..., None]
+
+
+def window_input(centre: np.ndarray, aligned: dict[int, Aligned], frames: int) -> np.ndarray:
+    """A window restorer's input (H, W, 3 * frames): the centre crop, then its nearest earlier
+    neighbours and its nearest later ones (frames // 2 each side, nearest first), each trusted
+    where its alignment is and the centre elsewhere. The nearest present neighbour counts (a gap
+    at -1 takes -2 when the window holds it); with none on a side (a shot's ends, a track's
+    gap) the centre stands in. Training makes its inputs the same way."""
+    side = frames // 2
+    earlier = sorted((o for o in aligned if o < 0), reverse=True)[:side]
+    later = sorted(o for o in aligned if o > 0)[:side]
+    planes = [centre]
+    for offsets in (earlier, later):
+        planes += [trusted_blend(centre, *aligned[o]) for o in offsets]
+        planes += [centre] * (side - len(offsets))
+    return np.concatenate(planes, axis=2)
 
 
 def fuse_outputs(centre_input, centre_output, neighbours: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:

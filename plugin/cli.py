@@ -16,7 +16,15 @@ from facerestore.models.device import resolve_torch_device
 from facerestore.models.errors import ModelError
 from facerestore.models.restorer import ensure_converted_weights, ensure_onnx
 from facerestore.models.training import FULL, REDUCED, train
-from facerestore.models.training_v2 import BROAD_X4, FULL_BROAD_X4, FULL_V2, REDUCED_V2, train_v2
+from facerestore.models.training_v2 import (
+    BROAD_X4,
+    FULL_BROAD_X4,
+    FULL_V2,
+    FULL_WINDOW_X4,
+    REDUCED_V2,
+    WINDOW_X4,
+    train_v2,
+)
 from facerestore.models.weights import (
     ALIGNMENT_TEMPLATE,
     DEFAULT_RESTORER,
@@ -147,10 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a face restorer on registry footage (reduced on a CPU)")
     train.add_argument(
         "--model",
-        choices=("facerestore-face-x4", "facerestore-face-v2"),
+        choices=("facerestore-face-x4", "facerestore-face-x4-window", "facerestore-face-v2"),
         default="facerestore-face-x4",
-        help="which of facerestore's own models to train: the x4 default, or the face-resolution v2 "
-        "(from scratch; meant for a GPU)",
+        help="which of facerestore's own models to train: the single-frame x4, the window x4 (from the "
+        "single-frame one, with its aligned neighbours as input), or the face-resolution v2 (from "
+        "scratch; meant for a GPU)",
     )
     train.add_argument(
         "--recipe",
@@ -166,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     size = train.add_mutually_exclusive_group()
     size.add_argument("--full", action="store_true", help="the full schedule (meant for a GPU)")
-    size.add_argument("--steps", type=int, help="steps of the reduced schedule (x4 broad 4000, protocol 5000; v2 6000)")
+    size.add_argument(
+        "--steps", type=int, help="steps of the reduced schedule (x4 broad 4000, protocol 5000; window 3000; v2 6000)"
+    )
 
     demo = sub.add_parser("demo", help="run the whole job on a built-in shot and write a contact sheet")
     demo.add_argument("--out", default="facerestore-demo", help="folder for the demo shot and results")
@@ -250,7 +261,9 @@ def run_models(args) -> int:
         if args.action == "list":
             for entry in RESTORERS.values():
                 default = " (default)" if entry.name == DEFAULT_RESTORER else ""
-                size = f"{entry.input_size} px" if entry.input_size else "sized to each face (32/64/128 px)"
+                size = f"{entry.input_size} px" if entry.input_size else "sized to each face (32/64/128/256 px)"
+                if entry.frames > 1:
+                    size += f", with the face's aligned crops from {entry.frames - 1} neighbouring frames"
                 print(f"{entry.name:<26} {entry.architecture}{default}; licence: {entry.licence}")
                 print(f"{'':<26} {entry.summary}")
                 print(f"{'':<26} input {size}, x{entry.scale}; {entry.normalisation}; {entry.template}")
@@ -259,6 +272,8 @@ def run_models(args) -> int:
                 try:
                     model = byo.identify(path)
                     size = f"{model.input_size} px, RGB [-1, 1]" if model.input_size else "sized to each face"
+                    if model.frames > 1:
+                        size += f", with {model.frames - 1} aligned neighbouring frames"
                     print(f"{model.name:<26} yours: {model.kind} ({path}); licence: {model.licence}")
                     print(f"{'':<26} input {size}, x{model.scale}; {ALIGNMENT_TEMPLATE}")
                 except ModelError as exc:
@@ -279,13 +294,17 @@ def run_models(args) -> int:
 
 
 def run_train(args) -> int:
-    protocol = args.model == "facerestore-face-x4" and args.recipe == "protocol"
+    protocol = args.recipe == "protocol"
+    if protocol and args.model != "facerestore-face-x4":
+        raise FaceRestoreError(f"--recipe protocol is the first stage of facerestore-face-x4, not of {args.model}")
     if args.resume and protocol:
         raise FaceRestoreError("--resume is for the broad recipe and facerestore-face-v2")
     if protocol:
         config = FULL if args.full else REDUCED
     elif args.model == "facerestore-face-x4":
         config = FULL_BROAD_X4 if args.full else BROAD_X4
+    elif args.model == "facerestore-face-x4-window":
+        config = FULL_WINDOW_X4 if args.full else WINDOW_X4
     else:
         config = FULL_V2 if args.full else REDUCED_V2
     if args.steps is not None:

@@ -9,6 +9,7 @@ import pytest
 
 from facerestore.benchmarks import metrics
 from facerestore.models.degrade import Degradation, degrade_clip, gaussian_kernel, h264_available
+from facerestore.models.weights import DEFAULT_RESTORER
 from facerestore.plugin.demo import demo_frame_display
 
 from helpers import run_cli
@@ -94,7 +95,7 @@ def test_bench_command_on_an_exr_sequence(tmp_path):
     assert results["untouched_max_abs"] == 0.0
     compared = "facerestore [realesr-animevideov3-x4]"
     assert set(results["methods"]) == {"degraded input", "facerestore", "facerestore per-frame", compared}
-    assert "Model facerestore-face-x4 against realesr-animevideov3-x4 (both temporal): PSNR" in proc.stdout
+    assert f"Model {DEFAULT_RESTORER} against realesr-animevideov3-x4 (both temporal): PSNR" in proc.stdout
     record = json.loads(record_path.read_text())
     assert record["losses"] == [] and [b["clip"] for b in record["benchmark"]] == ["plate.####.exr"]
     assert record["benchmark"][0]["methods"][compared]["psnr"] == results["methods"][compared]["summary"]["psnr"]

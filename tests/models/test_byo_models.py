@@ -237,3 +237,20 @@ def test_render_with_each_kind_of_users_model(kind, gfpgan_file, codeformer_file
     matte = channel(spec, pixels, "face.mask")
     changed = np.abs(pixels[..., :3] - plate[..., :3]).max(axis=2) > 0
     assert matte.max() > 0.9 and changed[matte > 0.5].mean() > 0.5 and not changed[matte == 0].any()
+
+
+def test_a_window_restorer_trained_here_loads_as_a_users_model_and_refuses_the_wrong_input(tmp_path):
+    """What `facerestore train --model facerestore-face-x4-window` writes runs from its file."""
+    from facerestore.models.compact import CompactNet, widened_to_window
+
+    torch.manual_seed(1)
+    path = tmp_path / "my-window.pth"
+    torch.save(widened_to_window(CompactNet(num_feat=8, num_conv=2), 3).state_dict(), path)
+    assert byo.identify(path).frames == 3
+    restorer = make_restorer(str(path), "cpu")
+    assert restorer.frames == 3 and restorer.scale == 4
+    window = np.random.default_rng(0).random((1, 16, 12, 9)).astype(np.float32)
+    assert restorer(window).shape == (1, 64, 48, 3)
+    with pytest.raises(ModelError, match=r"takes \(N, H, W, 9\) crops") as caught:
+        restorer(window[..., :3])
+    assert "\n" not in str(caught.value)

@@ -70,6 +70,9 @@ def test_every_built_in_network_exports_to_onnx_matching_pytorch_on_a_real_face(
 
     face = astronaut_srgb()[40:200:2, 160:288:2]  # 80x64 crop of the astronaut's face
     batch = np.stack([face, face[:, ::-1]]).astype(np.float32)
+    # A window restorer's neighbours: the face moved a pixel, and the face itself.
+    neighbours = [np.roll(batch, 1, axis=2), batch][: 2 * (RESTORERS[name].frames // 2)]
+    batch = np.concatenate([batch, *neighbours], axis=3)
     torch_out = TorchRestorer(name, "cpu")(batch)
     onnx_out = OnnxRestorer(name, "cpu")(batch)
     scale = RESTORERS[name].scale

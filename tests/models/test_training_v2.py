@@ -115,6 +115,51 @@ def test_x4_samples_reduce_the_face_as_the_node_does_and_target_the_4x_grid():
         assert 0 <= x.min() and x.max() <= 1 and 0 <= y.min() and y.max() <= 1
 
 
+def test_window_samples_hold_the_centre_then_its_previous_and_next_frames_aligned_onto_it(face, monkeypatch):
+    rng = np.random.default_rng(5)
+    face = cv2.resize(face, (160, 160), interpolation=cv2.INTER_CUBIC)
+    bank = training_v2.FaceBank(faces=[(face * 255).astype(np.uint8)], weights=np.ones(1), sources=[])
+    config = dataclasses.replace(training_v2.WINDOW_X4, min_size=96, max_size=160, large_face_share=0.0)
+    # Each of the four degraded frames is tagged by its index; the alignment keeps what it is
+    # given and notes which frame went onto which.
+    monkeypatch.setattr(
+        training_v2, "degrade_crops", lambda frames, draw, rng: [np.full_like(f, k / 10) for k, f in enumerate(frames)]
+    )
+    pairs = []
+
+    def recording_alignment(centre, neighbour):
+        if neighbour is None:
+            return centre
+        pairs.append((round(float(centre[0, 0, 0]) * 10), round(float(neighbour[0, 0, 0]) * 10)))
+        return neighbour
+
+    monkeypatch.setattr(training_v2, "aligned_neighbour", recording_alignment)
+    missing = 0
+    for _ in range(12):
+        x, y = training_v2.make_sample(bank, config, rng, video_codecs=False)
+        assert x.shape == (2, 32, 32, 9) and y.shape == (2, 128, 128, 3)
+        tags = np.round(x[:, 0, 0, ::3] * 10).astype(int)  # per window: centre, earlier, later
+        for window, expected in zip(tags, ([1, 0, 2], [2, 1, 3])):
+            for side in (1, 2):
+                missing += window[side] == window[0]  # a missing neighbour: the centre stands in
+                assert window[side] in (expected[side], expected[0])
+            assert window[0] == expected[0]
+    assert set(pairs) <= {(1, 0), (1, 2), (2, 1), (2, 3)} and len(pairs) + missing == 12 * 4
+    assert 0 < missing < 16  # about 15 % missing, as at a shot's ends
+
+
+def test_a_widened_network_starts_as_the_single_frame_one_on_its_centre():
+    from facerestore.models.compact import CompactNet, widened_to_window
+
+    torch.manual_seed(0)
+    single = CompactNet(num_feat=8, num_conv=2).eval()
+    window = widened_to_window(single, 3).eval()
+    centre, neighbours = torch.rand(2, 3, 12, 10), torch.rand(2, 6, 12, 10)
+    with torch.no_grad():
+        assert torch.equal(single(centre), window(torch.cat([centre, neighbours], 1)))
+    assert window.body[0].weight.shape[1] == 9 and window.frames == 3
+
+
 @pytest.mark.network
 @pytest.mark.slow
 def test_the_broad_x4_recipe_fine_tunes_the_default_and_names_its_start(tmp_path):
@@ -129,3 +174,21 @@ def test_the_broad_x4_recipe_fine_tunes_the_default_and_names_its_start(tmp_path
     assert tuned.keys() == start.keys()
     assert any(not torch.equal(tuned[k], start[k]) for k in start)  # trained, from the default's weights
     assert max((tuned[k] - start[k]).abs().max().item() for k in start) < 0.05  # two small steps from it
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_the_window_recipe_widens_the_single_frame_model_and_trains_its_neighbours(tmp_path):
+    from facerestore.models.restorer import build_network
+
+    config = dataclasses.replace(training_v2.WINDOW_X4, steps=2, batch=2, clip_step=60, still_angles=(0.0,))
+    record = training_v2.train_v2(config, tmp_path, progress=lambda line: None)
+    assert record["weights"] == "facerestore-face-x4-window.pth" and "a window of 3 frames" in record["architecture"]
+    tuned = torch.load(tmp_path / record["weights"], weights_only=True)
+    start = build_network("facerestore-face-x4").state_dict()
+    first = tuned["body.0.weight"]
+    assert first.shape[1] == 9 and tuned.keys() == start.keys()
+    assert torch.allclose(first[:, :3], start["body.0.weight"], atol=0.01)  # the centre's weights, two steps on
+    assert first[:, 3:].abs().max() > 0  # the neighbours' weights, zero at the start, have moved
+    with pytest.raises(ModelError, match="takes 3 frames"):
+        training_v2.train_v2(dataclasses.replace(config, frames=5), tmp_path / "five", progress=lambda line: None)

@@ -2,6 +2,7 @@
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -256,3 +257,58 @@ def test_on_an_anamorphic_plate_a_face_moving_down_fast_stays_one_track(node, co
         node.pixel_aspect = 1.0
     assert {f.track for faces in analysis.faces.values() for f in faces} == {1}
     assert all(len(faces) == 1 for faces in analysis.faces.values())
+
+
+def test_a_window_restorers_input_is_the_centre_then_its_nearest_neighbours_each_side():
+    from facerestore.nodes.temporal import window_input
+
+    shape = (6, 5, 3)
+    centre = np.full(shape, 0.5, np.float32)
+    trusted, untrusted = np.ones(shape[:2], np.float32), np.zeros(shape[:2], np.float32)
+    aligned = {o: (np.full(shape, 0.5 + o / 10, np.float32), trusted) for o in (-2, -1, 2)}
+    x = window_input(centre, aligned, 3)
+    assert x.shape == (6, 5, 9)
+    # The nearest earlier frame (-1, not -2), the nearest later one (+2: +1 is missing).
+    assert np.allclose(x[..., :3], 0.5) and np.allclose(x[..., 3:6], 0.4) and np.allclose(x[..., 6:], 0.7)
+    # Five frames: the second earlier neighbour next; a missing later one is the centre.
+    x = window_input(centre, aligned, 5)
+    assert [round(float(x[0, 0, 3 * k]), 3) for k in range(5)] == [0.5, 0.4, 0.3, 0.7, 0.5]
+    # Where alignment is not trusted the centre stands in; with no neighbours, the centre throughout.
+    half = np.concatenate([trusted[:3], untrusted[3:]])
+    x = window_input(centre, {1: (np.zeros(shape, np.float32), half)}, 3)
+    assert np.allclose(x[:3, :, 6:], 0.0) and np.allclose(x[3:, :, 6:], 0.5)
+    assert np.array_equal(window_input(centre, {}, 3), np.concatenate([centre] * 3, axis=2))
+
+
+class WindowRecorder:
+    """A window restorer (3 frames) that returns its centre crop and keeps what it was given."""
+
+    scale, input_size, frames = 1, None, 3
+
+    def __init__(self) -> None:
+        self.inputs = []
+
+    def __call__(self, batch):
+        self.inputs.append(batch.copy())
+        return batch[..., :3]
+
+
+def test_a_window_restorer_sees_its_own_crop_then_the_previous_and_next_frames_aligned(noisy_shot, colour, tmp_path):
+    from facerestore.models.flow import aligned_neighbour
+    from facerestore.nodes.face_restore import FaceRestoreNode
+
+    node = FaceRestoreNode(colour, "cpu", temporal_window=3, ensemble="off")
+    node.restorer = recorder = WindowRecorder()
+    render_with(node, noisy_shot / "n.####.exr", tmp_path / "w.####.exr")
+    assert len(recorder.inputs) == 6  # the shot's frames in order, one face each, each restored once
+    crops = [batch[0] for batch in recorder.inputs]
+    assert all(crop.shape[-1] == 9 for crop in crops)
+    own = [crop[..., :3] for crop in crops]
+    # The shot's first frame has no previous one, its last no next one: the crop stands in.
+    assert np.array_equal(crops[0][..., 3:6], own[0]) and np.array_equal(crops[-1][..., 6:], own[-1])
+    for t in range(1, 5):
+        earlier, later = crops[t][..., 3:6], crops[t][..., 6:]
+        # Each side is that neighbour's own crop brought onto this one, as training makes them.
+        assert np.allclose(earlier, aligned_neighbour(own[t], own[t - 1]), atol=1e-6)
+        assert np.allclose(later, aligned_neighbour(own[t], own[t + 1]), atol=1e-6)
+        assert not np.allclose(earlier, aligned_neighbour(own[t], own[t + 1]), atol=1e-3)  # not the other side

@@ -256,7 +256,7 @@ class UntrainedFaceResolutionNet:
     """A real FaceResolutionNet before training: its last convolution is zero, so it returns
     its input exactly; what the compositing then does to the plate is the compositing's own."""
 
-    scale, input_size = 1, None
+    scale, input_size, frames = 1, None, 1
 
     def __init__(self) -> None:
         import torch
@@ -298,7 +298,7 @@ def test_a_restorer_that_changes_nothing_changes_no_pixel(colour, face_width):
 class ShiftingRestorer:
     """Returns its input plus a constant: a pure tone shift of `shift` display-encoded values."""
 
-    scale, input_size = 1, None
+    scale, input_size, frames = 1, None, 1
 
     def __init__(self, shift: float) -> None:
         self.shift = np.float32(shift)
@@ -331,7 +331,7 @@ def test_the_flip_ensemble_averages_the_restorer_and_its_mirror(colour):
     from facerestore.nodes.face_restore import FaceRestoreNode
 
     node = FaceRestoreNode(colour, "cpu", ensemble="flip")
-    crops = np.random.default_rng(4).random((2, 32, 32, 3)).astype(np.float32)
+    crops = np.random.default_rng(4).random((2, 32, 32, 3 * node.restorer.frames)).astype(np.float32)
     single = node.restorer(crops)
     mirrored = node.restorer(np.ascontiguousarray(crops[:, :, ::-1]))[:, :, ::-1]
     assert np.allclose(node._restore(crops), 0.5 * (single + mirrored), atol=1e-6)
@@ -357,8 +357,9 @@ def test_each_frame_is_read_once_and_written_in_the_background(tmp_path, node, c
     # The same render one step after another (what the benchmark compares with): still one read
     # per plate, the same frames.
     reads.clear()
-    render_with(node, tmp_path / "p.####.exr", tmp_path / "third/r.####.exr", analysis=first.analysis_path,
-                overlap_io=False)
+    render_with(
+        node, tmp_path / "p.####.exr", tmp_path / "third/r.####.exr", analysis=first.analysis_path, overlap_io=False
+    )
     assert sorted(reads) == sorted(str(tmp_path / f"p.{t:04d}.exr") for t in range(1, 7))
     for t in range(1, 7):
         expected = read_buf(tmp_path / "first" / f"r.{t:04d}.exr")[1]
@@ -431,8 +432,9 @@ def test_an_anamorphic_plate_is_restored_desqueezed_as_its_header_says(tmp_path,
     # Forced square, the same plate's face is fitted squeezed: a different, narrower matte.
     node.params["pixel_aspect"] = 1.0
     try:
-        render_with(node, tmp_path / "ana.####.exr", tmp_path / "flat_out.####.exr",
-                    analysis=str(tmp_path / "flat.json"))
+        render_with(
+            node, tmp_path / "ana.####.exr", tmp_path / "flat_out.####.exr", analysis=str(tmp_path / "flat.json")
+        )
     finally:
         node.params["pixel_aspect"] = 0.0
     flat = channel(*read_buf(tmp_path / "flat_out.0001.exr"), "face.mask") > 0.5
@@ -478,9 +480,7 @@ def test_pixel_aspect_is_part_of_the_shot_and_of_its_analysis(tmp_path, node, co
         FaceRestoreNode(colour, "cpu", pixel_aspect=0.1)
 
 
-def test_an_anamorphic_shot_is_tracked_as_one_face_and_any_frame_alone_equals_the_full_render(
-    tmp_path, node, colour
-):
+def test_an_anamorphic_shot_is_tracked_as_one_face_and_any_frame_alone_equals_the_full_render(tmp_path, node, colour):
     """Five frames of a moving face on a 2x anamorphic plate: one track through the shot (the
     tracker and the temporal window work on it desqueezed), and a frame rendered alone is the
     full render's frame."""
