@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facerestore.models.align import estimate_similarity, transform_points
+from facerestore.models.align import desqueeze, estimate_similarity, transform_points
 from facerestore.models.flow import dense_flow, grey_u8
 from facerestore.nodes.align import TEMPLATE_LANDMARKS
 from facerestore.nodes.errors import FaceRestoreError
@@ -40,18 +40,23 @@ def landmarks_in_box(box: np.ndarray) -> np.ndarray:
     scale_x = (x1 - x0) / (TEMPLATE_BOX[2] - TEMPLATE_BOX[0])
     scale_y = (y1 - y0) / (TEMPLATE_BOX[3] - TEMPLATE_BOX[1])
     return np.stack(
-        [x0 + (TEMPLATE_LANDMARKS[:, 0] - TEMPLATE_BOX[0]) * scale_x, y0 + (TEMPLATE_LANDMARKS[:, 1] - TEMPLATE_BOX[1]) * scale_y],
+        [
+            x0 + (TEMPLATE_LANDMARKS[:, 0] - TEMPLATE_BOX[0]) * scale_x,
+            y0 + (TEMPLATE_LANDMARKS[:, 1] - TEMPLATE_BOX[1]) * scale_y,
+        ],
         axis=1,
     )
 
 
-def box_of(landmarks: np.ndarray) -> np.ndarray:
+def box_of(landmarks: np.ndarray, pixel_aspect: float = 1.0) -> np.ndarray:
     """The detector-style box around five points (the inverse of `landmarks_in_box`, up to
-    the face's rotation)."""
-    centre = landmarks.mean(0)
+    the face's rotation), sized from the face desqueezed on an anamorphic plate."""
+    stretch = np.array(desqueeze(pixel_aspect))
+    square = landmarks * stretch
+    centre = square.mean(0)
     template_centre = TEMPLATE_LANDMARKS.mean(0)
-    size = np.linalg.norm(landmarks[1] - landmarks[0]) / np.linalg.norm(TEMPLATE_LANDMARKS[1] - TEMPLATE_LANDMARKS[0])
-    corners = (TEMPLATE_BOX.reshape(2, 2) - template_centre) * size + centre
+    size = np.linalg.norm(square[1] - square[0]) / np.linalg.norm(TEMPLATE_LANDMARKS[1] - TEMPLATE_LANDMARKS[0])
+    corners = ((TEMPLATE_BOX.reshape(2, 2) - template_centre) * size + centre) / stretch
     return corners.reshape(4)
 
 
@@ -63,7 +68,9 @@ def parse_added_face(text: str) -> AddedFace:
         frame = int(frame_text) if frame_text.strip() else None
         numbers = np.array([float(v) for v in numbers_text.split(",")], np.float64)
     except ValueError:
-        raise FaceRestoreError(f"cannot read --add-face {text!r}; expected FRAME:X0,Y0,X1,Y1 or FRAME:ten numbers") from None
+        raise FaceRestoreError(
+            f"cannot read --add-face {text!r}; expected FRAME:X0,Y0,X1,Y1 or FRAME:ten numbers"
+        ) from None
     if not np.all(np.isfinite(numbers)):
         raise FaceRestoreError(f"--add-face {text!r}: numbers must be finite")
     if len(numbers) == 4:
@@ -78,13 +85,16 @@ def parse_added_face(text: str) -> AddedFace:
     raise FaceRestoreError(f"--add-face {text!r}: give 4 numbers (a box) or 10 (five points), not {len(numbers)}")
 
 
-def _moved(landmarks: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+def _moved(landmarks: np.ndarray, before: np.ndarray, after: np.ndarray, pixel_aspect: float = 1.0) -> np.ndarray:
     """`landmarks` of `before` carried into `after` by dense flow around the face."""
     h, w = before.shape[:2]
-    box = box_of(landmarks)
-    pad = 0.5 * (box[2] - box[0])
-    x0, y0 = int(max(0, box[0] - pad)), int(max(0, box[1] - pad))
-    x1, y1 = int(min(w, box[2] + pad)), int(min(h, box[3] + pad))
+    box = box_of(landmarks, pixel_aspect)
+    stretch_x, stretch_y = desqueeze(pixel_aspect)
+    # Half the face's width around it, measured as it looks (desqueezed).
+    pad_x = 0.5 * (box[2] - box[0])
+    pad_y = pad_x * stretch_x / stretch_y
+    x0, y0 = int(max(0, box[0] - pad_x)), int(max(0, box[1] - pad_y))
+    x1, y1 = int(min(w, box[2] + pad_x)), int(min(h, box[3] + pad_y))
     if x1 - x0 < 16 or y1 - y0 < 16:
         return landmarks
     grey = grey_u8(before[y0:y1, x0:x1])
@@ -99,17 +109,25 @@ def _moved(landmarks: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.n
         return landmarks
     points = np.stack([xs[textured], ys[textured]], axis=1).astype(np.float64)
     moved = points + flow[ys[textured], xs[textured]]
-    motion = estimate_similarity(points, moved)
-    local = landmarks - [x0, y0]
-    return transform_points(motion, local) + [x0, y0]
+    # A turn of the head is a similarity of the face as it looks: desqueezed.
+    stretch = np.array(desqueeze(pixel_aspect))
+    motion = estimate_similarity(points * stretch, moved * stretch)
+    local = (landmarks - [x0, y0]) * stretch
+    return transform_points(motion, local) / stretch + [x0, y0]
 
 
 def follow(
-    added: list[AddedFace], frames: list, encoded_of: Callable[[object], np.ndarray], segment_of: Callable[[object], int]
+    added: list[AddedFace],
+    frames: list,
+    encoded_of: Callable[[object], np.ndarray],
+    segment_of: Callable[[object], int],
+    pixel_aspect: float = 1.0,
 ) -> dict:
     """frame -> list of landmarks of the added faces there: each seed followed to the ends of
     its segment; where several seeds of one face could reach a frame, the nearest one wins.
-    Seeds whose frames are not in `frames` are an error."""
+    Seeds whose frames are not in `frames` are an error. On an anamorphic plate (`pixel_aspect`)
+    distances and motion are measured on the face desqueezed."""
+    stretch = np.array(desqueeze(pixel_aspect))
     position = {f: i for i, f in enumerate(frames)}
     per_frame: dict = {f: [] for f in frames}
     for seed in added:
@@ -121,8 +139,8 @@ def follow(
         for group in faces:
             last = group[-1]
             gap = abs(position[seed.frame] - position[last.frame])
-            spread = np.linalg.norm(seed.landmarks.mean(0) - last.landmarks.mean(0))
-            size = np.linalg.norm(last.landmarks[1] - last.landmarks[0])
+            spread = np.linalg.norm((seed.landmarks.mean(0) - last.landmarks.mean(0)) * stretch)
+            size = np.linalg.norm((last.landmarks[1] - last.landmarks[0]) * stretch)
             if segment_of(seed.frame) == segment_of(last.frame) and spread < size * (1.0 + 0.2 * gap):
                 group.append(seed)
                 break
@@ -139,7 +157,9 @@ def follow(
                     distance = abs(here + step - start)
                     if here + step in best and best[here + step][0] <= distance:
                         break
-                    landmarks = _moved(landmarks, encoded_of(frames[here]), encoded_of(frames[here + step]))
+                    landmarks = _moved(
+                        landmarks, encoded_of(frames[here]), encoded_of(frames[here + step]), pixel_aspect
+                    )
                     here += step
                     best[here] = (distance, landmarks)
         for index, (_, landmarks) in best.items():

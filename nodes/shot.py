@@ -53,11 +53,13 @@ def analyse_shot(node, frames: list, plate_of: Callable[[object], np.ndarray], p
     analysis = analyse(frames, detect, settings, progress=progress)
     if added:
         # Second pass over the cached detections, with the added faces followed by flow.
-        manual = follow(list(added), list(frames), lambda f: node.encode(plate_of(f)), analysis.segment_of)
+        manual = follow(
+            list(added), list(frames), lambda f: node.encode(plate_of(f)), analysis.segment_of, node.pixel_aspect
+        )
 
         def with_added(frame):
             encoded, scale, _ = node.detect_with_image(plate_of(frame), candidates=False, run_detector=False)
-            boxes = [box_of(points) for points in manual[frame]]
+            boxes = [box_of(points, node.pixel_aspect) for points in manual[frame]]
             kept = [d for d in detections[frame] if all(box_overlap(d[1], b) < 0.3 for b in boxes)]
             return encoded, scale, kept + [(points, box, 1.0) for points, box in zip(manual[frame], boxes)]
 

@@ -280,6 +280,30 @@ def test_a_window_restorers_input_is_the_centre_then_its_nearest_neighbours_each
     assert np.array_equal(window_input(centre, {}, 3), np.concatenate([centre] * 3, axis=2))
 
 
+def test_a_face_added_on_an_anamorphic_plate_is_boxed_and_followed_as_it_looks():
+    from facerestore.nodes.manual_faces import _moved, box_of, landmarks_in_box
+    from facerestore.plugin.demo import astronaut_srgb
+
+    # A face box drawn on a 2x anamorphic plate: narrow in plate pixels, as the face is there.
+    box = np.array([100.0, 50.0, 134.0, 135.0])  # 68 x 85 desqueezed: the template box's shape
+    points = landmarks_in_box(box)
+    assert np.allclose(box_of(points, 2.0), box)
+    assert box_of(points, 1.0)[3] - box_of(points, 1.0)[1] < 0.6 * (box[3] - box[1])  # measured square: too short
+
+    # The head turns 8 degrees (as it looks); the plate holds it squeezed 2x across.
+    face = np.ascontiguousarray(astronaut_srgb()[0:256, 96:352])
+    turn = cv2.getRotationMatrix2D((128.0, 128.0), 8.0, 1.0)
+    turned = cv2.warpAffine(face, turn, (256, 256), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    squeeze = lambda image: cv2.resize(image, (128, 256), interpolation=cv2.INTER_AREA)  # noqa: E731
+    square_points = np.array([[100.0, 110.0], [156.0, 110.0], [128.0, 140.0], [105.0, 170.0], [151.0, 170.0]])
+    expected = (np.c_[square_points, np.ones(5)] @ turn.T) / [2.0, 1.0]
+    error = {
+        aspect: np.abs(_moved(square_points / [2.0, 1.0], squeeze(face), squeeze(turned), aspect) - expected).max()
+        for aspect in (2.0, 1.0)
+    }
+    assert error[2.0] < 1.0 and error[2.0] < 0.5 * error[1.0], error
+
+
 class WindowRecorder:
     """A window restorer (3 frames) that returns its centre crop and keeps what it was given."""
 
