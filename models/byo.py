@@ -84,7 +84,12 @@ def identify(path: Path, name: str | None = None) -> UserModel:
         if "body.0.weight" in keys and "body.1.weight" in keys and state["body.1.weight"].ndim == 1:
             last = state[f"body.{max(int(k.split('.')[1]) for k in keys)}.weight"]
             scale = round((last.shape[0] / 3) ** 0.5)
-            frames = state["body.0.weight"].shape[1] // 3  # a window restorer takes its neighbours too
+            channels = state["body.0.weight"].shape[1]  # a window restorer takes its neighbours too
+            frames = channels // 3
+            if channels % 3 or frames % 2 == 0:
+                raise ModelError(
+                    f"{path}: {channels} input channels; a compact network takes 3 per frame, an odd number of frames"
+                )
             return UserModel(name, path, "compact", None, scale, LICENCES["compact"], frames)
         if {"quantize.embedding.weight", "position_emb", "idx_pred_layer.1.weight"} <= keys:
             return UserModel(name, path, "codeformer", 512, 1, LICENCES["codeformer"])

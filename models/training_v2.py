@@ -1,4 +1,4 @@
-"""Training on broad degradations: the x4 default's fine-tune (`facerestore train`, recipe
+"""Training on broad degradations: the single-frame x4 model's fine-tune (`facerestore train`, recipe
 `broad`), the window restorer made from it (`--model facerestore-face-x4-window`) and the
 face-resolution restorer (`--model facerestore-face-v2`).
 
@@ -91,13 +91,13 @@ class TrainV2Config:
 
 REDUCED_V2 = TrainV2Config()
 FULL_V2 = TrainV2Config(steps=60000, batch=32, patch=128, max_size=512)
-# The x4 default retrained on the broad degradations: short enough for a CPU session.
+# The single-frame x4 model (facerestore-face-x4) retrained on the broad degradations: short enough for a CPU session.
 BROAD_X4 = TrainV2Config(steps=4000, patch=32, lr=1e-4, scale=4, init="facerestore-face-x4", checkpoint_every=100)
 FULL_BROAD_X4 = TrainV2Config(
     steps=40000, batch=32, patch=64, lr=2e-4, scale=4, init="facerestore-face-x4", max_size=512
 )
 
-# The window restorer: the broad default widened to three frames (neighbours' weights start at
+# The window restorer (the default since node spec 1.2): facerestore-face-x4 widened to three frames (neighbours' weights start at
 # zero), fine-tuned on windows whose neighbours are aligned by the node's own flow alignment.
 WINDOW_X4 = TrainV2Config(
     steps=3000,
@@ -125,8 +125,8 @@ FULL_WINDOW_X4 = TrainV2Config(
 
 
 def initial_weights(name: str) -> str:
-    """The starting weights, by name and checksum (a fine-tune of the default starts from the
-    default as it was)."""
+    """The starting weights, by name and checksum (a fine-tune starts from the model as it
+    was when it began)."""
 
     return f"{name} (sha256 {registry_entry(name).sources[0].sha256})"
 

@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--recipe",
         choices=("broad", "protocol"),
         default="broad",
-        help="x4: 'broad' fine-tunes the current weights on the broad degradations (the default's last "
+        help="x4: 'broad' fine-tunes the current weights on the broad degradations (facerestore-face-x4's last "
         "stage); 'protocol' is its first stage, from realesr-animevideov3 on the benchmark protocol",
     )
     train.add_argument("--out", default="facerestore-train", help="folder for the weights and the training record")

@@ -254,3 +254,7 @@ def test_a_window_restorer_trained_here_loads_as_a_users_model_and_refuses_the_w
     with pytest.raises(ModelError, match=r"takes \(N, H, W, 9\) crops") as caught:
         restorer(window[..., :3])
     assert "\n" not in str(caught.value)
+    # Two frames (no centre) is no window the node can make.
+    torch.save(widened_to_window(CompactNet(num_feat=8, num_conv=2), 2).state_dict(), tmp_path / "even.pth")
+    with pytest.raises(ModelError, match="odd number of frames"):
+        byo.identify(tmp_path / "even.pth")

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def test_onnx_runtime_runs_the_restorer_on_the_cuda_provider():
     restorer = make_restorer(DEFAULT_RESTORER, "cuda", "onnx")
     assert restorer.session.get_providers()[0] == "CUDAExecutionProvider"
-    crop = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+    crop = np.random.default_rng(0).random((2, 64, 64, 3 * restorer.frames), dtype=np.float32)
     on_cpu = make_restorer(DEFAULT_RESTORER, "cpu", "onnx")(crop)
     assert np.abs(restorer(crop) - on_cpu).max() < 1e-3
 
@@ -26,7 +26,7 @@ def test_onnx_runtime_runs_the_restorer_on_the_cuda_provider():
 def test_pytorch_fp16_on_the_gpu_stays_close_to_the_cpu():
     restorer = make_restorer(DEFAULT_RESTORER, "cuda", "torch")
     assert restorer.half and next(restorer.net.parameters()).dtype == torch.float16
-    crop = np.random.default_rng(1).random((4, 128, 128, 3), dtype=np.float32)
+    crop = np.random.default_rng(1).random((4, 128, 128, 3 * restorer.frames), dtype=np.float32)
     on_cpu = make_restorer(DEFAULT_RESTORER, "cpu", "torch")(crop)
     assert np.abs(restorer(crop) - on_cpu).mean() < 2e-3
 

@@ -162,7 +162,7 @@ def test_a_widened_network_starts_as_the_single_frame_one_on_its_centre():
 
 @pytest.mark.network
 @pytest.mark.slow
-def test_the_broad_x4_recipe_fine_tunes_the_default_and_names_its_start(tmp_path):
+def test_the_broad_x4_recipe_fine_tunes_the_single_frame_model_and_names_its_start(tmp_path):
     from facerestore.models.restorer import build_network, registry_entry
 
     config = dataclasses.replace(training_v2.BROAD_X4, steps=2, batch=2, clip_step=60, still_angles=(0.0,))
@@ -172,7 +172,7 @@ def test_the_broad_x4_recipe_fine_tunes_the_default_and_names_its_start(tmp_path
     tuned = torch.load(tmp_path / record["weights"], weights_only=True)
     start = build_network("facerestore-face-x4").state_dict()
     assert tuned.keys() == start.keys()
-    assert any(not torch.equal(tuned[k], start[k]) for k in start)  # trained, from the default's weights
+    assert any(not torch.equal(tuned[k], start[k]) for k in start)  # trained, from the single-frame model's weights
     assert max((tuned[k] - start[k]).abs().max().item() for k in start) < 0.05  # two small steps from it
 
 

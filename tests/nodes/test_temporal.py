@@ -304,6 +304,42 @@ def test_a_face_added_on_an_anamorphic_plate_is_boxed_and_followed_as_it_looks()
     assert error[2.0] < 1.0 and error[2.0] < 0.5 * error[1.0], error
 
 
+def test_a_face_added_twice_on_an_anamorphic_plate_is_one_face_followed_through_the_shot(node, colour, monkeypatch):
+    """Two boxes of one covered head moving 20 px a frame down a 2x plate: measured in plate
+    pixels its eyes look half as far apart as they are, and the two seeds looked like two faces."""
+    from facerestore.nodes import shot
+    from facerestore.nodes.manual_faces import parse_added_face
+
+    tile = face_tile(90).copy()
+    tile[30:55] = 0.1
+    tile[70:90] = 0.1
+    plates = {}
+    for t in range(1, 7):
+        canvas = np.full((260, 300, 3), 0.4, np.float32)
+        canvas[20 * t : 20 * t + tile.shape[0], 100 : 100 + tile.shape[1]] = tile
+        plates[t] = colour.decode(np.ascontiguousarray(cv2.resize(canvas, (150, 260), interpolation=cv2.INTER_AREA)))
+    seeds = tuple(parse_added_face(f"{t}:{50 + 5},{20 * t + 15},{50 + 40},{20 * t + 90}") for t in (2, 4))
+
+    def tracks(analysis):
+        return [sorted(f.track for f in analysis.faces[t]) for t in range(1, 7)]
+
+    node.pixel_aspect = 2.0
+    try:
+        analysis = shot.analyse_shot(node, list(range(1, 7)), plates.__getitem__, added=seeds)
+        # The same, measured in plate pixels as before: the seeds are not joined.
+        follow = shot.follow
+        monkeypatch.setattr(
+            shot,
+            "follow",
+            lambda added, frames, encoded_of, segment_of, aspect: follow(added, frames, encoded_of, segment_of),
+        )
+        squeezed = shot.analyse_shot(node, list(range(1, 7)), plates.__getitem__, added=seeds)
+    finally:
+        node.pixel_aspect = 1.0
+    assert tracks(analysis) == [[1]] * 6, tracks(analysis)
+    assert tracks(squeezed) != [[1]] * 6, tracks(squeezed)
+
+
 class WindowRecorder:
     """A window restorer (3 frames) that returns its centre crop and keeps what it was given."""
 
