@@ -364,6 +364,12 @@ def test_a_window_restorer_sees_its_own_crop_then_the_previous_and_next_frames_a
     crops = [batch[0] for batch in recorder.inputs]
     assert all(crop.shape[-1] == 9 for crop in crops)
     own = [crop[..., :3] for crop in crops]
+    # The centre is the frame's own crop, not the window's fused one: what a per-frame render sees.
+    alone = FaceRestoreNode(colour, "cpu", temporal_window=1, ensemble="off")
+    alone.restorer = per_frame = WindowRecorder()
+    render_with(alone, noisy_shot / "n.####.exr", tmp_path / "p.####.exr")
+    assert all(np.array_equal(a[0][..., :3], b) for a, b in zip(per_frame.inputs, own))
+    assert all(np.array_equal(a[0], np.concatenate([b] * 3, axis=2)) for a, b in zip(per_frame.inputs, own))
     # The shot's first frame has no previous one, its last no next one: the crop stands in.
     assert np.array_equal(crops[0][..., 3:6], own[0]) and np.array_equal(crops[-1][..., 6:], own[-1])
     for t in range(1, 5):
