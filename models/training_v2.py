@@ -40,7 +40,7 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -97,31 +97,12 @@ FULL_BROAD_X4 = TrainV2Config(
     steps=40000, batch=32, patch=64, lr=2e-4, scale=4, init="facerestore-face-x4", max_size=512
 )
 
-# The window restorer (the default since node spec 1.2): facerestore-face-x4 widened to three frames (neighbours' weights start at
-# zero), fine-tuned on windows whose neighbours are aligned by the node's own flow alignment.
-WINDOW_X4 = TrainV2Config(
-    steps=3000,
-    patch=32,
-    lr=1e-4,
-    scale=4,
-    init="facerestore-face-x4",
-    frames=3,
-    name="facerestore-face-x4-window",
-    large_face_share=0.15,
-    checkpoint_every=100,
-)
-FULL_WINDOW_X4 = TrainV2Config(
-    steps=40000,
-    batch=32,
-    patch=64,
-    lr=2e-4,
-    scale=4,
-    init="facerestore-face-x4",
-    max_size=512,
-    frames=3,
-    name="facerestore-face-x4-window",
-    large_face_share=0.15,
-)
+# The window restorer (the default since node spec 1.2): facerestore-face-x4 widened to three
+# frames (neighbours' weights start at zero), fine-tuned on windows whose neighbours are aligned
+# by the node's own flow alignment; the broad recipe otherwise.
+WINDOW = {"frames": 3, "name": "facerestore-face-x4-window", "large_face_share": 0.15}
+WINDOW_X4 = replace(BROAD_X4, steps=3000, **WINDOW)
+FULL_WINDOW_X4 = replace(FULL_BROAD_X4, **WINDOW)
 
 
 def initial_weights(name: str) -> str:
