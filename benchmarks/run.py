@@ -30,12 +30,12 @@ from facerestore.benchmarks.bench_frame_size import SIZES, plate_with_face
 from facerestore.benchmarks.data import Clip, load_clip
 from facerestore.models.detector import RetinaFaceDetector
 from facerestore.models.device import resolve_torch_device
+from facerestore.models.flow import window_input
 from facerestore.models.weights import write_atomically
 from facerestore.nodes.align import TEMPLATE_SIZE, affine_scale, scaled_template_transform
 from facerestore.nodes.colour import ColourPipeline
 from facerestore.nodes.exr_io import Part, read_frame, write_parts
 from facerestore.nodes.face_restore import FaceRestoreNode
-from facerestore.nodes.temporal import window_input
 from facerestore.nodes.tracking import Analysis
 from facerestore.plugin.render import RenderOptions, render
 

@@ -16,7 +16,7 @@ from torch import nn
 
 class CompactNet(nn.Module):
     """`frames` > 1: a window restorer. Its input is the face's crop followed by its aligned
-    neighbours' (3 channels each, `models.flow.aligned_neighbour`); only the first convolution
+    neighbours' (3 channels each, `models.flow.window_input`); only the first convolution
     sees them, and the residual is added to the centre crop."""
 
     def __init__(self, num_feat: int = 64, num_conv: int = 16, upscale: int = 4, frames: int = 1) -> None:

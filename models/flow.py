@@ -54,11 +54,26 @@ def trusted_blend(centre: np.ndarray, warped: np.ndarray, weight: np.ndarray) ->
     return (w * warped + (1.0 - w) * centre).astype(np.float32)
 
 
-def aligned_neighbour(centre: np.ndarray, neighbour: np.ndarray | None) -> np.ndarray:
-    """A neighbouring frame's crop of the same face as a window restorer takes it: warped onto
-    `centre`, and the centre itself wherever the alignment is not trusted (or no neighbour is
-    there: a shot's first frame, a gap in the track)."""
-    if neighbour is None:
-        return centre
-    _, warped, weight = alignment(centre, neighbour)
-    return trusted_blend(centre, warped, weight)
+Aligned = tuple[np.ndarray, np.ndarray]  # a neighbour warped onto the centre, and its 0..1 weight
+
+
+def align_window(centre: np.ndarray, neighbours: dict[int, np.ndarray]) -> dict[int, Aligned]:
+    """Each neighbour crop (by its frame offset from the centre's) warped onto `centre`, with
+    its weight (`alignment`)."""
+    return {offset: alignment(centre, crop)[1:] for offset, crop in neighbours.items()}
+
+
+def window_input(centre: np.ndarray, aligned: dict[int, Aligned], frames: int) -> np.ndarray:
+    """A window restorer's input (H, W, 3 * frames): the centre crop, then its nearest earlier
+    neighbours and its nearest later ones (frames // 2 each side, nearest first), each trusted
+    where its alignment is and the centre elsewhere. The nearest present neighbour counts (a gap
+    at -1 takes -2 when the window holds it); with none on a side (a shot's ends, a track's
+    gap) the centre stands in. The node and training both make their inputs here."""
+    side = frames // 2
+    earlier = sorted((o for o in aligned if o < 0), reverse=True)[:side]
+    later = sorted(o for o in aligned if o > 0)[:side]
+    planes = [centre]
+    for offsets in (earlier, later):
+        planes += [trusted_blend(centre, *aligned[o]) for o in offsets]
+        planes += [centre] * (side - len(offsets))
+    return np.concatenate(planes, axis=2)

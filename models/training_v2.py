@@ -22,8 +22,8 @@ clips (`cap13`, `franck`) are never used. Each sample takes a bank face at a ran
 320 px face space, always reduced from the bank so the target is sharp), flips and tints it,
 makes a second frame by a sub-pixel move (a window restorer: three more, so two consecutive
 windows each have a frame either side), and degrades them as one clip with one draw. A window
-restorer's neighbours are aligned onto the centre by `models.flow.aligned_neighbour`, the node's
-own alignment, so it learns on the inputs it will get.
+restorer's input is made by `models.flow.window_input` from the node's own alignment, as the
+node makes it, so it learns on the inputs it will get.
 
 A run checkpoints every few hundred steps and resumes (`--resume`), so a schedule longer than a
 session is trained across sessions.
@@ -51,7 +51,7 @@ from facerestore.models.align import footprint_of, scaled_template_transform, wa
 from facerestore.models.degrade import CropDegradation, degrade_crops, expose, h264_available
 from facerestore.models.detector import RetinaFaceDetector
 from facerestore.models.errors import ModelError
-from facerestore.models.flow import aligned_neighbour
+from facerestore.models.flow import align_window, window_input
 from facerestore.models.restorer import build_network, registry_entry
 from facerestore.models.weights import sha256_file, write_atomically
 
@@ -81,7 +81,7 @@ class TrainV2Config:
     scale: int = 1
     init: str | None = None
     # > 1: a window restorer (x4 only): the centre crop plus its aligned neighbours, one each
-    # side, as input channels (`models.flow.aligned_neighbour`, exactly as the node makes them).
+    # side, as input channels (`models.flow.window_input`, exactly as the node makes them).
     frames: int = 1
     name: str | None = None  # the trained model's name (default: init's, else MODEL_NAME)
     # Share of x4 samples reduced 1.6-4x, as the node reduces faces larger than its biggest crop
@@ -255,11 +255,11 @@ def _x4_window(clean: list, degraded: list, config: TrainV2Config, rng: np.rando
     centres = (0, 1) if config.frames == 1 else (1, 2)
     inputs = []
     for c in centres:
-        planes = [x[c]]
-        if config.frames > 1:
-            for other in (c - 1, c + 1):
-                planes.append(aligned_neighbour(x[c], None if rng.random() < 0.15 else x[other]))
-        inputs.append(np.concatenate(planes, axis=2))
+        if config.frames == 1:
+            inputs.append(x[c])
+            continue
+        present = {offset: x[c + offset] for offset in (-1, 1) if rng.random() >= 0.15}
+        inputs.append(window_input(x[c], align_window(x[c], present), config.frames))
     oy, ox = rng.integers(0, small - config.patch + 1, 2)
     p, k = config.patch, config.scale
     xs = np.stack([f[oy : oy + p, ox : ox + p] for f in inputs])

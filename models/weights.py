@@ -91,7 +91,7 @@ class RestorerWeights:
     normalisation: str = "RGB [0, 1], display-encoded"
     template: str = ALIGNMENT_TEMPLATE
     # > 1: a window restorer, whose input is the face's crop and its aligned neighbours
-    # (3 channels each; models.flow.aligned_neighbour).
+    # (3 channels each; models.flow.window_input).
     frames: int = 1
 
     @property
@@ -141,7 +141,7 @@ REALESR_ANIMEVIDEO_V3 = RestorerWeights(
     kind="compact",
 )
 
-# facerestore's own single-frame face model (the default of node spec 1.0 and 1.1): the compact
+# facerestore's own single-frame face model (the default before node spec 1.2): the compact
 # network above fine-tuned on aligned face crops by `facerestore train` in two stages on a CPU
 # (protocol recipe, then the broad degradations). The training record beside the weights holds
 # the data, losses and figures.

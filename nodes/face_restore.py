@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from facerestore.models.detector import RetinaFaceDetector
+from facerestore.models.flow import align_window, window_input
 from facerestore.models.restorer import make_restorer
 from facerestore.models.weights import DEFAULT_RESTORER
 from facerestore.nodes.align import (
@@ -37,7 +38,7 @@ from facerestore.nodes.colour import ColourPipeline, all_finite, neutralise_nonf
 from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.grain import grain, missing_grain
 from facerestore.nodes.spec import NodeSpec, Param
-from facerestore.nodes.temporal import align_window, fuse, fuse_outputs, window_input
+from facerestore.nodes.temporal import fuse, fuse_outputs
 
 FACE_RESTORE = NodeSpec(
     id="com.facerestore.FaceRestore",
@@ -362,7 +363,7 @@ class FaceRestoreNode:
             start = time.perf_counter()
             for job, face in zip(jobs, faces):
                 job.own_crop = job.crop
-                aligned = align_window(job.crop, self._window_crops(job, face, neighbours))
+                aligned = align_window(job.own_crop, self._window_crops(job, face, neighbours))
                 job.crop = fuse(job.own_crop, aligned)
                 if frames > 1:
                     job.window = window_input(job.own_crop, aligned, frames)

@@ -7,7 +7,7 @@ cannot (mouth, eyes, small pose changes). Neighbour pixels are weighted by flow 
 the current frame, so moving features are never smeared. Averaging the aligned window removes
 noise and codec flicker that differ from frame to frame: a single-frame restorer gets that
 steady input; a window restorer gets the face's own crop and its aligned neighbours as channels
-(`window_input`) and learns how much of each to trust. The restorer's outputs are then fused the
+(`models.flow.window_input`) and learns how much of each to trust. The restorer's outputs are then fused the
 same way, because a learned restorer invents slightly different detail for each frame.
 """
 
@@ -16,15 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facerestore.models.flow import alignment, remap_by_flow, trusted_blend
-
-Aligned = tuple[np.ndarray, np.ndarray]  # a neighbour warped onto the centre, and its 0..1 weight
-
-
-def align_window(centre: np.ndarray, neighbours: dict[int, np.ndarray]) -> dict[int, Aligned]:
-    """Each neighbour crop (by its frame offset from the centre's) warped onto `centre`, with
-    its weight (`models.flow.alignment`)."""
-    return {offset: alignment(centre, crop)[1:] for offset, crop in neighbours.items()}
+from facerestore.models.flow import Aligned, alignment, remap_by_flow
 
 
 def fuse(centre: np.ndarray, aligned: dict[int, Aligned]) -> np.ndarray:
@@ -37,22 +29,6 @@ def fuse(centre: np.ndarray, aligned: dict[int, Aligned]) -> np.ndarray:
         total += warped * w[..., None]
         weight += w
     return total / weight[..., None]
-
-
-def window_input(centre: np.ndarray, aligned: dict[int, Aligned], frames: int) -> np.ndarray:
-    """A window restorer's input (H, W, 3 * frames): the centre crop, then its nearest earlier
-    neighbours and its nearest later ones (frames // 2 each side, nearest first), each trusted
-    where its alignment is and the centre elsewhere. The nearest present neighbour counts (a gap
-    at -1 takes -2 when the window holds it); with none on a side (a shot's ends, a track's
-    gap) the centre stands in. Training makes its inputs the same way."""
-    side = frames // 2
-    earlier = sorted((o for o in aligned if o < 0), reverse=True)[:side]
-    later = sorted(o for o in aligned if o > 0)[:side]
-    planes = [centre]
-    for offsets in (earlier, later):
-        planes += [trusted_blend(centre, *aligned[o]) for o in offsets]
-        planes += [centre] * (side - len(offsets))
-    return np.concatenate(planes, axis=2)
 
 
 def fuse_outputs(centre_input, centre_output, neighbours: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:

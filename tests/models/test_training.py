@@ -14,9 +14,9 @@ from facerestore.models import datasets, training, training_v2
 from facerestore.models.compact import CompactNet
 from facerestore.models.degrade import Degradation, degrade_clip
 from facerestore.models.detector import RetinaFaceDetector
+from facerestore.models.flow import window_input
 from facerestore.models.restorer import build_network, make_restorer
 from facerestore.models.weights import DEFAULT_RESTORER, FACERESTORE_FACE_X4, FACERESTORE_FACE_X4_WINDOW, sha256_file
-from facerestore.nodes.temporal import window_input
 
 from helpers import run_cli
 

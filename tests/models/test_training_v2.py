@@ -127,13 +127,14 @@ def test_window_samples_hold_the_centre_then_its_previous_and_next_frames_aligne
     )
     pairs = []
 
-    def recording_alignment(centre, neighbour):
-        if neighbour is None:
-            return centre
-        pairs.append((round(float(centre[0, 0, 0]) * 10), round(float(neighbour[0, 0, 0]) * 10)))
-        return neighbour
+    def recording_alignment(centre, neighbours):
+        aligned = {}
+        for offset, neighbour in neighbours.items():
+            pairs.append((round(float(centre[0, 0, 0]) * 10), round(float(neighbour[0, 0, 0]) * 10)))
+            aligned[offset] = (neighbour, np.ones(neighbour.shape[:2], np.float32))  # fully trusted
+        return aligned
 
-    monkeypatch.setattr(training_v2, "aligned_neighbour", recording_alignment)
+    monkeypatch.setattr(training_v2, "align_window", recording_alignment)
     missing = 0
     for _ in range(12):
         x, y = training_v2.make_sample(bank, config, rng, video_codecs=False)

@@ -260,7 +260,7 @@ def test_on_an_anamorphic_plate_a_face_moving_down_fast_stays_one_track(node, co
 
 
 def test_a_window_restorers_input_is_the_centre_then_its_nearest_neighbours_each_side():
-    from facerestore.nodes.temporal import window_input
+    from facerestore.models.flow import window_input
 
     shape = (6, 5, 3)
     centre = np.full(shape, 0.5, np.float32)
@@ -354,7 +354,7 @@ class WindowRecorder:
 
 
 def test_a_window_restorer_sees_its_own_crop_then_the_previous_and_next_frames_aligned(noisy_shot, colour, tmp_path):
-    from facerestore.models.flow import aligned_neighbour
+    from facerestore.models.flow import alignment, trusted_blend
     from facerestore.nodes.face_restore import FaceRestoreNode
 
     node = FaceRestoreNode(colour, "cpu", temporal_window=3, ensemble="off")
@@ -375,6 +375,7 @@ def test_a_window_restorer_sees_its_own_crop_then_the_previous_and_next_frames_a
     for t in range(1, 5):
         earlier, later = crops[t][..., 3:6], crops[t][..., 6:]
         # Each side is that neighbour's own crop brought onto this one, as training makes them.
-        assert np.allclose(earlier, aligned_neighbour(own[t], own[t - 1]), atol=1e-6)
-        assert np.allclose(later, aligned_neighbour(own[t], own[t + 1]), atol=1e-6)
-        assert not np.allclose(earlier, aligned_neighbour(own[t], own[t + 1]), atol=1e-3)  # not the other side
+        from_earlier, from_later = (trusted_blend(own[t], *alignment(own[t], own[t + d])[1:]) for d in (-1, 1))
+        assert np.allclose(earlier, from_earlier, atol=1e-6)
+        assert np.allclose(later, from_later, atol=1e-6)
+        assert not np.allclose(earlier, from_later, atol=1e-3)  # not the other side
