@@ -87,6 +87,13 @@ class TrainV2Config:
     # Share of x4 samples reduced 1.6-4x, as the node reduces faces larger than its biggest crop
     # (the 1.0-1.6x of the rest never showed the network a large face's nearly clean input).
     large_face_share: float = 0.0
+    # Share of draws from the one training clip (one person, many frames); the stills (several
+    # people) get the rest. Half and half made a network that knows the clip's person best.
+    clip_share: float = 0.5
+    # "strong": wider tints, tone curves, a light falling across the face and the face's width
+    # changed, so a bank of few people looks like more of them (what differs between faces the
+    # network has never met); "mild": the tint alone (the earlier recipes, draw for draw).
+    augment: str = "mild"
 
 
 REDUCED_V2 = TrainV2Config()
@@ -103,6 +110,16 @@ FULL_BROAD_X4 = TrainV2Config(
 WINDOW = {"frames": 3, "name": "facerestore-face-x4-window", "large_face_share": 0.15}
 WINDOW_X4 = replace(BROAD_X4, steps=3000, **WINDOW)
 FULL_WINDOW_X4 = replace(FULL_BROAD_X4, **WINDOW)
+# The window restorer fine-tuned further on a bank that looks like more people: the clip's
+# share down to a quarter, strong augmentation (`_varied`).
+VARIED = {
+    "init": "facerestore-face-x4-window",
+    "name": "facerestore-face-x4-varied",
+    "clip_share": 0.25,
+    "augment": "strong",
+}
+VARIED_WINDOW_X4 = replace(WINDOW_X4, **VARIED)
+FULL_VARIED_WINDOW_X4 = replace(FULL_WINDOW_X4, **VARIED)
 
 
 def initial_weights(name: str) -> str:
@@ -187,7 +204,8 @@ def build_bank(config: TrainV2Config, progress=print) -> FaceBank:
         sources.append(f"{name} ({licence}): {made} faces")
         progress(f"data: {name}, {made} faces")
     still_faces = len(bank) - clip_faces
-    weights = np.array([0.5 / max(clip_faces, 1)] * clip_faces + [0.5 / max(still_faces, 1)] * still_faces)
+    share = config.clip_share
+    weights = np.array([share / max(clip_faces, 1)] * clip_faces + [(1 - share) / max(still_faces, 1)] * still_faces)
     return FaceBank(bank, weights / weights.sum(), sources)
 
 
@@ -197,6 +215,26 @@ def _tint(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     grey = image.mean(axis=2, keepdims=True)
     saturation = np.float32(np.exp(rng.normal(0, 0.15)))
     return np.clip((grey + (image - grey) * saturation) * gains, 0, 1)
+
+
+def _varied(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A face made to look like another face under other light: white balance and saturation
+    (wider than `_tint`), a tone curve, a light falling off across the face in a random
+    direction, and the face narrower or wider (0.85-1.15x; the five-point alignment keeps eyes
+    and mouth where the template has them, the rest of the face changes shape)."""
+    s = image.shape[0]
+    gains = np.exp(rng.normal(0, 0.1, 3)).astype(np.float32)
+    grey = image.mean(axis=2, keepdims=True)
+    saturation = np.float32(np.exp(rng.normal(0, 0.25)))
+    out = np.clip((grey + (image - grey) * saturation) * gains, 0, 1)
+    out = out ** np.float32(np.exp(rng.normal(0, 0.15)))
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(angle) * np.arange(s)[None, :] + np.sin(angle) * np.arange(s)[:, None]) / s - 0.5
+    out = out * np.exp(rng.normal(0, 0.25) * ramp).astype(np.float32)[..., None]
+    width = float(np.exp(rng.uniform(np.log(0.85), np.log(1.15))))
+    matrix = np.float32([[width, 0, s / 2 * (1 - width)], [0, 1, 0]])
+    out = cv2.warpAffine(out, matrix, (s, s), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    return np.clip(out, 0, 1)
 
 
 def _moved(clean: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
@@ -219,7 +257,7 @@ def make_sample(bank: FaceBank, config: TrainV2Config, rng: np.random.Generator,
     clean = source.astype(np.float32) / 255.0
     if rng.random() < 0.5:
         clean = clean[:, ::-1]
-    clean = _tint(clean, rng)
+    clean = _tint(clean, rng) if config.augment == "mild" else _varied(clean, rng)
     # Two frames (a window restorer: four, so that both have a neighbour each side).
     count = 2 if config.frames == 1 else 4
     moved = [clean] + [_moved(clean, rng, size) for _ in range(count - 1)]
@@ -311,8 +349,15 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
 
     if config.frames not in (1, 3):
         raise ModelError(f"frames={config.frames}: the window restorer takes 3 frames (or 1)")
-    if config.frames > 1 and (config.scale != 4 or not config.init or registry_entry(config.init).kind != "compact"):
-        raise ModelError("a window restorer is trained x4 from a compact single-frame model (init)")
+    if config.frames > 1 and (
+        config.scale != 4
+        or not config.init
+        or registry_entry(config.init).kind != "compact"
+        or registry_entry(config.init).frames not in (1, config.frames)
+    ):
+        raise ModelError("a window restorer is trained x4 from a compact model (init) of one frame or of its window")
+    if config.augment not in ("mild", "strong") or not 0.0 <= config.clip_share <= 1.0:
+        raise ModelError(f"augment={config.augment!r}, clip_share={config.clip_share}: mild or strong, a share in 0-1")
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out_dir / "checkpoint.pt"
     torch.manual_seed(config.seed)
@@ -323,7 +368,7 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
     data_seconds = time.time() - started
     if config.init:
         net = build_network(config.init)
-        if config.frames > 1:
+        if config.frames > registry_entry(config.init).frames:
             net = widened_to_window(net, config.frames)
         net = net.to(device).train()
     else:
@@ -408,7 +453,7 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
     write_atomically(weights_path, buffer.getvalue())
     if config.init:
         architecture, licence = registry_entry(config.init).architecture, registry_entry(config.init).licence
-        if config.frames > 1:
+        if config.frames > registry_entry(config.init).frames:
             architecture = f"{architecture.rstrip(')')}, a window of {config.frames} frames)"
     else:
         architecture = (

@@ -20,8 +20,10 @@ from facerestore.models.training_v2 import (
     BROAD_X4,
     FULL_BROAD_X4,
     FULL_V2,
+    FULL_VARIED_WINDOW_X4,
     FULL_WINDOW_X4,
     REDUCED_V2,
+    VARIED_WINDOW_X4,
     WINDOW_X4,
     train_v2,
 )
@@ -163,10 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--recipe",
-        choices=("broad", "protocol"),
+        choices=("broad", "protocol", "varied"),
         default="broad",
         help="x4: 'broad' fine-tunes the current weights on the broad degradations (facerestore-face-x4's last "
-        "stage); 'protocol' is its first stage, from realesr-animevideov3 on the benchmark protocol",
+        "stage); 'protocol' is its first stage, from realesr-animevideov3 on the benchmark protocol; window: "
+        "'broad' makes it from the single-frame model, 'varied' (its last stage) goes on from the window model "
+        "on a bank made to look like more people",
     )
     train.add_argument("--out", default="facerestore-train", help="folder for the weights and the training record")
     train.add_argument(
@@ -297,6 +301,8 @@ def run_train(args) -> int:
     protocol = args.recipe == "protocol"
     if protocol and args.model != "facerestore-face-x4":
         raise FaceRestoreError(f"--recipe protocol is the first stage of facerestore-face-x4, not of {args.model}")
+    if args.recipe == "varied" and args.model != "facerestore-face-x4-window":
+        raise FaceRestoreError(f"--recipe varied is the last stage of facerestore-face-x4-window, not of {args.model}")
     if args.resume and protocol:
         raise FaceRestoreError("--resume is for the broad recipe and facerestore-face-v2")
     if protocol:
@@ -304,7 +310,10 @@ def run_train(args) -> int:
     elif args.model == "facerestore-face-x4":
         config = FULL_BROAD_X4 if args.full else BROAD_X4
     elif args.model == "facerestore-face-x4-window":
-        config = FULL_WINDOW_X4 if args.full else WINDOW_X4
+        if args.recipe == "varied":
+            config = FULL_VARIED_WINDOW_X4 if args.full else VARIED_WINDOW_X4
+        else:
+            config = FULL_WINDOW_X4 if args.full else WINDOW_X4
     else:
         config = FULL_V2 if args.full else REDUCED_V2
     if args.steps is not None:

@@ -46,9 +46,11 @@ def test_a_short_training_run_writes_verified_weights_and_a_record(schedule, tmp
     assert not list(tmp_path.glob(".*.partial-*"))
 
 
-def test_train_rejects_a_bad_step_count():
+def test_train_rejects_a_bad_step_count_or_recipe():
     proc = run_cli("train", "--steps", "0")
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--steps" in proc.stderr
+    proc = run_cli("train", "--recipe", "varied", "--steps", "1")
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "last stage of" in proc.stderr
 
 
 @pytest.mark.parametrize("entry", [FACERESTORE_FACE_X4, FACERESTORE_FACE_X4_WINDOW], ids=lambda e: e.name)
@@ -63,8 +65,10 @@ def test_committed_weights_match_their_record(entry):
         cases = {c["case"] for c in record["benchmark_suite"]["cases"]}
         assert {"cap13-clip-protocol", "franck-clip-block", "cap13-large-face-protocol", "group-dark"} <= cases
         assert record["initialised_from"].startswith(FACERESTORE_FACE_X4.name)
-        # `facerestore train --model facerestore-face-x4-window` is the recipe these weights came from.
-        assert record["config"] == training_v2._plain(training_v2.WINDOW_X4)
+        # `facerestore train --model facerestore-face-x4-window` is the recipe these weights came
+        # from; settings added since keep their defaults (what the run did without them).
+        defaults = training_v2._plain(training_v2.TrainV2Config())
+        assert training_v2._plain(training_v2.WINDOW_X4) == {**defaults, **record["config"]}
 
 
 @pytest.mark.network

