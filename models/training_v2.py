@@ -1,6 +1,7 @@
 """Training on broad degradations: the single-frame x4 model's fine-tune (`facerestore train`, recipe
-`broad`), the window restorer made from it (`--model facerestore-face-x4-window`) and the
-face-resolution restorer (`--model facerestore-face-v2`).
+`broad`), the window restorer made from it (`--model facerestore-face-x4-window`; `--recipe varied`
+trains it on to the default, facerestore-face-x4-varied) and the face-resolution restorer
+(`--model facerestore-face-v2`).
 
 What changed from the x4 model's training (`models.training`), and why:
 - The network restores at the face's own resolution (`FaceResolutionNet`, x1), so the target
@@ -23,7 +24,9 @@ clips (`cap13`, `franck`) are never used. Each sample takes a bank face at a ran
 makes a second frame by a sub-pixel move (a window restorer: three more, so two consecutive
 windows each have a frame either side), and degrades them as one clip with one draw. A window
 restorer's input is made by `models.flow.window_input` from the node's own alignment, as the
-node makes it, so it learns on the inputs it will get.
+node makes it, so it learns on the inputs it will get. The varied recipe (the default model's
+last stage) draws the clip a quarter of the time and varies every face's colour, light and
+width (`_varied`), so a bank of four people and one clip looks like more of them.
 
 A run checkpoints every few hundred steps and resumes (`--resume`), so a schedule longer than a
 session is trained across sessions.
@@ -104,7 +107,7 @@ FULL_BROAD_X4 = TrainV2Config(
     steps=40000, batch=32, patch=64, lr=2e-4, scale=4, init="facerestore-face-x4", max_size=512
 )
 
-# The window restorer (the default since node spec 1.2): facerestore-face-x4 widened to three
+# The window restorer (the default of node spec 1.2): facerestore-face-x4 widened to three
 # frames (neighbours' weights start at zero), fine-tuned on windows whose neighbours are aligned
 # by the node's own flow alignment; the broad recipe otherwise.
 WINDOW = {"frames": 3, "name": "facerestore-face-x4-window", "large_face_share": 0.15}
@@ -164,7 +167,7 @@ def grace_hopper() -> np.ndarray:
 class FaceBank:
     faces: list[np.ndarray]
     weights: np.ndarray  # drawing probability per face: the one training clip (one person, many
-    # frames) and the stills (several people) get half of the draws each
+    # frames) and the stills (several people) share the draws by the recipe's clip_share
     sources: list[str]
 
 
@@ -220,8 +223,8 @@ def _tint(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _varied(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A face made to look like another face under other light: white balance and saturation
     (wider than `_tint`), a tone curve, a light falling off across the face in a random
-    direction, and the face narrower or wider (0.85-1.15x; the five-point alignment keeps eyes
-    and mouth where the template has them, the rest of the face changes shape)."""
+    direction, and the whole aligned face stretched 0.85-1.15x across its centre line (eyes
+    closer together or further apart, a narrower or wider face: people's proportions differ)."""
     s = image.shape[0]
     gains = np.exp(rng.normal(0, 0.1, 3)).astype(np.float32)
     grey = image.mean(axis=2, keepdims=True)
@@ -349,12 +352,10 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
 
     if config.frames not in (1, 3):
         raise ModelError(f"frames={config.frames}: the window restorer takes 3 frames (or 1)")
-    if config.frames > 1 and (
-        config.scale != 4
-        or not config.init
-        or registry_entry(config.init).kind != "compact"
-        or registry_entry(config.init).frames not in (1, config.frames)
-    ):
+    if config.init and registry_entry(config.init).frames not in (1, config.frames):
+        start = registry_entry(config.init).frames
+        raise ModelError(f"{config.init} reads {start} frames; it cannot start a model of {config.frames}")
+    if config.frames > 1 and (config.scale != 4 or not config.init or registry_entry(config.init).kind != "compact"):
         raise ModelError("a window restorer is trained x4 from a compact model (init) of one frame or of its window")
     if config.augment not in ("mild", "strong") or not 0.0 <= config.clip_share <= 1.0:
         raise ModelError(f"augment={config.augment!r}, clip_share={config.clip_share}: mild or strong, a share in 0-1")
@@ -380,9 +381,9 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
     step, log, train_seconds = 0, [], 0.0
     if resume and checkpoint_path.is_file():
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        # A setting added to the configuration since the checkpoint keeps its default.
-        current = _plain(config)
-        if any(current.get(k) != v for k, v in _plain(state["config"]).items()):
+        # A setting added to the configuration since the checkpoint was written had its default then.
+        saved = {**_plain(TrainV2Config()), **_plain(state["config"])}
+        if saved != _plain(config):
             raise ModelError(f"{checkpoint_path}: written with another configuration; remove it to start afresh")
         net.load_state_dict(state["net"])
         optimiser.load_state_dict(state["optimiser"])

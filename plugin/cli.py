@@ -160,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("facerestore-face-x4", "facerestore-face-x4-window", "facerestore-face-v2"),
         default="facerestore-face-x4",
         help="which of facerestore's own models to train: the single-frame x4, the window x4 (from the "
-        "single-frame one, with its aligned neighbours as input), or the face-resolution v2 (from "
-        "scratch; meant for a GPU)",
+        "single-frame one, with its aligned neighbours as input; --recipe varied goes on from it to the default, "
+        "facerestore-face-x4-varied), or the face-resolution v2 (from scratch; meant for a GPU)",
     )
     train.add_argument(
         "--recipe",
@@ -304,7 +304,7 @@ def run_train(args) -> int:
     if args.recipe == "varied" and args.model != "facerestore-face-x4-window":
         raise FaceRestoreError(f"--recipe varied is the last stage of facerestore-face-x4-window, not of {args.model}")
     if args.resume and protocol:
-        raise FaceRestoreError("--resume is for the broad recipe and facerestore-face-v2")
+        raise FaceRestoreError("--resume is for the broad and varied recipes and facerestore-face-v2")
     if protocol:
         config = FULL if args.full else REDUCED
     elif args.model == "facerestore-face-x4":
