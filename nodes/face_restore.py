@@ -44,7 +44,8 @@ FACE_RESTORE = NodeSpec(
     id="com.facerestore.FaceRestore",
     # 1.1: colour_tolerance and pixel_aspect added; keep_colour_radius 2.5 -> 2, matte_feather 0.12 -> 0.1.
     # 1.2: the default model is the window restorer (facerestore-face-x4-window).
-    version=(1, 2),
+    # 1.3: the default model is that restorer trained on more varied faces (facerestore-face-x4-varied).
+    version=(1, 3),
     label="FaceRestore",
     hint="Restores the faces in a scene-linear plate and outputs a soft face matte; other pixels are untouched.",
     params=(
