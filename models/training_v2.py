@@ -212,11 +212,13 @@ def build_bank(config: TrainV2Config, progress=print) -> FaceBank:
     return FaceBank(bank, weights / weights.sum(), sources)
 
 
-def _tint(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Small changes of white balance and saturation: skin tones and lights vary."""
-    gains = np.exp(rng.normal(0, 0.06, 3)).astype(np.float32)
+def _tint(
+    image: np.ndarray, rng: np.random.Generator, gain_sigma: float = 0.06, saturation_sigma: float = 0.15
+) -> np.ndarray:
+    """Changes of white balance and saturation (small by default): skin tones and lights vary."""
+    gains = np.exp(rng.normal(0, gain_sigma, 3)).astype(np.float32)
     grey = image.mean(axis=2, keepdims=True)
-    saturation = np.float32(np.exp(rng.normal(0, 0.15)))
+    saturation = np.float32(np.exp(rng.normal(0, saturation_sigma)))
     return np.clip((grey + (image - grey) * saturation) * gains, 0, 1)
 
 
@@ -226,10 +228,7 @@ def _varied(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     direction, and the whole aligned face stretched 0.85-1.15x across its centre line (eyes
     closer together or further apart, a narrower or wider face: people's proportions differ)."""
     s = image.shape[0]
-    gains = np.exp(rng.normal(0, 0.1, 3)).astype(np.float32)
-    grey = image.mean(axis=2, keepdims=True)
-    saturation = np.float32(np.exp(rng.normal(0, 0.25)))
-    out = np.clip((grey + (image - grey) * saturation) * gains, 0, 1)
+    out = _tint(image, rng, gain_sigma=0.1, saturation_sigma=0.25)
     out = out ** np.float32(np.exp(rng.normal(0, 0.15)))
     angle = rng.uniform(0, 2 * np.pi)
     ramp = (np.cos(angle) * np.arange(s)[None, :] + np.sin(angle) * np.arange(s)[:, None]) / s - 0.5
@@ -352,10 +351,10 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
 
     if config.frames not in (1, 3):
         raise ModelError(f"frames={config.frames}: the window restorer takes 3 frames (or 1)")
-    if config.init and registry_entry(config.init).frames not in (1, config.frames):
-        start = registry_entry(config.init).frames
-        raise ModelError(f"{config.init} reads {start} frames; it cannot start a model of {config.frames}")
-    if config.frames > 1 and (config.scale != 4 or not config.init or registry_entry(config.init).kind != "compact"):
+    start = registry_entry(config.init) if config.init else None
+    if start and start.frames not in (1, config.frames):
+        raise ModelError(f"{config.init} reads {start.frames} frames; it cannot start a model of {config.frames}")
+    if config.frames > 1 and (config.scale != 4 or not start or start.kind != "compact"):
         raise ModelError("a window restorer is trained x4 from a compact model (init) of one frame or of its window")
     if config.augment not in ("mild", "strong") or not 0.0 <= config.clip_share <= 1.0:
         raise ModelError(f"augment={config.augment!r}, clip_share={config.clip_share}: mild or strong, a share in 0-1")
@@ -367,9 +366,9 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
     if len(bank.faces) < 16:
         raise ModelError(f"only {len(bank.faces)} training faces were found; the face detector found too few")
     data_seconds = time.time() - started
-    if config.init:
+    if start:
         net = build_network(config.init)
-        if config.frames > registry_entry(config.init).frames:
+        if config.frames > start.frames:
             net = widened_to_window(net, config.frames)
         net = net.to(device).train()
     else:
@@ -452,9 +451,9 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu().float().contiguous() for k, v in net.state_dict().items()}, buffer)
     write_atomically(weights_path, buffer.getvalue())
-    if config.init:
-        architecture, licence = registry_entry(config.init).architecture, registry_entry(config.init).licence
-        if config.frames > registry_entry(config.init).frames:
+    if start:
+        architecture, licence = start.architecture, start.licence
+        if config.frames > start.frames:
             architecture = f"{architecture.rstrip(')')}, a window of {config.frames} frames)"
     else:
         architecture = (
