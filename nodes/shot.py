@@ -13,17 +13,18 @@ from collections.abc import Callable
 
 import numpy as np
 
-from facerestore.nodes.align import choose_input_size, footprint_of
+from facerestore.nodes.align import footprint_of
 from facerestore.nodes.face_restore import CropJob, FaceResult, RestoreResult
 from facerestore.nodes.manual_faces import box_of, follow
 from facerestore.nodes.tracking import TrackerSettings, analyse
 
 
 def track_restore_sizes(
-    analysis, choose: Callable[[float], int] = choose_input_size, pixel_aspect: float = 1.0
-) -> dict[int, int]:
-    """One restore size per track for the whole shot, so the restorer's behaviour cannot jump
-    between frames when a face hovers near a size boundary."""
+    analysis, choose: Callable[[float], tuple[int, int]], pixel_aspect: float = 1.0
+) -> dict[int, tuple[int, int]]:
+    """One pair of crop sides per track for the whole shot (the restorer's input and the scale
+    ensemble's coarse pass, `FaceRestoreNode.crop_sizes_for`), so the restorer's behaviour
+    cannot jump between frames when a face hovers near a size boundary."""
     footprints: dict[int, list[float]] = defaultdict(list)
     for faces in analysis.faces.values():
         for face in faces:
@@ -31,8 +32,11 @@ def track_restore_sizes(
     return {track: choose(float(np.median(values))) for track, values in footprints.items()}
 
 
-def faces_from_analysis(analysis, frame, sizes: dict[int, int]) -> list[FaceResult]:
-    return [FaceResult(f.box, f.score, f.landmarks, sizes[f.track], f.track) for f in analysis.faces.get(frame, [])]
+def faces_from_analysis(analysis, frame, sizes: dict[int, tuple[int, int]]) -> list[FaceResult]:
+    return [
+        FaceResult(f.box, f.score, f.landmarks, sizes[f.track][0], f.track, coarse_size=sizes[f.track][1])
+        for f in analysis.faces.get(frame, [])
+    ]
 
 
 def analyse_shot(node, frames: list, plate_of: Callable[[object], np.ndarray], progress=None, added=(), dropped=()):
@@ -87,7 +91,7 @@ class ShotRenderer:
     ) -> None:
         self.node, self.analysis, self.frames, self.plate_of = node, analysis, list(frames), plate_of
         self.timings = timings if timings is not None else defaultdict(float)
-        self.sizes = track_restore_sizes(analysis, node.input_size_for, node.pixel_aspect)
+        self.sizes = track_restore_sizes(analysis, node.crop_sizes_for, node.pixel_aspect)
         self.radius = node.params["temporal_window"] // 2
         self.position = {f: i for i, f in enumerate(self.frames)}
         self.plates: dict = {}

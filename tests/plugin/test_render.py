@@ -144,8 +144,11 @@ def test_twenty_faces_in_one_frame_all_restored_in_batches(tmp_path, node, colou
     monkeypatch.setattr(type(node.restorer), "__call__", lambda self, b: batches.append(len(b)) or real_call(self, b))
     report = render_with(node, src, tmp_path / "out.exr")
     assert report.faces_per_frame[None] >= 20
-    passes = 1 if node.params["ensemble"] == "off" else 2  # the flip ensemble: each face and its mirror image
-    assert sum(batches) == passes * report.faces_per_frame[None] and len(batches) <= 3  # batched, not one by one
+    # The default ensemble: each face and its mirror image, at its size and (faces large enough) a coarser one.
+    faces = node.detect(plate)
+    coarse = sum(1 for face in faces if face.coarse_size)
+    assert node.ensemble == (True, True) and len(faces) == report.faces_per_frame[None]
+    assert sum(batches) == 2 * (len(faces) + coarse) and len(batches) <= 6  # batched, not one by one
     spec, out = read_buf(tmp_path / "out.exr")
     import cv2
 
@@ -338,6 +341,49 @@ def test_the_flip_ensemble_averages_the_restorer_and_its_mirror(colour):
     assert not np.allclose(single, mirrored, atol=1e-3)  # the network is not mirror-symmetric: the pass matters
     off = FaceRestoreNode(colour, "cpu", ensemble="off")
     assert np.array_equal(off._restore(crops), single)
+
+
+def test_the_scale_ensemble_averages_the_face_and_its_coarser_restoration(colour):
+    import cv2
+
+    from facerestore.nodes.face_restore import FaceRestoreNode, _reduced
+
+    node = FaceRestoreNode(colour, "cpu", temporal_window=1)  # auto: flip+scale for the default x4 network
+    plate = faces_plate(colour)
+    faces = node.detect(plate)
+    assert faces and 32 <= faces[0].coarse_size <= 0.8 * faces[0].restore_size
+    job = node.restore_crops(plate, faces)[0]
+    main_input = node._network_input(job)
+    main = node._restore(main_input[None])[0]
+    coarse = node._restore(_reduced(main_input, faces[0].coarse_size)[None])[0]
+    up = cv2.resize(coarse, (job.out_size, job.out_size), interpolation=cv2.INTER_CUBIC)
+    assert np.allclose(job.restored, 0.5 * (main + np.clip(up, 0, 1)), atol=1e-5)
+    assert np.abs(job.restored - main).mean() > 1e-3  # the coarse pass changes the result
+    # Flip alone: the main pass only; the same face and crop.
+    flip = FaceRestoreNode(colour, "cpu", temporal_window=1, ensemble="flip")
+    faces_flip = flip.detect(plate)
+    assert faces_flip[0].coarse_size == 0
+    assert np.allclose(flip.restore_crops(plate, faces_flip)[0].restored, main, atol=1e-6)
+
+
+def test_the_coarse_pass_is_sized_from_the_face_and_skipped_near_the_main_size(colour, node):
+    from facerestore.nodes.face_restore import COARSE_REDUCTION, FACE_RESTORE, FaceRestoreNode
+
+    assert node.crop_sizes_for(250.0) == (256, 112)  # 250 / 2.5 = 100, up to a step of 16
+    assert node.crop_sizes_for(180.0) == (128, 80)
+    assert node.crop_sizes_for(499.0) == (256, 0)  # 208 px would be 0.81 of 256: skipped
+    assert node.crop_sizes_for(40.0) == (32, 0)  # no coarser crop than 32 px
+    assert COARSE_REDUCTION == 2.5
+    # Hosts save a choice by its index: the choices of earlier specs keep theirs.
+    ensemble = next(param for param in FACE_RESTORE.params if param.id == "ensemble")
+    assert ensemble.choices[:3] == ("auto", "flip", "off")
+    off = FaceRestoreNode(colour, "cpu", ensemble="off")
+    assert off.ensemble == (False, False) and off.crop_sizes_for(250.0) == (256, 0)
+    fixed = FaceRestoreNode(colour, "cpu", ensemble="off")
+    fixed.restorer = type("FixedSizeModel", (), {"input_size": 512, "scale": 1})()  # a GFPGAN-like restorer
+    assert fixed._ensemble_passes("auto") == (False, False) and fixed._ensemble_passes("flip") == (True, False)
+    with pytest.raises(FaceRestoreError, match="flip\\+scale needs a x4 restorer"):
+        fixed._ensemble_passes("flip+scale")
 
 
 def test_each_frame_is_read_once_and_written_in_the_background(tmp_path, node, colour, monkeypatch):
