@@ -185,7 +185,7 @@ FACERESTORE_FACE_X4_WINDOW = RestorerWeights(
     frames=3,
 )
 
-# The default (node spec 1.3): the window model above fine-tuned 3000 steps more on a bank made
+# The default (node specs 1.3 and 1.4): the window model above fine-tuned 3000 steps more on a bank made
 # to look like more people (`facerestore train --model facerestore-face-x4-window --recipe
 # varied`: the one training clip drawn a quarter of the time instead of half, faces re-tinted,
 # re-lit and made narrower or wider). The record beside the weights holds the figures.
