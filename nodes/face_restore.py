@@ -135,8 +135,8 @@ FACE_RESTORE = NodeSpec(
             "Ensemble",
             "flip: restore each face and its mirror image and average them; flip+scale: also restore it reduced "
             "to a coarser scale (1/2.5 of its size) and average that in, which helps most on soft, compressed or "
-            "downscaled plates. Each pass costs restore time. auto: flip+scale for facerestore's x4 networks, flip "
-            "for x1 ones, off for 512 px face models (GFPGAN, CodeFormer...).",
+            "downscaled plates (x4 networks only). Each pass costs restore time. auto: flip+scale for the default "
+            "network (measured with it), flip for other networks, off for 512 px face models (GFPGAN, CodeFormer...).",
             "auto",
             # Appended, never inserted: hosts save a choice by its index.
             choices=("auto", "flip", "off", "flip+scale"),
@@ -187,9 +187,10 @@ MAX_BATCH = 16
 # The scale ensemble's second pass sees each face reduced this much from its plate size (sides
 # in steps of 16 px, at least 32). A x4 restorer restores a plate that is soft at its own
 # resolution best when it sees the face reduced 2-3x (its training inputs), a sharp one best
-# near 1x; the average of both passes beat either alone on the held-out clips under every
-# degradation tried, x1 to x4 (see README, Benchmark). Skipped when it would be over 0.8 of the
-# main crop's side: nearly the same scale again, at nearly the full cost.
+# near 1x. The average of both passes came within 0.08 dB of the better one under every
+# degradation tried (x1 to x4, both held-out clips) and at most 0.01 dB under the main pass,
+# where either pass alone lost up to 0.47 dB (see README, Models). Skipped when it would be over
+# 0.8 of the main crop's side: nearly the same scale again, at nearly the full cost.
 COARSE_REDUCTION = 2.5
 COARSE_MAX_SHARE = 0.8
 # Shot analysis also keeps detections down to this confidence, and keeps a face found only at
@@ -207,7 +208,9 @@ class FaceResult:
     landmarks: np.ndarray  # plate pixels, data-window array coordinates
     restore_size: int  # side of the restorer's input crop
     track: int | None = None
-    coarse_size: int = 0  # side of the scale ensemble's coarse crop (0: no coarse pass)
+    # Side of the scale ensemble's coarse crop (0: no coarse pass); None: worked out from this
+    # frame's landmarks (a shot's renderer sets it per track).
+    coarse_size: int | None = None
 
 
 @dataclass
@@ -324,16 +327,15 @@ class FaceRestoreNode:
         return self._ensemble_passes(self.params["ensemble"])
 
     def _ensemble_passes(self, mode: str) -> tuple[bool, bool]:
-        """(flip, scale) for an ensemble mode and this restorer."""
-        own_x4 = not self.restorer.input_size and self.restorer.scale == 4
+        """(flip, scale) for an ensemble mode and this restorer. auto adds the coarse pass only
+        for the models it was measured with (the registry's `scale_ensemble`); flip+scale asks for
+        it on any x4 restorer that takes any crop size."""
         if mode == "auto":
             if self.restorer.input_size:
                 return False, False
-            return True, own_x4
-        if mode == "flip+scale" and not own_x4:
-            raise FaceRestoreError(
-                "ensemble flip+scale needs a x4 restorer that takes any crop size (facerestore's own); use flip"
-            )
+            return True, bool(getattr(self.restorer, "scale_ensemble", False))
+        if mode == "flip+scale" and (self.restorer.input_size or self.restorer.scale != 4):
+            raise FaceRestoreError("ensemble flip+scale needs a x4 restorer that takes any crop size; use flip")
         return mode in ("flip", "flip+scale"), mode == "flip+scale"
 
     def crop_sizes_for(self, footprint_px: float) -> tuple[int, int]:
@@ -438,10 +440,15 @@ class FaceRestoreNode:
         """The scale ensemble: each face's network input reduced (area-averaged, as training
         reduced its faces) to its coarse side, restored, brought to the main output's grid and
         averaged with it, equal weights."""
+        if not self.ensemble[1]:  # faces sized by a node with the pass on get none from one with it off
+            return
         by_size: dict[int, list[int]] = defaultdict(list)
         for index, face in enumerate(faces):
-            if face.coarse_size and self.ensemble[1]:  # faces sized by a node with the coarse pass off get none
-                by_size[face.coarse_size].append(index)
+            size = face.coarse_size
+            if size is None:
+                size = self.crop_sizes_for(footprint_of(face.landmarks, self.pixel_aspect))[1]
+            if size:
+                by_size[size].append(index)
         for size, indices in by_size.items():
             for chunk in range(0, len(indices), MAX_BATCH):
                 members = indices[chunk : chunk + MAX_BATCH]

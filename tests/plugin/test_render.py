@@ -144,11 +144,9 @@ def test_twenty_faces_in_one_frame_all_restored_in_batches(tmp_path, node, colou
     monkeypatch.setattr(type(node.restorer), "__call__", lambda self, b: batches.append(len(b)) or real_call(self, b))
     report = render_with(node, src, tmp_path / "out.exr")
     assert report.faces_per_frame[None] >= 20
-    # The default ensemble: each face and its mirror image, at its size and (faces large enough) a coarser one.
-    faces = node.detect(plate)
-    coarse = sum(1 for face in faces if face.coarse_size)
-    assert node.ensemble == (True, True) and len(faces) == report.faces_per_frame[None]
-    assert sum(batches) == 2 * (len(faces) + coarse) and len(batches) <= 6  # batched, not one by one
+    # Each face and its mirror image; faces this small (~49 px) get no coarse pass (32 px is its floor).
+    assert all(face.coarse_size == 0 for face in node.detect(plate))
+    assert sum(batches) == 2 * report.faces_per_frame[None] and len(batches) <= 3  # batched, not one by one
     spec, out = read_buf(tmp_path / "out.exr")
     import cv2
 
@@ -344,6 +342,8 @@ def test_the_flip_ensemble_averages_the_restorer_and_its_mirror(colour):
 
 
 def test_the_scale_ensemble_averages_the_face_and_its_coarser_restoration(colour):
+    import dataclasses
+
     import cv2
 
     from facerestore.nodes.face_restore import FaceRestoreNode, _reduced
@@ -359,6 +359,9 @@ def test_the_scale_ensemble_averages_the_face_and_its_coarser_restoration(colour
     up = cv2.resize(coarse, (job.out_size, job.out_size), interpolation=cv2.INTER_CUBIC)
     assert np.allclose(job.restored, 0.5 * (main + np.clip(up, 0, 1)), atol=1e-5)
     assert np.abs(job.restored - main).mean() > 1e-3  # the coarse pass changes the result
+    # A face given without a coarse side (an API caller's) gets the one its landmarks call for.
+    unsized = [dataclasses.replace(faces[0], coarse_size=None)]
+    assert np.array_equal(node.restore_crops(plate, unsized)[0].restored, job.restored)
     # Flip alone: the main pass only; the same face and crop.
     flip = FaceRestoreNode(colour, "cpu", temporal_window=1, ensemble="flip")
     faces_flip = flip.detect(plate)
@@ -366,24 +369,51 @@ def test_the_scale_ensemble_averages_the_face_and_its_coarser_restoration(colour
     assert np.allclose(flip.restore_crops(plate, faces_flip)[0].restored, main, atol=1e-6)
 
 
+def test_the_coarse_pass_runs_in_batches_of_its_own_size(colour, monkeypatch):
+    from facerestore.nodes.face_restore import FaceRestoreNode
+
+    node = FaceRestoreNode(colour, "cpu", temporal_window=1)
+    positions = [(10 + 100 * i, 10 + 120 * r) for r in range(3) for i in range(6)]  # 18 faces of ~90 px
+    plate = faces_plate(colour, width=620, height=370, face_width=90, positions=positions, degrade=False)
+    faces = node.detect(plate)
+    assert len(faces) == 18 and {(f.restore_size, f.coarse_size) for f in faces} == {(64, 48)}
+    shapes = []
+    real_call = type(node.restorer).__call__
+    monkeypatch.setattr(
+        type(node.restorer), "__call__", lambda self, b: shapes.append(b.shape[:2]) or real_call(self, b)
+    )
+    jobs = node.restore_crops(plate, faces)
+    # Main crops, then coarse ones; 16 faces a batch, each with its mirror image.
+    assert shapes == [(32, 64), (4, 64), (32, 48), (4, 48)]
+    assert all(job.restored.shape == (256, 256, 3) for job in jobs)
+
+
 def test_the_coarse_pass_is_sized_from_the_face_and_skipped_near_the_main_size(colour, node):
-    from facerestore.nodes.face_restore import COARSE_REDUCTION, FACE_RESTORE, FaceRestoreNode
+    from facerestore.nodes.face_restore import FACE_RESTORE, FaceRestoreNode
 
     assert node.crop_sizes_for(250.0) == (256, 112)  # 250 / 2.5 = 100, up to a step of 16
     assert node.crop_sizes_for(180.0) == (128, 80)
     assert node.crop_sizes_for(499.0) == (256, 0)  # 208 px would be 0.81 of 256: skipped
     assert node.crop_sizes_for(40.0) == (32, 0)  # no coarser crop than 32 px
-    assert COARSE_REDUCTION == 2.5
     # Hosts save a choice by its index: the choices of earlier specs keep theirs.
     ensemble = next(param for param in FACE_RESTORE.params if param.id == "ensemble")
     assert ensemble.choices[:3] == ("auto", "flip", "off")
     off = FaceRestoreNode(colour, "cpu", ensemble="off")
     assert off.ensemble == (False, False) and off.crop_sizes_for(250.0) == (256, 0)
-    fixed = FaceRestoreNode(colour, "cpu", ensemble="off")
-    fixed.restorer = type("FixedSizeModel", (), {"input_size": 512, "scale": 1})()  # a GFPGAN-like restorer
-    assert fixed._ensemble_passes("auto") == (False, False) and fixed._ensemble_passes("flip") == (True, False)
-    with pytest.raises(FaceRestoreError, match="flip\\+scale needs a x4 restorer"):
-        fixed._ensemble_passes("flip+scale")
+    other = FaceRestoreNode(colour, "cpu", ensemble="off")
+    # Restorers without the node's own network (stand-ins for their attributes): a GFPGAN-like
+    # fixed 512 px model, an x1 model of any size, another x4 network (Real-ESRGAN, a user's).
+    kinds = {"fixed": (512, 1), "x1": (None, 1), "x4": (None, 4)}
+    for kind, (input_size, scale) in kinds.items():
+        other.restorer = type(kind, (), {"input_size": input_size, "scale": scale})()
+        auto = other._ensemble_passes("auto")
+        assert auto == ((False, False) if kind == "fixed" else (True, False))  # auto adds no coarse pass
+        assert other._ensemble_passes("flip") == (True, False)
+        if kind == "x4":
+            assert other._ensemble_passes("flip+scale") == (True, True)  # asked for: any x4 of any size
+        else:
+            with pytest.raises(FaceRestoreError, match="flip\\+scale needs a x4 restorer"):
+                other._ensemble_passes("flip+scale")
 
 
 def test_each_frame_is_read_once_and_written_in_the_background(tmp_path, node, colour, monkeypatch):
