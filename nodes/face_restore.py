@@ -291,6 +291,18 @@ def resample(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_CUBIC)
 
 
+def ensemble_passes(mode: str, input_size: int | None, scale: int, measured: bool) -> tuple[bool, bool]:
+    """(flip pass, coarse scale pass) of an ensemble mode for a restorer of this fixed input
+    size (None: any), scale, and whether the coarse pass was `measured` with it (the registry's
+    `scale_ensemble`): auto adds that pass only then; flip+scale asks for it on any x4 restorer
+    that takes any crop size, and is refused on others."""
+    if mode == "auto":
+        return (False, False) if input_size else (True, measured)
+    if mode == "flip+scale" and (input_size or scale != 4):
+        raise FaceRestoreError("ensemble flip+scale needs a x4 restorer that takes any crop size; use flip")
+    return mode in ("flip", "flip+scale"), mode == "flip+scale"
+
+
 def _reduced(crop: np.ndarray, size: int) -> np.ndarray:
     """A square crop of any number of 3-channel frames area-averaged to `size` (OpenCV resizes
     at most 4 channels at a time)."""
@@ -327,16 +339,9 @@ class FaceRestoreNode:
         return self._ensemble_passes(self.params["ensemble"])
 
     def _ensemble_passes(self, mode: str) -> tuple[bool, bool]:
-        """(flip, scale) for an ensemble mode and this restorer. auto adds the coarse pass only
-        for the models it was measured with (the registry's `scale_ensemble`); flip+scale asks for
-        it on any x4 restorer that takes any crop size."""
-        if mode == "auto":
-            if self.restorer.input_size:
-                return False, False
-            return True, bool(getattr(self.restorer, "scale_ensemble", False))
-        if mode == "flip+scale" and (self.restorer.input_size or self.restorer.scale != 4):
-            raise FaceRestoreError("ensemble flip+scale needs a x4 restorer that takes any crop size; use flip")
-        return mode in ("flip", "flip+scale"), mode == "flip+scale"
+        restorer = self.restorer
+        measured = bool(getattr(restorer, "scale_ensemble", False))
+        return ensemble_passes(mode, restorer.input_size, restorer.scale, measured)
 
     def crop_sizes_for(self, footprint_px: float) -> tuple[int, int]:
         """The restorer's input side for a face of this plate footprint, and the scale

@@ -9,7 +9,8 @@ only its own frames, atomically), so a chunk re-run after a failure or on anothe
 the same frames and a killed chunk leaves no partial frame.
 
 Render options (`--render-options`, one quoted argument) are those of `facerestore render` (one spec: they are parsed by the
-render command's own parser when the job is written, so a typo fails here, not on the farm).
+render command's own parser when the job is written, so a typo fails here, not on the farm; so does
+what the node would refuse when it starts, `check_node_params`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from facerestore.models.weights import write_atomically
+from facerestore.models import byo
+from facerestore.models.errors import ModelError
+from facerestore.models.weights import RESTORERS, write_atomically
 from facerestore.nodes.errors import FaceRestoreError
+from facerestore.nodes.face_restore import FACE_RESTORE, ensemble_passes
 from facerestore.nodes.sequence import describe_frames
 from facerestore.plugin.cli import build_parser
 from facerestore.plugin.render import RenderOptions, default_analysis_path, plan_jobs
@@ -88,10 +92,30 @@ def render_options(input_pattern: str, output: str, options: list[str]) -> list[
     if taken:
         raise FaceRestoreError(f"farm: {taken[0]} is set by the job itself")
     try:
-        build_parser().parse_args(["render", input_pattern, "-o", output, *options])
+        args = build_parser().parse_args(["render", input_pattern, "-o", output, *options])
     except SystemExit:
         raise FaceRestoreError(f"farm: render options not understood: {' '.join(options)}") from None
+    check_node_params(args)
     return options
+
+
+def check_node_params(args) -> None:
+    """What the node would refuse when it starts, refused here instead of in every farm task:
+    values out of range, an even temporal window, an ensemble the model cannot run (from the
+    model's registry entry or file, without loading the networks). A model this machine does
+    not have is left to the farm, whose machines may see other model folders."""
+    params = FACE_RESTORE.resolve({p.id: getattr(args, p.id) for p in FACE_RESTORE.params})
+    if args.temporal != "off" and params["temporal_window"] % 2 == 0:
+        raise FaceRestoreError("farm: the temporal window must be odd (1, 3, 5, ...)")
+    if params["ensemble"] != "flip+scale":
+        return
+    model = params["model"]
+    try:
+        found = RESTORERS.get(model) or byo.find(model)
+    except ModelError as exc:
+        raise FaceRestoreError(f"farm: {exc}") from None
+    if found is not None:
+        ensemble_passes("flip+scale", found.input_size, found.scale, getattr(found, "scale_ensemble", False))
 
 
 @dataclass(frozen=True)
@@ -138,8 +162,19 @@ def write_deadline_jobs(shot: FarmShot, job_dir: Path) -> tuple[list[Path], str]
     name = f"facerestore {Path(shot.input).name}"
 
     def arguments(*render_args: str) -> str:
-        words = ["-m", "facerestore.plugin.cli", "render", shot.input, "-o", shot.output, "--analysis", shot.sidecar,
-                 *render_args, *shot.options, "-q"]
+        words = [
+            "-m",
+            "facerestore.plugin.cli",
+            "render",
+            shot.input,
+            "-o",
+            shot.output,
+            "--analysis",
+            shot.sidecar,
+            *render_args,
+            *shot.options,
+            "-q",
+        ]
         # Tokens stay bare; everything else quoted as Windows and POSIX command lines both read it.
         return " ".join(w if "<STARTFRAME>" in w or not needs_quotes(w) else f'"{w}"' for w in words)
 
@@ -147,17 +182,34 @@ def write_deadline_jobs(shot: FarmShot, job_dir: Path) -> tuple[list[Path], str]
         return "".join(f"{key}={value}\n" for key, value in values.items()).encode()
 
     files = {
-        "analyse.job": {"Plugin": "CommandLine", "Name": f"{name} - analyse", "BatchName": name, "Frames": shot.first,
-                        "ChunkSize": 1},
-        "analyse_plugin.job": {"Executable": sys.executable, "Arguments": arguments("--analyse-only"),
-                               "Shell": "default", "ShellExecute": "False"},
-        "render.job": {"Plugin": "CommandLine", "Name": f"{name} - render", "BatchName": name,
-                       "Frames": f"{shot.first}-{shot.last}", "ChunkSize": shot.chunk,
-                       "OutputDirectory0": os.path.dirname(shot.output),
-                       "OutputFilename0": os.path.basename(shot.output)},
-        "render_plugin.job": {"Executable": sys.executable,
-                              "Arguments": arguments("--frames=<STARTFRAME>-<ENDFRAME>", "--analysis-frozen"),
-                              "Shell": "default", "ShellExecute": "False"},
+        "analyse.job": {
+            "Plugin": "CommandLine",
+            "Name": f"{name} - analyse",
+            "BatchName": name,
+            "Frames": shot.first,
+            "ChunkSize": 1,
+        },
+        "analyse_plugin.job": {
+            "Executable": sys.executable,
+            "Arguments": arguments("--analyse-only"),
+            "Shell": "default",
+            "ShellExecute": "False",
+        },
+        "render.job": {
+            "Plugin": "CommandLine",
+            "Name": f"{name} - render",
+            "BatchName": name,
+            "Frames": f"{shot.first}-{shot.last}",
+            "ChunkSize": shot.chunk,
+            "OutputDirectory0": os.path.dirname(shot.output),
+            "OutputFilename0": os.path.basename(shot.output),
+        },
+        "render_plugin.job": {
+            "Executable": sys.executable,
+            "Arguments": arguments("--frames=<STARTFRAME>-<ENDFRAME>", "--analysis-frozen"),
+            "Shell": "default",
+            "ShellExecute": "False",
+        },
     }
     job_dir.mkdir(parents=True, exist_ok=True)
     for file_name, values in files.items():
@@ -187,15 +239,31 @@ def write_opencue_job(shot: FarmShot, job_dir: Path) -> Path:
         raise FaceRestoreError("farm opencue needs pyoutline: pip install 'facerestore[farm]'") from None
 
     def command(*render_args: str) -> str:
-        words = [sys.executable, "-m", "facerestore.plugin.cli", "render", shot.input, "-o", shot.output,
-                 "--analysis", shot.sidecar, *render_args, *shot.options, "-q"]
+        words = [
+            sys.executable,
+            "-m",
+            "facerestore.plugin.cli",
+            "render",
+            shot.input,
+            "-o",
+            shot.output,
+            "--analysis",
+            shot.sidecar,
+            *render_args,
+            *shot.options,
+            "-q",
+        ]
         return " ".join(w if w.startswith("--frames=#FRAME_") else shlex.quote(w) for w in words)
 
     name = "facerestore_" + "".join(c if c.isalnum() else "_" for c in Path(shot.input).name.split(".")[0])
     job = outline.Outline(name, shot=os.environ.get("SHOT", "shot"), show=os.environ.get("SHOW", "facerestore"))
     analyse = Shell("Analyse", command=command("--analyse-only"), range=str(shot.first), chunk=1)
-    render = Shell("Render", command=command("--frames=#FRAME_START#-#FRAME_END#", "--analysis-frozen"),
-                   range=f"{shot.first}-{shot.last}", chunk=shot.chunk)
+    render = Shell(
+        "Render",
+        command=command("--frames=#FRAME_START#-#FRAME_END#", "--analysis-frozen"),
+        range=f"{shot.first}-{shot.last}",
+        chunk=shot.chunk,
+    )
     render.depend_all(analyse)
     job.add_layer(analyse)
     job.add_layer(render)
@@ -206,15 +274,26 @@ def write_opencue_job(shot: FarmShot, job_dir: Path) -> Path:
 
 
 def needs_quotes(word: str) -> bool:
-    return not word or any(c in word for c in ' "\'$&|;<>()*?#')
+    return not word or any(c in word for c in " \"'$&|;<>()*?#")
 
 
 def write_openjd_job(shot: FarmShot, job_dir: Path) -> Path:
     def command(*render_args: str) -> dict:
         return {
             "command": "{{Param.Python}}",
-            "args": ["-m", "facerestore.plugin.cli", "render", "{{Param.Input}}", "-o", "{{Param.Output}}",
-                     "--analysis", "{{Param.Analysis}}", *render_args, *shot.options, "-q"],
+            "args": [
+                "-m",
+                "facerestore.plugin.cli",
+                "render",
+                "{{Param.Input}}",
+                "-o",
+                "{{Param.Output}}",
+                "--analysis",
+                "{{Param.Analysis}}",
+                *render_args,
+                *shot.options,
+                "-q",
+            ],
         }
 
     template = {
@@ -229,10 +308,25 @@ def write_openjd_job(shot: FarmShot, job_dir: Path) -> Path:
             path_parameter("Input", "IN", "Plates (frame pattern)"),
             path_parameter("Output", "OUT", "Restored frames (frame pattern)"),
             path_parameter("Analysis", "INOUT", "The shot's analysis sidecar"),
-            {"name": "Frames", "type": "STRING", "default": f"{shot.first}-{shot.last}", "description": "Frames to render"},
-            {"name": "ChunkSize", "type": "INT", "default": shot.chunk, "minValue": 1, "description": "Frames per task"},
-            {"name": "Python", "type": "STRING", "default": sys.executable,
-             "description": "The Python with facerestore installed, as the farm's workers see it"},
+            {
+                "name": "Frames",
+                "type": "STRING",
+                "default": f"{shot.first}-{shot.last}",
+                "description": "Frames to render",
+            },
+            {
+                "name": "ChunkSize",
+                "type": "INT",
+                "default": shot.chunk,
+                "minValue": 1,
+                "description": "Frames per task",
+            },
+            {
+                "name": "Python",
+                "type": "STRING",
+                "default": sys.executable,
+                "description": "The Python with facerestore installed, as the farm's workers see it",
+            },
         ],
         "steps": [
             {
@@ -275,6 +369,5 @@ def dump_yaml(data: dict) -> bytes:
     try:
         import yaml
     except ImportError:  # JSON is YAML too; the farm extra brings PyYAML for a readable file
-
         return (json.dumps(data, indent=2) + "\n").encode()
     return yaml.safe_dump(data, sort_keys=False, width=120).encode()

@@ -258,3 +258,15 @@ def test_a_window_restorer_trained_here_loads_as_a_users_model_and_refuses_the_w
     torch.save(widened_to_window(CompactNet(num_feat=8, num_conv=2), 2).state_dict(), tmp_path / "even.pth")
     with pytest.raises(ModelError, match="odd number of frames"):
         byo.identify(tmp_path / "even.pth")
+
+
+def test_a_farm_job_refuses_an_ensemble_the_model_cannot_run(gfpgan_file, tmp_path, colour):
+    """A 512 px face model has no coarse pass: refused when the job is written (one line, no job
+    folder), not in every farm task."""
+    for t in (1, 2):
+        write_exr(tmp_path / f"s.{t:04d}.exr", faces_plate(colour))
+    options = f"--render-options=--model {gfpgan_file} --ensemble flip+scale"
+    proc = run_cli("farm", "openjd", tmp_path / "s.####.exr", "-o", tmp_path / "out/r.####.exr", "--job-dir",
+                   tmp_path / "job", options)
+    assert proc.returncode == 2 and "flip+scale needs a x4 restorer" in proc.stderr, proc.stderr
+    assert not (tmp_path / "job").exists()
