@@ -118,6 +118,7 @@ def check_node_params(args) -> None:
         ensemble_passes("flip+scale", found.input_size, found.scale, getattr(found, "scale_ensemble", False))
 
 
+
 @dataclass(frozen=True)
 class FarmShot:
     """What every engine's job is written from: absolute paths, the contiguous frame range,
@@ -162,19 +163,8 @@ def write_deadline_jobs(shot: FarmShot, job_dir: Path) -> tuple[list[Path], str]
     name = f"facerestore {Path(shot.input).name}"
 
     def arguments(*render_args: str) -> str:
-        words = [
-            "-m",
-            "facerestore.plugin.cli",
-            "render",
-            shot.input,
-            "-o",
-            shot.output,
-            "--analysis",
-            shot.sidecar,
-            *render_args,
-            *shot.options,
-            "-q",
-        ]
+        words = ["-m", "facerestore.plugin.cli", "render", shot.input, "-o", shot.output, "--analysis", shot.sidecar,
+                 *render_args, *shot.options, "-q"]
         # Tokens stay bare; everything else quoted as Windows and POSIX command lines both read it.
         return " ".join(w if "<STARTFRAME>" in w or not needs_quotes(w) else f'"{w}"' for w in words)
 
@@ -182,34 +172,17 @@ def write_deadline_jobs(shot: FarmShot, job_dir: Path) -> tuple[list[Path], str]
         return "".join(f"{key}={value}\n" for key, value in values.items()).encode()
 
     files = {
-        "analyse.job": {
-            "Plugin": "CommandLine",
-            "Name": f"{name} - analyse",
-            "BatchName": name,
-            "Frames": shot.first,
-            "ChunkSize": 1,
-        },
-        "analyse_plugin.job": {
-            "Executable": sys.executable,
-            "Arguments": arguments("--analyse-only"),
-            "Shell": "default",
-            "ShellExecute": "False",
-        },
-        "render.job": {
-            "Plugin": "CommandLine",
-            "Name": f"{name} - render",
-            "BatchName": name,
-            "Frames": f"{shot.first}-{shot.last}",
-            "ChunkSize": shot.chunk,
-            "OutputDirectory0": os.path.dirname(shot.output),
-            "OutputFilename0": os.path.basename(shot.output),
-        },
-        "render_plugin.job": {
-            "Executable": sys.executable,
-            "Arguments": arguments("--frames=<STARTFRAME>-<ENDFRAME>", "--analysis-frozen"),
-            "Shell": "default",
-            "ShellExecute": "False",
-        },
+        "analyse.job": {"Plugin": "CommandLine", "Name": f"{name} - analyse", "BatchName": name, "Frames": shot.first,
+                        "ChunkSize": 1},
+        "analyse_plugin.job": {"Executable": sys.executable, "Arguments": arguments("--analyse-only"),
+                               "Shell": "default", "ShellExecute": "False"},
+        "render.job": {"Plugin": "CommandLine", "Name": f"{name} - render", "BatchName": name,
+                       "Frames": f"{shot.first}-{shot.last}", "ChunkSize": shot.chunk,
+                       "OutputDirectory0": os.path.dirname(shot.output),
+                       "OutputFilename0": os.path.basename(shot.output)},
+        "render_plugin.job": {"Executable": sys.executable,
+                              "Arguments": arguments("--frames=<STARTFRAME>-<ENDFRAME>", "--analysis-frozen"),
+                              "Shell": "default", "ShellExecute": "False"},
     }
     job_dir.mkdir(parents=True, exist_ok=True)
     for file_name, values in files.items():
@@ -239,31 +212,15 @@ def write_opencue_job(shot: FarmShot, job_dir: Path) -> Path:
         raise FaceRestoreError("farm opencue needs pyoutline: pip install 'facerestore[farm]'") from None
 
     def command(*render_args: str) -> str:
-        words = [
-            sys.executable,
-            "-m",
-            "facerestore.plugin.cli",
-            "render",
-            shot.input,
-            "-o",
-            shot.output,
-            "--analysis",
-            shot.sidecar,
-            *render_args,
-            *shot.options,
-            "-q",
-        ]
+        words = [sys.executable, "-m", "facerestore.plugin.cli", "render", shot.input, "-o", shot.output,
+                 "--analysis", shot.sidecar, *render_args, *shot.options, "-q"]
         return " ".join(w if w.startswith("--frames=#FRAME_") else shlex.quote(w) for w in words)
 
     name = "facerestore_" + "".join(c if c.isalnum() else "_" for c in Path(shot.input).name.split(".")[0])
     job = outline.Outline(name, shot=os.environ.get("SHOT", "shot"), show=os.environ.get("SHOW", "facerestore"))
     analyse = Shell("Analyse", command=command("--analyse-only"), range=str(shot.first), chunk=1)
-    render = Shell(
-        "Render",
-        command=command("--frames=#FRAME_START#-#FRAME_END#", "--analysis-frozen"),
-        range=f"{shot.first}-{shot.last}",
-        chunk=shot.chunk,
-    )
+    render = Shell("Render", command=command("--frames=#FRAME_START#-#FRAME_END#", "--analysis-frozen"),
+                   range=f"{shot.first}-{shot.last}", chunk=shot.chunk)
     render.depend_all(analyse)
     job.add_layer(analyse)
     job.add_layer(render)
@@ -274,26 +231,15 @@ def write_opencue_job(shot: FarmShot, job_dir: Path) -> Path:
 
 
 def needs_quotes(word: str) -> bool:
-    return not word or any(c in word for c in " \"'$&|;<>()*?#")
+    return not word or any(c in word for c in ' "\'$&|;<>()*?#')
 
 
 def write_openjd_job(shot: FarmShot, job_dir: Path) -> Path:
     def command(*render_args: str) -> dict:
         return {
             "command": "{{Param.Python}}",
-            "args": [
-                "-m",
-                "facerestore.plugin.cli",
-                "render",
-                "{{Param.Input}}",
-                "-o",
-                "{{Param.Output}}",
-                "--analysis",
-                "{{Param.Analysis}}",
-                *render_args,
-                *shot.options,
-                "-q",
-            ],
+            "args": ["-m", "facerestore.plugin.cli", "render", "{{Param.Input}}", "-o", "{{Param.Output}}",
+                     "--analysis", "{{Param.Analysis}}", *render_args, *shot.options, "-q"],
         }
 
     template = {
@@ -308,25 +254,10 @@ def write_openjd_job(shot: FarmShot, job_dir: Path) -> Path:
             path_parameter("Input", "IN", "Plates (frame pattern)"),
             path_parameter("Output", "OUT", "Restored frames (frame pattern)"),
             path_parameter("Analysis", "INOUT", "The shot's analysis sidecar"),
-            {
-                "name": "Frames",
-                "type": "STRING",
-                "default": f"{shot.first}-{shot.last}",
-                "description": "Frames to render",
-            },
-            {
-                "name": "ChunkSize",
-                "type": "INT",
-                "default": shot.chunk,
-                "minValue": 1,
-                "description": "Frames per task",
-            },
-            {
-                "name": "Python",
-                "type": "STRING",
-                "default": sys.executable,
-                "description": "The Python with facerestore installed, as the farm's workers see it",
-            },
+            {"name": "Frames", "type": "STRING", "default": f"{shot.first}-{shot.last}", "description": "Frames to render"},
+            {"name": "ChunkSize", "type": "INT", "default": shot.chunk, "minValue": 1, "description": "Frames per task"},
+            {"name": "Python", "type": "STRING", "default": sys.executable,
+             "description": "The Python with facerestore installed, as the farm's workers see it"},
         ],
         "steps": [
             {
@@ -369,5 +300,6 @@ def dump_yaml(data: dict) -> bytes:
     try:
         import yaml
     except ImportError:  # JSON is YAML too; the farm extra brings PyYAML for a readable file
+
         return (json.dumps(data, indent=2) + "\n").encode()
     return yaml.safe_dump(data, sort_keys=False, width=120).encode()
