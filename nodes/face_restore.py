@@ -45,7 +45,7 @@ FACE_RESTORE = NodeSpec(
     # 1.1: colour_tolerance and pixel_aspect added; keep_colour_radius 2.5 -> 2, matte_feather 0.12 -> 0.1.
     # 1.2: the default model is the window restorer (facerestore-face-x4-window).
     # 1.3: the default model is that restorer trained on more varied faces (facerestore-face-x4-varied).
-    # 1.4: ensemble "flip+scale" (a coarse second pass), the default for x4 networks.
+    # 1.4: ensemble "flip+scale" (a coarse second pass), what auto picks for the default model.
     version=(1, 4),
     label="FaceRestore",
     hint="Restores the faces in a scene-linear plate and outputs a soft face matte; other pixels are untouched.",
@@ -310,11 +310,19 @@ def _reduced(crop: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([cv2.resize(p, (size, size), interpolation=cv2.INTER_AREA) for p in planes], axis=2)
 
 
+def check_params(params: dict) -> None:
+    """What the spec's ranges cannot say about resolved node parameters (the node refuses these
+    when it starts; a farm job when it is written)."""
+    if params["temporal_window"] % 2 == 0:
+        raise FaceRestoreError("the temporal window must be odd (1, 3, 5, ...)")
+    if not PIXEL_ASPECT_RANGE[0] <= (float(params["pixel_aspect"]) or 1.0) <= PIXEL_ASPECT_RANGE[1]:
+        raise FaceRestoreError("the pixel aspect must be 0 (from the plate) or between 0.25 and 4")
+
+
 class FaceRestoreNode:
     def __init__(self, colour: ColourPipeline, device: str = "cpu", **params) -> None:
         self.params = FACE_RESTORE.resolve(params)
-        if self.params["temporal_window"] % 2 == 0:
-            raise FaceRestoreError("the temporal window must be odd (1, 3, 5, ...)")
+        check_params(self.params)
         self.selected_tracks = parse_track_list(self.params["tracks"])
         self.track_strengths = parse_track_strengths(self.params["track_strengths"])
         self.colour = colour
@@ -330,8 +338,6 @@ class FaceRestoreNode:
         # Width over height of the plate's pixels; a render sets it from the plate's header when
         # the parameter is 0 (see plugin.render).
         self.pixel_aspect = float(self.params["pixel_aspect"]) or 1.0
-        if not PIXEL_ASPECT_RANGE[0] <= self.pixel_aspect <= PIXEL_ASPECT_RANGE[1]:
-            raise FaceRestoreError("the pixel aspect must be 0 (from the plate) or between 0.25 and 4")
 
     @property
     def ensemble(self) -> tuple[bool, bool]:

@@ -202,14 +202,19 @@ def add_command_plugins(sub) -> None:
             print(f"facerestore: warning: command {entry.name!r} unavailable: {first_line(exc)}", file=sys.stderr)
 
 
+def node_params(args) -> dict:
+    """The node parameters of a parsed `render` command line, resolved against the spec."""
+    params = {p.id: getattr(args, p.id) for p in FACE_RESTORE.params}
+    if args.temporal == "off":
+        params["temporal_window"] = 1
+    return FACE_RESTORE.resolve(params)
+
+
 def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(args, "handler"):
         return args.handler(args)
     if args.command == "render":
-        params = {p.id: getattr(args, p.id) for p in FACE_RESTORE.params}
-        if args.temporal == "off":
-            params["temporal_window"] = 1
         options = RenderOptions(
             input=args.input,
             output=args.output,
@@ -221,7 +226,7 @@ def run(argv: list[str]) -> int:
             device=args.device,
             mask_channel=args.mask_channel,
             output_mode=args.output_mode,
-            node_params=FACE_RESTORE.resolve(params),
+            node_params=node_params(args),
             progress=not args.quiet,
             analysis=args.analysis,
             reanalyse=args.reanalyse,

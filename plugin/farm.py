@@ -26,9 +26,9 @@ from facerestore.models import byo
 from facerestore.models.errors import ModelError
 from facerestore.models.weights import RESTORERS, write_atomically
 from facerestore.nodes.errors import FaceRestoreError
-from facerestore.nodes.face_restore import FACE_RESTORE, ensemble_passes
+from facerestore.nodes.face_restore import check_params, ensemble_passes
 from facerestore.nodes.sequence import describe_frames
-from facerestore.plugin.cli import build_parser
+from facerestore.plugin.cli import build_parser, node_params
 from facerestore.plugin.render import RenderOptions, default_analysis_path, plan_jobs
 
 TEMPLATE = "template.yaml"
@@ -101,12 +101,12 @@ def render_options(input_pattern: str, output: str, options: list[str]) -> list[
 
 def check_node_params(args) -> None:
     """What the node would refuse when it starts, refused here instead of in every farm task:
-    values out of range, an even temporal window, an ensemble the model cannot run (from the
-    model's registry entry or file, without loading the networks). A model this machine does
-    not have is left to the farm, whose machines may see other model folders."""
-    params = FACE_RESTORE.resolve({p.id: getattr(args, p.id) for p in FACE_RESTORE.params})
-    if args.temporal != "off" and params["temporal_window"] % 2 == 0:
-        raise FaceRestoreError("farm: the temporal window must be odd (1, 3, 5, ...)")
+    values out of range, what `check_params` refuses (an even temporal window, a pixel aspect
+    outside 0.25-4), an ensemble the model cannot run (from the model's registry entry or file,
+    without loading the networks). A model this machine does not have is left to the farm, whose
+    machines may see other model folders."""
+    params = node_params(args)
+    check_params(params)
     if params["ensemble"] != "flip+scale":
         return
     model = params["model"]
@@ -116,7 +116,6 @@ def check_node_params(args) -> None:
         raise FaceRestoreError(f"farm: {exc}") from None
     if found is not None:
         ensemble_passes("flip+scale", found.input_size, found.scale, getattr(found, "scale_ensemble", False))
-
 
 
 @dataclass(frozen=True)
