@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from facerestore.models import byo
 from facerestore.models.detector import RetinaFaceDetector
 from facerestore.models.flow import align_window, window_input
 from facerestore.models.restorer import make_restorer
-from facerestore.models.weights import DEFAULT_RESTORER
+from facerestore.models.weights import DEFAULT_RESTORER, RESTORERS
 from facerestore.nodes.align import (
     affine_scale,
     choose_face_resolution_size,
@@ -319,10 +320,22 @@ def check_params(params: dict) -> None:
         raise FaceRestoreError("the pixel aspect must be 0 (from the plate) or between 0.25 and 4")
 
 
+def check_ensemble(params: dict) -> None:
+    """An ensemble the model cannot run, refused from the model's registry entry or file before
+    any network is loaded (a host re-asks on every render). A model not found here is left to
+    whoever loads it."""
+    if params["ensemble"] != "flip+scale":
+        return
+    found = RESTORERS.get(params["model"]) or byo.find(params["model"])
+    if found is not None:
+        ensemble_passes("flip+scale", found.input_size, found.scale, getattr(found, "scale_ensemble", False))
+
+
 class FaceRestoreNode:
     def __init__(self, colour: ColourPipeline, device: str = "cpu", **params) -> None:
         self.params = FACE_RESTORE.resolve(params)
         check_params(self.params)
+        check_ensemble(self.params)
         self.selected_tracks = parse_track_list(self.params["tracks"])
         self.track_strengths = parse_track_strengths(self.params["track_strengths"])
         self.colour = colour

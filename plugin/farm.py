@@ -22,11 +22,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from facerestore.models import byo
 from facerestore.models.errors import ModelError
-from facerestore.models.weights import RESTORERS, write_atomically
+from facerestore.models.weights import write_atomically
 from facerestore.nodes.errors import FaceRestoreError
-from facerestore.nodes.face_restore import check_params, ensemble_passes
+from facerestore.nodes.face_restore import check_ensemble, check_params
 from facerestore.nodes.sequence import describe_frames
 from facerestore.plugin.cli import build_parser, node_params
 from facerestore.plugin.render import RenderOptions, default_analysis_path, plan_jobs
@@ -107,15 +106,10 @@ def check_node_params(args) -> None:
     machines may see other model folders."""
     params = node_params(args)
     check_params(params)
-    if params["ensemble"] != "flip+scale":
-        return
-    model = params["model"]
     try:
-        found = RESTORERS.get(model) or byo.find(model)
+        check_ensemble(params)
     except ModelError as exc:
         raise FaceRestoreError(f"farm: {exc}") from None
-    if found is not None:
-        ensemble_passes("flip+scale", found.input_size, found.scale, getattr(found, "scale_ensemble", False))
 
 
 @dataclass(frozen=True)

@@ -270,3 +270,18 @@ def test_a_farm_job_refuses_an_ensemble_the_model_cannot_run(gfpgan_file, tmp_pa
                    tmp_path / "job", options)
     assert proc.returncode == 2 and "flip+scale needs a x4 restorer" in proc.stderr, proc.stderr
     assert not (tmp_path / "job").exists()
+
+
+def test_the_node_refuses_an_ensemble_the_model_cannot_run_before_loading_it(gfpgan_file, colour, monkeypatch):
+    """A host asks again on every render: the refusal comes from the model file's description,
+    without building the detector or the network each time."""
+    from facerestore.nodes import face_restore
+    from facerestore.nodes.errors import FaceRestoreError
+
+    def not_now(*args, **kwargs):
+        raise AssertionError("a network was loaded for a refused ensemble")
+
+    monkeypatch.setattr(face_restore, "make_restorer", not_now)
+    monkeypatch.setattr(face_restore, "RetinaFaceDetector", not_now)
+    with pytest.raises(FaceRestoreError, match="flip\\+scale needs a x4 restorer"):
+        face_restore.FaceRestoreNode(colour, "cpu", model=str(gfpgan_file), ensemble="flip+scale")
