@@ -7,6 +7,8 @@ Settings (one draw per clip, as a real shot is degraded consistently):
   resolution grid: block artefacts and chroma bleed.
 - `strong-x4`: blur 1.5, x4, noise 6/255, H.264 CRF 30.
 - `dark`: the plate 2.5 stops under (x0.18 in linear light), photon noise, x2, H.264 CRF 26.
+- `mild`: a nearly clean plate: full resolution, a slight lens blur, light noise, H.264 CRF 20
+  with 4:2:0 chroma. Little to restore; what a restorer must not make worse.
 
 Cases:
 - `clip`: the clip as it is (cap13: a ~95x140 px face box; franck: ~125x190).
@@ -32,7 +34,7 @@ from facerestore.models.degrade import (
     h264_available,
 )
 
-SETTINGS = ("protocol", "block", "strong-x4", "dark")
+SETTINGS = ("protocol", "block", "strong-x4", "dark", "mild")
 CASES = ("clip", "large-face", "group")
 
 
@@ -65,6 +67,7 @@ FIXED_SETTINGS = {
     "dark": _fixed(
         exposure=0.18, sigma_x=0.6, sigma_y=0.6, poisson_peak=300.0, gaussian_noise=1.0, codec="h264", quality=26
     ),
+    "mild": _fixed(sigma_x=0.5, sigma_y=0.5, scale=1.0, gaussian_noise=1.5, codec="h264", quality=20),
 }
 
 

@@ -188,6 +188,36 @@ class CropDegradation:
             up_kernel=int(rng.choice(up_kernels)),
         )
 
+    @classmethod
+    def light(cls, rng: np.random.Generator, video_codecs: bool = True) -> CropDegradation:
+        """A plate that is nearly clean: full resolution, at most a slight lens blur, little
+        noise, a high-quality codec. What a restorer must hardly change (the broad draws above
+        seldom give it: most of them blur, shrink or compress hard)."""
+        codecs = ["none", "jpeg", "h264", "h265"] if video_codecs else ["none", "jpeg"]
+        weights = [0.25, 0.35, 0.25, 0.15] if video_codecs else [0.35, 0.65]
+        codec = str(rng.choice(codecs, p=weights))
+        blur = "iso" if rng.random() < 0.6 else "none"
+        sigma = float(rng.uniform(0.3, 0.7))
+        return cls(
+            exposure=float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))) if rng.random() < 0.5 else 1.0,
+            blur=blur,
+            sigma_x=sigma,
+            sigma_y=sigma,
+            angle=0.0,
+            motion_length=1.0,
+            scale=1.0,
+            down_kernel=cv2.INTER_AREA,
+            gaussian_noise=float(rng.uniform(0, 3)),
+            poisson_peak=0.0,
+            noise_after=float(rng.uniform(0, 1)),
+            gray_noise=bool(rng.random() < 0.4),
+            codec=codec,
+            quality=int(rng.integers(75, 96)) if codec == "jpeg" else int(rng.integers(18, 25)),
+            chroma_420=bool(rng.random() < 0.5),
+            grid_phase=(int(rng.integers(0, 16)), int(rng.integers(0, 16))),
+            up_kernel=cv2.INTER_CUBIC,
+        )
+
 
 def srgb_to_linear(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0.0, 1.0)

@@ -64,6 +64,45 @@ def test_each_codec_damages_the_face_at_the_low_resolution_grid(face, codec):
     assert np.abs(moved[0] - out[0]).mean() > 0.001
 
 
+def test_light_draws_are_nearly_clean_plates(face):
+    draws = [CropDegradation.light(np.random.default_rng(seed)) for seed in range(300)]
+    assert CropDegradation.light(np.random.default_rng(5)) == draws[5]
+    assert {d.scale for d in draws} == {1.0} and {d.blur for d in draws} == {"none", "iso"}
+    assert {d.codec for d in draws} == {"none", "jpeg", "h264", "h265"}
+    assert max(d.sigma_x for d in draws) <= 0.7 and max(d.gaussian_noise for d in draws) <= 3.0
+    assert min(d.quality for d in draws if d.codec == "jpeg") >= 75
+    assert max(d.quality for d in draws if d.codec in ("h264", "h265")) <= 24
+    # A light plate is far closer to the clean face than the broad draws leave it.
+    rng = np.random.default_rng(3)
+
+    def error(draw):
+        exposed = expose([face], draw.exposure)[0]
+        return float(np.abs(degrade_crops([exposed], draw, rng)[0] - exposed).mean())
+
+    light = [error(CropDegradation.light(np.random.default_rng(s), video_codecs=False)) for s in range(12)]
+    broad = [error(CropDegradation.sample(np.random.default_rng(s), video_codecs=False)) for s in range(12)]
+    assert max(light) < 0.03 and np.median(light) < 0.5 * np.median(broad)
+
+
+def test_the_light_share_sets_how_often_a_plate_is_nearly_clean(monkeypatch):
+    bank = training_v2.FaceBank(faces=[np.full((96, 96, 3), 128, np.uint8)], weights=np.ones(1), sources=[])
+    calls = []
+    light = CropDegradation.light
+    monkeypatch.setattr(
+        CropDegradation, "light", classmethod(lambda cls, rng, codecs=True: calls.append(1) or light(rng, codecs))
+    )
+    config = dataclasses.replace(training_v2.FAITHFUL_WINDOW_X4, frames=1, min_size=48, max_size=64)
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        training_v2.make_sample(bank, config, rng, video_codecs=False)
+    assert 0.12 < len(calls) / 150 < 0.28  # a fifth
+    calls.clear()
+    config = dataclasses.replace(training_v2.VARIED_WINDOW_X4, frames=1, min_size=48, max_size=64)
+    for _ in range(20):
+        training_v2.make_sample(bank, config, rng, video_codecs=False)
+    assert not calls
+
+
 def test_exposure_is_a_linear_light_gain():
     grey = np.full((8, 8, 3), 0.5, np.float32)
     darker, brighter = expose([grey], 0.5)[0], expose([grey], 2.0)[0]
@@ -178,12 +217,16 @@ def test_a_widened_network_starts_as_the_single_frame_one_on_its_centre():
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "recipe, start_name",
-    [(training_v2.BROAD_X4, "facerestore-face-x4"), (training_v2.VARIED_WINDOW_X4, "facerestore-face-x4-window")],
-    ids=["broad", "varied"],
+    [
+        (training_v2.BROAD_X4, "facerestore-face-x4"),
+        (training_v2.VARIED_WINDOW_X4, "facerestore-face-x4-window"),
+        (training_v2.FAITHFUL_WINDOW_X4, "facerestore-face-x4-varied"),
+    ],
+    ids=["broad", "varied", "faithful"],
 )
 def test_a_fine_tune_goes_on_from_its_start_and_names_it(recipe, start_name, tmp_path):
     """The broad recipe trains the single-frame model on; the varied recipe the window model,
-    as it is (not widened again)."""
+    as it is (not widened again); the faithful recipe the varied model."""
     from facerestore.models.restorer import build_network, registry_entry
 
     config = dataclasses.replace(recipe, steps=2, batch=2, clip_step=60, still_angles=(0.0,))
@@ -259,6 +302,7 @@ def test_bad_settings_are_refused_before_any_work(tmp_path):
     refused = [
         ({"augment": "wild"}, "mild or strong"),
         ({"clip_share": 1.5}, "mild or strong"),
+        ({"light_share": -0.1}, "shares in 0-1"),
         ({"frames": 1}, "reads 3 frames"),  # a window model cannot start a single-frame one
     ]
     for change, message in refused:
