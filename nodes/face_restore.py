@@ -47,7 +47,9 @@ FACE_RESTORE = NodeSpec(
     # 1.2: the default model is the window restorer (facerestore-face-x4-window).
     # 1.3: the default model is that restorer trained on more varied faces (facerestore-face-x4-varied).
     # 1.4: ensemble "flip+scale" (a coarse second pass), what auto picks for the default model.
-    version=(1, 4),
+    # 1.5: the default model is that restorer taught to leave nearly clean plates alone
+    # (facerestore-face-x4-faithful); a 1.4 shot re-renders as it was with facerestore-face-x4-varied.
+    version=(1, 5),
     label="FaceRestore",
     hint="Restores the faces in a scene-linear plate and outputs a soft face matte; other pixels are untouched.",
     params=(
@@ -136,8 +138,9 @@ FACE_RESTORE = NodeSpec(
             "Ensemble",
             "flip: restore each face and its mirror image and average them; flip+scale: also restore it reduced "
             "to a coarser scale (1/2.5 of its size) and average that in, which helps most on soft, compressed or "
-            "downscaled plates (x4 networks only). Each pass costs restore time. auto: flip+scale for the default "
-            "network (measured with it), flip for other networks, off for 512 px face models (GFPGAN, CodeFormer...).",
+            "downscaled plates (x4 networks only). Each pass costs restore time. auto: flip+scale for the networks "
+            "it was measured with (the default and facerestore-face-x4-varied), flip for other networks, off for "
+            "512 px face models (GFPGAN, CodeFormer...).",
             "auto",
             # Appended, never inserted: hosts save a choice by its index.
             choices=("auto", "flip", "off", "flip+scale"),

@@ -162,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("facerestore-face-x4", "facerestore-face-x4-window", "facerestore-face-v2"),
         default="facerestore-face-x4",
         help="which of facerestore's own models to train: the single-frame x4, the window x4 (from the "
-        "single-frame one, with its aligned neighbours as input; --recipe varied goes on from it to the default, "
-        "facerestore-face-x4-varied), or the face-resolution v2 (from scratch; meant for a GPU)",
+        "single-frame one, with its aligned neighbours as input; --recipe varied and then faithful go on from it "
+        "to the default, facerestore-face-x4-faithful), or the face-resolution v2 (from scratch; meant for a GPU)",
     )
     train.add_argument(
         "--recipe",
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stage); 'protocol' is its first stage, from realesr-animevideov3 on the benchmark protocol; window: "
         "'broad' makes it from the single-frame model, 'varied' goes on from the window model on a bank made "
         "to look like more people, 'faithful' (the last stage) goes on from the varied one "
-        "with a fifth of its plates nearly clean",
+        "with a third of its plates nearly clean",
     )
     train.add_argument("--out", default="facerestore-train", help="folder for the weights and the training record")
     train.add_argument(

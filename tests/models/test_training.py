@@ -19,6 +19,7 @@ from facerestore.models.restorer import build_network, make_restorer
 from facerestore.models.weights import (
     DEFAULT_RESTORER,
     FACERESTORE_FACE_X4,
+    FACERESTORE_FACE_X4_FAITHFUL,
     FACERESTORE_FACE_X4_VARIED,
     FACERESTORE_FACE_X4_WINDOW,
     sha256_file,
@@ -60,7 +61,9 @@ def test_train_rejects_a_bad_step_count_or_recipe():
 
 
 @pytest.mark.parametrize(
-    "entry", [FACERESTORE_FACE_X4, FACERESTORE_FACE_X4_WINDOW, FACERESTORE_FACE_X4_VARIED], ids=lambda e: e.name
+    "entry",
+    [FACERESTORE_FACE_X4, FACERESTORE_FACE_X4_WINDOW, FACERESTORE_FACE_X4_VARIED, FACERESTORE_FACE_X4_FAITHFUL],
+    ids=lambda e: e.name,
 )
 def test_committed_weights_match_their_record(entry):
     path = entry.sources[0].verified_path()
@@ -72,11 +75,12 @@ def test_committed_weights_match_their_record(entry):
     else:
         cases = {c["case"] for c in record["benchmark_suite"]["cases"]}
         assert {"cap13-clip-protocol", "franck-clip-block", "cap13-large-face-protocol", "group-dark"} <= cases
-        # `facerestore train --model facerestore-face-x4-window` (`--recipe varied`) is the recipe
+        # `facerestore train --model facerestore-face-x4-window` (`--recipe varied`, `faithful`) is the recipe
         # these weights came from; settings added since keep their defaults (what the run did without them).
         start, recipe = {
             FACERESTORE_FACE_X4_WINDOW.name: (FACERESTORE_FACE_X4, training_v2.WINDOW_X4),
             FACERESTORE_FACE_X4_VARIED.name: (FACERESTORE_FACE_X4_WINDOW, training_v2.VARIED_WINDOW_X4),
+            FACERESTORE_FACE_X4_FAITHFUL.name: (FACERESTORE_FACE_X4_VARIED, training_v2.FAITHFUL_WINDOW_X4),
         }[entry.name]
         assert record["initialised_from"] == f"{start.name} (sha256 {start.sources[0].sha256})"
         defaults = training_v2._plain(training_v2.TrainV2Config())
@@ -98,7 +102,12 @@ def test_the_trained_models_beat_the_untuned_restorer_on_a_held_out_face():
         return float(10 * np.log10(1.0 / np.mean((out - target) ** 2)))
 
     untuned = psnr("realesrgan-x4plus")
-    for model in (FACERESTORE_FACE_X4.name, FACERESTORE_FACE_X4_WINDOW.name, DEFAULT_RESTORER):
+    for model in (
+        FACERESTORE_FACE_X4.name,
+        FACERESTORE_FACE_X4_WINDOW.name,
+        FACERESTORE_FACE_X4_VARIED.name,
+        DEFAULT_RESTORER,
+    ):
         trained = psnr(model)
         assert trained > untuned + 0.3, (model, trained, untuned)
 
