@@ -7,8 +7,9 @@ Settings (one draw per clip, as a real shot is degraded consistently):
   resolution grid: block artefacts and chroma bleed.
 - `strong-x4`: blur 1.5, x4, noise 6/255, H.264 CRF 30.
 - `dark`: the plate 2.5 stops under (x0.18 in linear light), photon noise, x2, H.264 CRF 26.
-- `mild`: a nearly clean plate: full resolution, a slight lens blur, light noise, H.264 CRF 20
-  with 4:2:0 chroma. Little to restore; what a restorer must not make worse.
+- `mild`: a nearly clean plate: full resolution, a slight lens blur, noise 1.5/255 (and 1/255
+  after the codec), H.264 CRF 20 with 4:2:0 chroma. Little to restore; what a restorer must not
+  make worse.
 
 Cases:
 - `clip`: the clip as it is (cap13: a ~95x140 px face box; franck: ~125x190).
@@ -81,7 +82,8 @@ def degrade(truth: list[np.ndarray], setting: str, seed: int) -> tuple[list[np.n
         raise ValueError(f"unknown degradation setting {setting!r}; choose from {', '.join(SETTINGS)}")
     draw = FIXED_SETTINGS[setting]
     if draw.codec in ("h264", "h265") and not h264_available():
-        draw = CropDegradation(**(draw.__dict__ | {"codec": "jpeg", "quality": 40}))
+        # JPEG stands in without ffmpeg; a nearly clean plate keeps a high quality.
+        draw = CropDegradation(**(draw.__dict__ | {"codec": "jpeg", "quality": 90 if setting == "mild" else 40}))
     truth = expose(truth, draw.exposure)
     degraded = degrade_crops(truth, draw, np.random.default_rng(seed))
     description = {"setting": setting} | {

@@ -137,6 +137,8 @@ FAITHFUL = {
     "seed": 12,
 }
 FAITHFUL_WINDOW_X4 = replace(VARIED_WINDOW_X4, steps=2000, **FAITHFUL)
+# `--full` (meant for a GPU) runs the full varied schedule (40,000 steps) from the varied weights
+# with the light plates, as every full recipe runs its whole schedule.
 FULL_FAITHFUL_WINDOW_X4 = replace(FULL_VARIED_WINDOW_X4, **FAITHFUL)
 
 

@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stage); 'protocol' is its first stage, from realesr-animevideov3 on the benchmark protocol; window: "
         "'broad' makes it from the single-frame model, 'varied' goes on from the window model on a bank made "
         "to look like more people, 'faithful' (the last stage) goes on from the varied one "
-        "with a third of its plates nearly clean",
+        "with 35 %% of its samples nearly clean plates",
     )
     train.add_argument("--out", default="facerestore-train", help="folder for the weights and the training record")
     train.add_argument(
@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument(
         "--steps",
         type=int,
-        help="steps of the reduced schedule (x4 broad 4000, protocol 5000; window 3000, faithful 2000; v2 6000)",
+        help="steps of the reduced schedule (x4 broad 4000, protocol 5000; window broad and varied 3000, faithful "
+        "2000; v2 6000)",
     )
 
     demo = sub.add_parser("demo", help="run the whole job on a built-in shot and write a contact sheet")

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from facerestore.benchmarks import metrics
+from facerestore.benchmarks import cases, metrics
 from facerestore.models.degrade import Degradation, degrade_clip, gaussian_kernel, h264_available
 from facerestore.models.weights import DEFAULT_RESTORER
 from facerestore.plugin.demo import demo_frame_display
@@ -34,6 +34,18 @@ def test_h264_degradation_loses_detail_reproducibly():
     mask = np.ones(frames[0].shape[:2], bool)
     assert 18 < metrics.psnr(first[0], frames[0], mask) < 40
     assert first[0].shape == frames[0].shape
+
+
+@pytest.mark.skipif(not h264_available(), reason="imageio-ffmpeg not installed")
+def test_the_mild_setting_is_a_nearly_clean_plate():
+    frames = [demo_frame_display(i, clean=True) for i in range(2)]
+    _, mild, description = cases.degrade(frames, "mild", 0)
+    _, block, _ = cases.degrade(frames, "block", 0)
+    assert description["scale"] == 1.0 and description["codec"] == "h264" and mild[0].shape == frames[0].shape
+    mask = np.ones(frames[0].shape[:2], bool)
+    closeness = metrics.psnr(mild[0], frames[0], mask)
+    assert closeness > 32 and closeness > metrics.psnr(block[0], frames[0], mask) + 3
+    assert not np.array_equal(mild[0], frames[0])
 
 
 def test_warping_error_is_zero_for_a_still_shot_and_grows_with_flicker():

@@ -58,6 +58,9 @@ def test_train_rejects_a_bad_step_count_or_recipe():
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--steps" in proc.stderr
     proc = run_cli("train", "--recipe", "varied", "--steps", "1")
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "is a stage of" in proc.stderr
+    proc = run_cli("train", "--recipe", "faithful", "--model", "facerestore-face-v2", "--steps", "1")
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "--recipe faithful is a stage of facerestore-face-x4-window" in proc.stderr
 
 
 @pytest.mark.parametrize(

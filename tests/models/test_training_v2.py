@@ -303,6 +303,7 @@ def test_bad_settings_are_refused_before_any_work(tmp_path):
         ({"augment": "wild"}, "mild or strong"),
         ({"clip_share": 1.5}, "mild or strong"),
         ({"light_share": -0.1}, "shares in 0-1"),
+        ({"light_share": 1.5}, "shares in 0-1"),
         ({"frames": 1}, "reads 3 frames"),  # a window model cannot start a single-frame one
     ]
     for change, message in refused:
