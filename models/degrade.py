@@ -191,8 +191,9 @@ class CropDegradation:
     @classmethod
     def light(cls, rng: np.random.Generator, video_codecs: bool = True) -> CropDegradation:
         """A plate that is nearly clean: full resolution, at most a slight lens blur, noise up
-        to 3/255 (and up to 1/255 after the codec), a high-quality codec. What a restorer must hardly change (the broad draws above
-        seldom give it: most of them blur, shrink or compress hard)."""
+        to 3/255 (and up to 1/255 after the codec), a high-quality codec. What a restorer must
+        hardly change (the broad draws above seldom give it: most of them blur, shrink or
+        compress hard)."""
         codecs = ["none", "jpeg", "h264", "h265"] if video_codecs else ["none", "jpeg"]
         weights = [0.25, 0.35, 0.25, 0.15] if video_codecs else [0.35, 0.65]
         codec = str(rng.choice(codecs, p=weights))
