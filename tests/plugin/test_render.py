@@ -3,6 +3,7 @@ windows and metadata, output modes, and every bad-input case from the foundation
 
 import hashlib
 import os
+import re
 
 import numpy as np
 import OpenImageIO as oiio
@@ -346,7 +347,7 @@ def test_the_scale_ensemble_averages_the_face_and_its_coarser_restoration(colour
 
     import cv2
 
-    from facerestore.nodes.face_restore import FaceRestoreNode, _reduced
+    from facerestore.nodes.face_restore import COARSE_BAND, FaceRestoreNode, _reduced
 
     node = FaceRestoreNode(colour, "cpu", temporal_window=1)  # auto: flip+scale for the default x4 network
     plate = faces_plate(colour)
@@ -356,9 +357,13 @@ def test_the_scale_ensemble_averages_the_face_and_its_coarser_restoration(colour
     main_input = node._network_input(job)
     main = node._restore(main_input[None])[0]
     coarse = node._restore(_reduced(main_input, faces[0].coarse_size)[None])[0]
-    up = cv2.resize(coarse, (job.out_size, job.out_size), interpolation=cv2.INTER_CUBIC)
-    assert np.allclose(job.restored, 0.5 * (main + np.clip(up, 0, 1)), atol=1e-5)
+    up = np.clip(cv2.resize(coarse, (job.out_size, job.out_size), interpolation=cv2.INTER_CUBIC), 0, 1)
+    band = COARSE_BAND * job.in_size / faces[0].coarse_size
+    assert np.allclose(job.restored, main + 0.5 * cv2.GaussianBlur(up - main, (0, 0), band), atol=1e-5)
     assert np.abs(job.restored - main).mean() > 1e-3  # the coarse pass changes the result
+    # flip+scale-even, node spec 1.4 / 1.5's blend: the plain average at every scale.
+    even = FaceRestoreNode(colour, "cpu", temporal_window=1, ensemble="flip+scale-even")
+    assert np.allclose(even.restore_crops(plate, faces)[0].restored, 0.5 * (main + up), atol=1e-5)
     # A face given without a coarse side (an API caller's) gets the one its landmarks call for.
     unsized = [dataclasses.replace(faces[0], coarse_size=None)]
     assert np.array_equal(node.restore_crops(plate, unsized)[0].restored, job.restored)
@@ -367,6 +372,31 @@ def test_the_scale_ensemble_averages_the_face_and_its_coarser_restoration(colour
     faces_flip = flip.detect(plate)
     assert faces_flip[0].coarse_size == 0
     assert np.allclose(flip.restore_crops(plate, faces_flip)[0].restored, main, atol=1e-6)
+
+
+def test_the_coarse_blend_averages_below_its_band_and_keeps_the_main_pass_above_it():
+    """What a sharp plate's main pass has and the reduced pass cannot (its finest detail) stays;
+    what both see (tone, shapes) is averaged."""
+    import cv2
+
+    from facerestore.nodes.face_restore import coarse_blend
+
+    rng = np.random.default_rng(7)
+    main = rng.random((128, 128, 3)).astype(np.float32)
+    smooth = cv2.GaussianBlur(rng.random((128, 128, 3)).astype(np.float32), (0, 0), 12)
+    coarse = cv2.GaussianBlur(main, (0, 0), 3) + 0.2 * smooth  # main's detail lost, a broad difference added
+    blended = coarse_blend(main, coarse, 1.6)
+
+    def fine(image):
+        return image - cv2.GaussianBlur(image, (0, 0), 1.6)
+
+    assert np.abs(fine(blended) - fine(main)).mean() < 0.3 * np.abs(fine(coarse) - fine(main)).mean()
+    wide = (slice(16, -16), slice(16, -16))  # away from the borders' replicated edges
+    broad = cv2.GaussianBlur(blended - main, (0, 0), 6)[wide]
+    assert np.allclose(broad, 0.5 * cv2.GaussianBlur(coarse - main, (0, 0), 6)[wide], atol=0.01)
+    assert np.array_equal(coarse_blend(main, coarse, None), 0.5 * (main + coarse))
+    offset = coarse_blend(main, main + 0.1, 1.6)  # a flat difference is halved everywhere
+    assert np.allclose(offset - main, 0.05, atol=1e-6)
 
 
 def test_the_coarse_pass_runs_in_batches_of_its_own_size(colour, monkeypatch):
@@ -397,7 +427,7 @@ def test_the_coarse_pass_is_sized_from_the_face_and_skipped_near_the_main_size(c
     assert node.crop_sizes_for(40.0) == (32, 0)  # no coarser crop than 32 px
     # Hosts save a choice by its index: the choices of earlier specs keep theirs.
     ensemble = next(param for param in FACE_RESTORE.params if param.id == "ensemble")
-    assert ensemble.choices[:3] == ("auto", "flip", "off")
+    assert ensemble.choices[:4] == ("auto", "flip", "off", "flip+scale")
     off = FaceRestoreNode(colour, "cpu", ensemble="off")
     assert off.ensemble == (False, False) and off.crop_sizes_for(250.0) == (256, 0)
     other = FaceRestoreNode(colour, "cpu", ensemble="off")
@@ -409,11 +439,12 @@ def test_the_coarse_pass_is_sized_from_the_face_and_skipped_near_the_main_size(c
         auto = other._ensemble_passes("auto")
         assert auto == ((False, False) if kind == "fixed" else (True, False))  # auto adds no coarse pass
         assert other._ensemble_passes("flip") == (True, False)
-        if kind == "x4":
-            assert other._ensemble_passes("flip+scale") == (True, True)  # asked for: any x4 of any size
-        else:
-            with pytest.raises(FaceRestoreError, match="flip\\+scale needs a x4 restorer"):
-                other._ensemble_passes("flip+scale")
+        for mode in ("flip+scale", "flip+scale-even"):
+            if kind == "x4":
+                assert other._ensemble_passes(mode) == (True, True)  # asked for: any x4 of any size
+            else:
+                with pytest.raises(FaceRestoreError, match=f"{re.escape(mode)} needs a x4 restorer"):
+                    other._ensemble_passes(mode)
 
 
 def test_each_frame_is_read_once_and_written_in_the_background(tmp_path, node, colour, monkeypatch):
