@@ -50,7 +50,8 @@ FACE_RESTORE = NodeSpec(
     # 1.5: the default model is that restorer taught to leave nearly clean plates alone
     # (facerestore-face-x4-faithful); a 1.4 shot re-renders as it was with facerestore-face-x4-varied.
     # 1.6: flip+scale averages the coarse pass in below its own resolution only; ensemble
-    # "flip+scale-even" (1.5's blend, at every scale) re-renders a 1.4 / 1.5 shot as it was.
+    # "flip+scale-even" (1.5's blend, at every scale) re-renders a 1.4 / 1.5 shot whose ensemble
+    # was flip+scale (or auto with the faithful or varied model) as it was.
     version=(1, 6),
     label="FaceRestore",
     hint="Restores the faces in a scene-linear plate and outputs a soft face matte; other pixels are untouched.",
@@ -143,7 +144,8 @@ FACE_RESTORE = NodeSpec(
             "most on soft, compressed or downscaled plates (x4 networks only). Each pass costs restore time. auto: "
             "flip+scale for the networks it was measured with (the default and facerestore-face-x4-varied), flip "
             "for other networks, off for 512 px face models (GFPGAN, CodeFormer...). flip+scale-even: the coarse "
-            "pass averaged in at every scale, as node spec 1.4 and 1.5 did (to re-render such a shot as it was).",
+            "pass averaged in at every scale, as node spec 1.4 and 1.5 did (re-renders such a shot as it was where "
+            "its ensemble was flip+scale, or auto with the faithful or varied model).",
             "auto",
             # Appended, never inserted: hosts save a choice by its index.
             choices=("auto", "flip", "off", "flip+scale", "flip+scale-even"),
@@ -200,13 +202,14 @@ MAX_BATCH = 16
 # 0.8 of the main crop's side: nearly the same scale again, at nearly the full cost.
 COARSE_REDUCTION = 2.5
 COARSE_MAX_SHARE = 0.8
-# The coarse pass is averaged in below a Gaussian of this many of its own pixels (on the main
+# The coarse pass is averaged in below a Gaussian of this many pixels of its output (on the main
 # output's grid: this x main / coarse crop side); above it the main pass stands alone, so a sharp
 # plate keeps the detail the reduction threw away. Measured on the bench suite (13 cases, seed 0,
 # the faithful model; the record's `coarse_band_seed0`): 1 lifts the nearly clean plates by
-# +0.10 (cap13) and +0.14 dB (franck) over an even average and costs franck's degraded settings
-# 0.005-0.013 dB; 0.5 half the gain, 2 and 4 more on the clean plates but up to 0.06 / 0.15 dB on
-# the degraded ones. Seed 2024: mild +0.10 / +0.12, every other case within 0.011.
+# +0.10 (cap13) and +0.14 dB (franck) over an even average and costs the degraded settings up to
+# 0.013 dB; 0.5 a third of the gain; 2 and 4 (with another change) more on the clean plates but
+# up to 0.06 / 0.15 dB less on the degraded ones. Seed 2024: mild +0.10 / +0.12, the rest within
+# 0.013.
 COARSE_BAND = 1.0
 # Shot analysis also keeps detections down to this confidence, and keeps a face found only at
 # that level when it is tracked through several frames (`TrackerSettings.confirm_frames`): a

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -260,19 +261,22 @@ def test_a_window_restorer_trained_here_loads_as_a_users_model_and_refuses_the_w
         byo.identify(tmp_path / "even.pth")
 
 
-def test_a_farm_job_refuses_an_ensemble_the_model_cannot_run(gfpgan_file, tmp_path, colour):
+@pytest.mark.parametrize("mode", ["flip+scale", "flip+scale-even"])
+def test_a_farm_job_refuses_an_ensemble_the_model_cannot_run(gfpgan_file, tmp_path, colour, mode):
     """A 512 px face model has no coarse pass: refused when the job is written (one line, no job
     folder), not in every farm task."""
     for t in (1, 2):
         write_exr(tmp_path / f"s.{t:04d}.exr", faces_plate(colour))
-    options = f"--render-options=--model {gfpgan_file} --ensemble flip+scale"
-    proc = run_cli("farm", "openjd", tmp_path / "s.####.exr", "-o", tmp_path / "out/r.####.exr", "--job-dir",
-                   tmp_path / "job", options)
-    assert proc.returncode == 2 and "flip+scale needs a x4 restorer" in proc.stderr, proc.stderr
+    options = f"--render-options=--model {gfpgan_file} --ensemble {mode}"
+    job = ("--job-dir", tmp_path / "job", options)
+    proc = run_cli("farm", "openjd", tmp_path / "s.####.exr", "-o", tmp_path / "out/r.####.exr", *job)
+    assert proc.returncode == 2 and f"{mode} needs a x4 restorer" in proc.stderr, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
     assert not (tmp_path / "job").exists()
 
 
-def test_the_node_refuses_an_ensemble_the_model_cannot_run_before_loading_it(gfpgan_file, colour, monkeypatch):
+@pytest.mark.parametrize("mode", ["flip+scale", "flip+scale-even"])
+def test_the_node_refuses_an_ensemble_the_model_cannot_run_before_loading_it(gfpgan_file, colour, monkeypatch, mode):
     """A host asks again on every render: the refusal comes from the model file's description,
     without building the detector or the network each time."""
     from facerestore.nodes import face_restore
@@ -283,5 +287,5 @@ def test_the_node_refuses_an_ensemble_the_model_cannot_run_before_loading_it(gfp
 
     monkeypatch.setattr(face_restore, "make_restorer", not_now)
     monkeypatch.setattr(face_restore, "RetinaFaceDetector", not_now)
-    with pytest.raises(FaceRestoreError, match="flip\\+scale needs a x4 restorer"):
-        face_restore.FaceRestoreNode(colour, "cpu", model=str(gfpgan_file), ensemble="flip+scale")
+    with pytest.raises(FaceRestoreError, match=f"{re.escape(mode)} needs a x4 restorer"):
+        face_restore.FaceRestoreNode(colour, "cpu", model=str(gfpgan_file), ensemble=mode)

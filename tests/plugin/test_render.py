@@ -361,7 +361,10 @@ def test_the_scale_ensemble_averages_the_face_and_its_coarser_restoration(colour
     band = COARSE_BAND * job.in_size / faces[0].coarse_size
     assert np.allclose(job.restored, main + 0.5 * cv2.GaussianBlur(up - main, (0, 0), band), atol=1e-5)
     assert np.abs(job.restored - main).mean() > 1e-3  # the coarse pass changes the result
-    # flip+scale-even, node spec 1.4 / 1.5's blend: the plain average at every scale.
+    # Asked for by name, the same blend as auto's; flip+scale-even, node spec 1.4 / 1.5's blend:
+    # the plain average at every scale.
+    named = FaceRestoreNode(colour, "cpu", temporal_window=1, ensemble="flip+scale")
+    assert np.array_equal(named.restore_crops(plate, faces)[0].restored, job.restored)
     even = FaceRestoreNode(colour, "cpu", temporal_window=1, ensemble="flip+scale-even")
     assert np.allclose(even.restore_crops(plate, faces)[0].restored, 0.5 * (main + up), atol=1e-5)
     # A face given without a coarse side (an API caller's) gets the one its landmarks call for.
