@@ -15,6 +15,8 @@ Cases:
 - `clip`: the clip as it is (cap13: a ~95x140 px face box; franck: ~125x190).
 - `large-face`: the clip zoomed 2.6x about its face (face box ~250x360 px on cap13; the ground
   truth is the zoomed clean clip), for restorers that shrink large faces.
+- `small-face`: the clip reduced to 0.4x (face box ~37x51 px on cap13, ~51x74 on franck: about the
+  smallest faces the product promises to find), before the setting's own degradation.
 - `group`: franck, cap13 and a small dark copy of cap13 (face box ~45x60 px, 1.8 stops under)
   side by side on one canvas: several faces, one small and dark.
 """
@@ -36,7 +38,7 @@ from facerestore.models.degrade import (
 )
 
 SETTINGS = ("protocol", "block", "strong-x4", "dark", "mild")
-CASES = ("clip", "large-face", "group")
+CASES = ("clip", "large-face", "small-face", "group")
 
 
 def _fixed(**changes) -> CropDegradation:
@@ -108,6 +110,13 @@ def large_face(frames: list[np.ndarray], detector, zoom: float = 2.6) -> list[np
         x1, y1 = int(min(w, cx + half_w)) // 2 * 2, int(min(h, cy + half_h)) // 2 * 2
         out.append(np.ascontiguousarray(np.clip(big[y0:y1, x0:x1], 0, 1)))
     return out
+
+
+def small_face(frames: list[np.ndarray], reduction: float = 0.4) -> list[np.ndarray]:
+    """The clip area-reduced to `reduction` of its size (even sides, as the codecs need)."""
+    h, w = frames[0].shape[:2]
+    size = (max(2, round(w * reduction / 2) * 2), max(2, round(h * reduction / 2) * 2))
+    return [np.ascontiguousarray(cv2.resize(f, size, interpolation=cv2.INTER_AREA)) for f in frames]
 
 
 @dataclass

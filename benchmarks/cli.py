@@ -30,11 +30,16 @@ def register(sub) -> None:
     bench.add_argument(
         "--setting", choices=SETTINGS, default="protocol", help="degradation setting (default: protocol)"
     )
-    bench.add_argument("--case", choices=CASES, default="clip", help="clip as is, zoomed large face, or a group shot")
+    bench.add_argument(
+        "--case",
+        choices=CASES,
+        default="clip",
+        help="clip as is, zoomed large face, reduced small face, or a group shot",
+    )
     bench.add_argument(
         "--suite",
         action="store_true",
-        help="both held-out clips under every setting, the large-face and group cases: one table and sheet",
+        help="both held-out clips under every setting, the large-face, small-face and group cases: one table and sheet",
     )
     bench.add_argument(
         "--set",

@@ -384,7 +384,12 @@ def run_benchmark(
         truth_faces = known
     else:
         clip = load_clip(data, frames, colour)
-        clean = clip.frames if case == "clip" else cases.large_face(clip.frames, detector)
+        if case == "large-face":
+            clean = cases.large_face(clip.frames, detector)
+        elif case == "small-face":
+            clean = cases.small_face(clip.frames)
+        else:
+            clean = clip.frames
         truth_faces = [detector.detect(f) for f in clean]
     # Faces are found on the clean frames before any exposure change of the setting.
     truth, degraded, description = cases.degrade(clean, setting, seed)

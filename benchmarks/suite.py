@@ -1,5 +1,6 @@
 """`facerestore bench --suite`: every held-out clip under every degradation setting, plus the
-large-face and group cases, in one run; one table and one contact sheet for all of them."""
+large-face, small-face and group cases, in one run; one table and one contact sheet for all of
+them."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from facerestore.models.weights import write_atomically
 
 SUITE = [(clip, "clip", setting) for clip in ("cap13", "franck") for setting in SETTINGS] + [
     ("cap13", "large-face", "protocol"),
+    ("cap13", "small-face", "protocol"),
+    ("franck", "small-face", "protocol"),
     (None, "group", "protocol"),
     (None, "group", "dark"),
 ]
@@ -57,7 +60,11 @@ def run_suite(
     write_atomically(os.path.join(out, "suite.md"), table.encode())
     write_atomically(os.path.join(out, "suite.json"), (json.dumps(rows, indent=2, default=float) + "\n").encode())
     stack_sheets(sheets, [row["case"] for row in rows], os.path.join(out, "suite.png"))
-    return {"rows": rows, "table": table, "files": [os.path.join(out, n) for n in ("suite.md", "suite.json", "suite.png")]}
+    return {
+        "rows": rows,
+        "table": table,
+        "files": [os.path.join(out, n) for n in ("suite.md", "suite.json", "suite.png")],
+    }
 
 
 def summary_row(name: str, results: dict) -> dict:
@@ -110,7 +117,8 @@ def suite_markdown(rows: list[dict], compare_models: tuple[str, ...]) -> str:
         warps = "n/a"
         if product and per_frame:
             warps = " / ".join(
-                fmt(v * 1000, 2) for v in (row["degraded_warping"], product["warping_error"], per_frame["warping_error"])
+                fmt(v * 1000, 2)
+                for v in (row["degraded_warping"], product["warping_error"], per_frame["warping_error"])
             )
         lines.append(
             f"| {row['case']} | {row['size']} | {fmt(row['degraded_psnr'])} | {cells} | "
