@@ -16,7 +16,7 @@ Cases:
 - `large-face`: the clip zoomed 2.6x about its face (face box ~250x360 px on cap13; the ground
   truth is the zoomed clean clip), for restorers that shrink large faces.
 - `small-face`: the clip reduced to 0.4x (face box ~37x51 px on cap13, ~51x74 on franck: about the
-  smallest faces the product promises to find), before the setting's own degradation.
+  40 px faces the detection goal covers), before the setting's own degradation.
 - `group`: franck, cap13 and a small dark copy of cap13 (face box ~45x60 px, 1.8 stops under)
   side by side on one canvas: several faces, one small and dark.
 """

@@ -120,8 +120,8 @@ def test_bench_command_on_an_exr_sequence(tmp_path):
 
 
 def test_the_small_face_case_is_found_and_restored(tmp_path):
-    """A face about 40 px high, degraded by the protocol on top: the smallest the product
-    promises to find; the render must find it in every frame and gain over the plate."""
+    """A face box of about 37x51 px, degraded by the protocol on top (about the 40 px faces the
+    detection goal covers): the render must find it in every frame and gain over the plate."""
     proc = run_cli(
         "bench", "--data", "cap13", "--case", "small-face", "--frames", "2", "--out", tmp_path / "bench",
         "--no-scaling", "--no-whole-frame", "--device", "cpu",
