@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facerestore", description=FACE_RESTORE.hint)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    render = sub.add_parser("render", help="restore the faces of an EXR shot")
+    # No abbreviations: the farm re-parses these options and refuses the ones its job sets
+    # (--frames, -o...), which `--fr` would otherwise slip past.
+    render = sub.add_parser("render", help="restore the faces of an EXR shot", allow_abbrev=False)
     render.add_argument("input", help="frame pattern (shot.####.exr, %%04d, $F4, @@@@) or one file")
     render.add_argument(
         "-o", dest="output", required=True, metavar="OUTPUT", help="output pattern, file, or existing folder"
@@ -216,36 +218,42 @@ def node_params(args) -> dict:
     return FACE_RESTORE.resolve(params)
 
 
+def render_options_from_args(args) -> RenderOptions:
+    """The RenderOptions of a parsed `render` command line (the farm checks its jobs' options
+    through this too, so the two can never read them differently)."""
+    return RenderOptions(
+        input=args.input,
+        output=args.output,
+        frames=args.frames,
+        skip_missing=args.skip_missing,
+        colorspace=args.colorspace,
+        ocio=args.ocio,
+        restore_colorspace=args.restore_colorspace,
+        device=args.device,
+        mask_channel=args.mask_channel,
+        output_mode=args.output_mode,
+        node_params=node_params(args),
+        progress=not args.quiet,
+        analysis=args.analysis,
+        reanalyse=args.reanalyse,
+        track_mattes=args.track_mattes,
+        replace_channel=args.replace_channel,
+        analysis_frozen=args.analysis_frozen,
+        resume=args.resume,
+        allow_non_exr=args.allow_non_exr,
+        analyse_only=args.analyse_only,
+        keep_lossy_compression=args.keep_lossy_compression,
+        added_faces=tuple(parse_added_face(text) for text in args.add_face),
+        dropped_tracks=tuple(sorted(parse_track_list(args.drop_tracks) or ())),
+    )
+
+
 def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(args, "handler"):
         return args.handler(args)
     if args.command == "render":
-        options = RenderOptions(
-            input=args.input,
-            output=args.output,
-            frames=args.frames,
-            skip_missing=args.skip_missing,
-            colorspace=args.colorspace,
-            ocio=args.ocio,
-            restore_colorspace=args.restore_colorspace,
-            device=args.device,
-            mask_channel=args.mask_channel,
-            output_mode=args.output_mode,
-            node_params=node_params(args),
-            progress=not args.quiet,
-            analysis=args.analysis,
-            reanalyse=args.reanalyse,
-            track_mattes=args.track_mattes,
-            replace_channel=args.replace_channel,
-            analysis_frozen=args.analysis_frozen,
-            resume=args.resume,
-            allow_non_exr=args.allow_non_exr,
-            analyse_only=args.analyse_only,
-            keep_lossy_compression=args.keep_lossy_compression,
-            added_faces=tuple(parse_added_face(text) for text in args.add_face),
-            dropped_tracks=tuple(sorted(parse_track_list(args.drop_tracks) or ())),
-        )
+        options = render_options_from_args(args)
         report = render(options)
         if not args.quiet:
             print(format_timings(report))
