@@ -6,8 +6,10 @@ import os
 import sys
 
 from facerestore.benchmarks.cases import CASES, SETTINGS
+from facerestore.benchmarks.people import people_markdown, run_people
 from facerestore.benchmarks.run import add_to_training_record, run_benchmark
 from facerestore.benchmarks.suite import run_suite
+from facerestore.models.errors import ModelError
 from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.face_restore import FACE_RESTORE
 
@@ -42,6 +44,13 @@ def register(sub) -> None:
         help="both held-out clips under every setting, the large-face, small-face and group cases: one table and sheet",
     )
     bench.add_argument(
+        "--people",
+        metavar="FACES",
+        help="the held-out-people case set instead: each of the 26 held-out people's still (from the folder "
+        "`facerestore data build` wrote) made into a short shot under the next setting in turn, restored by --model "
+        "and every --compare-model",
+    )
+    bench.add_argument(
         "--set",
         action="append",
         default=[],
@@ -67,6 +76,25 @@ def run(args) -> int:
         raise FaceRestoreError(f"{args.record}: no such training record")
     progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     settings = node_settings(args.set)
+    if args.people:
+        if args.suite or args.record:
+            raise FaceRestoreError("--people is a case set of its own: not with --suite or --record")
+        models = tuple(dict.fromkeys([args.model or FACE_RESTORE.defaults()["model"], *args.compare_model]))
+        try:
+            results = run_people(
+                args.out,
+                models,
+                args.frames,
+                args.seed,
+                args.people,
+                args.device,
+                node_settings=settings,
+                progress=progress,
+            )
+        except ModelError as exc:
+            raise FaceRestoreError(str(exc)) from None
+        print(people_markdown(results))
+        return 0
     if args.suite:
         if args.record:
             raise FaceRestoreError("--record takes one benchmark run, not --suite")

