@@ -348,6 +348,8 @@ def check_params(params: dict) -> None:
         raise FaceRestoreError("the temporal window must be odd (1, 3, 5, ...)")
     if not PIXEL_ASPECT_RANGE[0] <= (float(params["pixel_aspect"]) or 1.0) <= PIXEL_ASPECT_RANGE[1]:
         raise FaceRestoreError("the pixel aspect must be 0 (from the plate) or between 0.25 and 4")
+    parse_track_list(params["tracks"])  # text the node reads when it starts: refused here when unreadable
+    parse_track_strengths(params["track_strengths"])
 
 
 def check_ensemble(params: dict) -> None:
@@ -533,6 +535,14 @@ class FaceRestoreNode:
         both = self.restorer(np.concatenate([batch, np.ascontiguousarray(batch[:, :, ::-1])]))
         n = len(batch)
         return 0.5 * (both[:n] + both[n:, :, ::-1])
+
+    def in_frame(self, face: FaceResult, shape: tuple) -> bool:
+        """Whether any plate pixel lies under the face's crop (a hand-edited or hand-added face
+        can lie wholly outside the frame: there is nothing there to restore)."""
+        out_size = face.restore_size * self.restorer.scale
+        to_out = scaled_template_transform(face.landmarks, out_size, self.pixel_aspect)
+        (rows, cols), _ = face_roi(shape, to_out, out_size)
+        return rows.stop > rows.start and cols.stop > cols.start
 
     def select(self, faces: list[FaceResult]) -> list[FaceResult]:
         if self.selected_tracks is None:

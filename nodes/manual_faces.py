@@ -23,6 +23,7 @@ from facerestore.nodes.errors import FaceRestoreError
 
 # Where RetinaFace puts its box around a face aligned to the 512 template (hairline to chin).
 TEMPLATE_BOX = np.array([120.0, 110.0, 392.0, 450.0])
+MAX_COORDINATE = 1e7
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,11 @@ def parse_added_face(text: str) -> AddedFace:
         raise FaceRestoreError(
             f"cannot read --add-face {text!r}; expected FRAME:X0,Y0,X1,Y1 or FRAME:ten numbers"
         ) from None
-    if not np.all(np.isfinite(numbers)):
-        raise FaceRestoreError(f"--add-face {text!r}: numbers must be finite")
+    # Plate pixels: beyond this no frame reaches (and 1e300 would overflow the arithmetic below).
+    if not np.all(np.isfinite(numbers)) or np.abs(numbers).max(initial=0) > MAX_COORDINATE:
+        raise FaceRestoreError(
+            f"--add-face {text!r}: numbers must be finite plate pixels (within ±{MAX_COORDINATE:.0e})"
+        )
     if len(numbers) == 4:
         if numbers[2] - numbers[0] < 8 or numbers[3] - numbers[1] < 8:
             raise FaceRestoreError(f"--add-face {text!r}: the box must be X0,Y0,X1,Y1 with at least 8 px each way")
@@ -83,6 +87,26 @@ def parse_added_face(text: str) -> AddedFace:
             raise FaceRestoreError(f"--add-face {text!r}: the eyes must be at least 4 px apart")
         return AddedFace(frame, points)
     raise FaceRestoreError(f"--add-face {text!r}: give 4 numbers (a box) or 10 (five points), not {len(numbers)}")
+
+
+# How much larger than the frame an added face may be (a close-up's box can overrun the frame;
+# far beyond it the flow and the crops would work on absurd sizes).
+MAX_FACE_PER_FRAME = 4.0
+
+
+def check_added_faces(added, width: int, height: int) -> None:
+    """Each face given by hand must touch the `width` x `height` frame and be of a size a face
+    in it can have: a box off the plate, or one of 1e9 pixels, is refused before any work."""
+    for face in added:
+        box = box_of(face.landmarks)
+        where = f"--add-face {'' if face.frame is None else face.frame}:"
+        if not np.isfinite(box).all():
+            raise FaceRestoreError(f"{where} the face's numbers are too large")
+        if max(box[2] - box[0], box[3] - box[1]) > MAX_FACE_PER_FRAME * max(width, height):
+            raise FaceRestoreError(f"{where} the face is far larger than the {width}x{height} frame")
+        if box[2] <= 0 or box[3] <= 0 or box[0] >= width or box[1] >= height:
+            corners = ",".join(f"{v:.0f}" for v in box)
+            raise FaceRestoreError(f"{where} the face (box {corners}) lies outside the {width}x{height} frame")
 
 
 def _moved(landmarks: np.ndarray, before: np.ndarray, after: np.ndarray, pixel_aspect: float = 1.0) -> np.ndarray:

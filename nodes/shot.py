@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from facerestore.nodes.align import footprint_of
+from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.face_restore import CropJob, FaceResult, RestoreResult
 from facerestore.nodes.manual_faces import box_of, follow
 from facerestore.nodes.tracking import TrackerSettings, analyse
@@ -70,6 +71,12 @@ def analyse_shot(node, frames: list, plate_of: Callable[[object], np.ndarray], p
         analysis = analyse(frames, with_added, settings)
         analysis.settings["added_faces"] = [face.to_json() for face in added]
     if dropped:
+        unknown = set(dropped) - set(analysis.track_ids())
+        if unknown:  # refused, not stored: it would drop nothing now and another face later
+            known = ", ".join(map(str, analysis.track_ids())) or "none"
+            raise FaceRestoreError(
+                f"--drop-tracks: no track {', '.join(map(str, sorted(unknown)))} in this shot (tracks: {known})"
+            )
         analysis.faces = {f: [t for t in faces if t.track not in set(dropped)] for f, faces in analysis.faces.items()}
         analysis.settings["dropped_tracks"] = sorted(set(dropped))
     return analysis
@@ -109,7 +116,11 @@ class ShotRenderer:
         ]
 
     def faces(self, frame) -> list[FaceResult]:
-        return faces_from_analysis(self.analysis, frame, self.sizes)
+        # Faces wholly outside the frame (a hand-edited sidecar, a face added off the plate) have
+        # no pixels to restore: left out, here and as anyone's neighbour.
+        width, height = self.analysis.size
+        faces = faces_from_analysis(self.analysis, frame, self.sizes)
+        return [f for f in faces if self.node.in_frame(f, (height, width))]
 
     def plate(self, frame) -> np.ndarray:
         if frame not in self.plates:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -113,7 +114,7 @@ class Analysis:
 
     @classmethod
     def from_json(cls, data: dict) -> Analysis:
-        if data.get("format") != ANALYSIS_FORMAT or data.get("version") != ANALYSIS_VERSION:
+        if not isinstance(data, dict) or (data.get("format"), data.get("version")) != (ANALYSIS_FORMAT, ANALYSIS_VERSION):
             raise FaceRestoreError("not a facerestore analysis file of a supported version")
         validate_analysis_json(data)
         faces = {
@@ -141,8 +142,12 @@ class Analysis:
     @classmethod
     def load(cls, path: str) -> Analysis:
         try:
-            with open(path) as handle:
-                return cls.from_json(json.load(handle))
+            # Without blocking: a FIFO or device named as the sidecar would wait forever on open.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            with open(fd, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    raise FaceRestoreError("not a regular file")
+                return cls.from_json(json.loads(handle.read()))
         except FaceRestoreError as exc:
             raise FaceRestoreError(f"analysis {path}: {exc}") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -159,6 +164,23 @@ def validate_analysis_json(data: dict) -> None:
     frames = data.get("frames")
     if not isinstance(frames, list) or not frames:
         bad("frames", "missing or empty")
+    if not all(f is None or (isinstance(f, int) and not isinstance(f, bool)) for f in frames):
+        bad("frames", "not frame numbers")
+    if len(frames) != len(set(frames)):
+        bad("frames", "listed twice")
+    # Every field is read as the shape it is written in: any other shape is a damaged file.
+    cuts = data.get("cuts")
+    if not isinstance(cuts, list) or not set(map(json.dumps, cuts)) <= set(map(json.dumps, frames)):
+        bad("cuts", "not a list of the shot's frames")
+    for name in ("settings", "fingerprint"):
+        if not isinstance(data.get(name), dict):
+            bad(name, f"{type(data.get(name)).__name__}, not an object")
+    settings = data["settings"]
+    if not isinstance(settings.get("determined_by", {}), dict):
+        bad("settings.determined_by", "not an object")
+    dropped = settings.get("dropped_tracks", [])
+    if not isinstance(dropped, list) or not all(isinstance(t, int) for t in dropped):
+        bad("settings.dropped_tracks", "not a list of track IDs")
     size = data.get("size")
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and 0 < v < 1 << 20 for v in size)):
         bad("size", f"{size!r} is not a frame size")
@@ -177,6 +199,8 @@ def validate_analysis_json(data: dict) -> None:
             where = f"faces[{key}][{index}]"
             if not isinstance(face, dict) or not isinstance(face.get("track"), int) or face["track"] < 1:
                 bad(where, "no track ID")
+            if not isinstance(face.get("detected"), bool):
+                bad(f"{where}.detected", "not true or false")
             for field_name, shape in (("landmarks", (5, 2)), ("raw_landmarks", (5, 2)), ("box", (4,))):
                 try:
                     values = np.asarray(face.get(field_name), np.float64)

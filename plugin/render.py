@@ -4,6 +4,9 @@ and write each frame atomically with progress and per-stage timings."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.metadata
+import json
 import os
 import sys
 import time
@@ -13,9 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from facerestore.models import byo
 from facerestore.models.device import resolve_torch_device
 from facerestore.models.errors import ModelError
-from facerestore.models.weights import RETINAFACE_SOURCE
+from facerestore.models.weights import RESTORERS, RETINAFACE_SOURCE
 from facerestore.nodes.colour import ColourPipeline
 from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.exr_io import (
@@ -32,6 +36,7 @@ from facerestore.nodes.exr_io import (
     write_parts,
 )
 from facerestore.nodes.face_restore import CANDIDATE_THRESHOLD, PIXEL_ASPECT_RANGE, FaceRestoreNode
+from facerestore.nodes.manual_faces import check_added_faces
 from facerestore.nodes.sequence import FramePattern, describe_frames, parse_frame_range
 from facerestore.nodes.shot import ShotRenderer, analyse_shot
 from facerestore.nodes.tracking import Analysis, file_fingerprint
@@ -189,7 +194,7 @@ def obtain_analysis(options: RenderOptions, node, shot: list[FrameJob], progress
         if analysis is not None:
             if dropped and analysis.settings.get("dropped_tracks", []) != dropped:
                 # Dropping a false face keeps every other track's ID: applied to the stored analysis.
-                gone = set(dropped) - set(analysis.track_ids())
+                gone = set(dropped) - set(analysis.track_ids()) - set(analysis.settings.get("dropped_tracks", []))
                 if gone:
                     raise FaceRestoreError(f"--drop-tracks: no track {', '.join(map(str, sorted(gone)))} in {path}")
                 analysis.faces = {f: [t for t in fs if t.track not in set(dropped)] for f, fs in analysis.faces.items()}
@@ -254,7 +259,13 @@ def plan_jobs(options: RenderOptions) -> list[FrameJob]:
         check_writable_target(job.target, inputs, "output frame")
     if len({os.path.realpath(j.target) for j in jobs}) != len(jobs):
         raise FaceRestoreError(f"output {options.output} maps several frames to one file")
-    check_writable_target(options.analysis or default_analysis_path(options), inputs, "analysis sidecar")
+    sidecar = options.analysis or default_analysis_path(options)
+    check_writable_target(sidecar, inputs, "analysis sidecar")
+    # The sidecar is written first and every frame after it: one of the frames would replace it.
+    if os.path.realpath(sidecar) in {os.path.realpath(j.target) for j in jobs}:
+        raise FaceRestoreError(
+            f"the analysis sidecar {sidecar} is one of the output frames; give --analysis another path"
+        )
     return jobs
 
 
@@ -296,14 +307,59 @@ def remove_if_empty(folders: list[str]) -> None:
             pass
 
 
-def already_rendered(job: FrameJob, analysis_path: str) -> bool:
-    """--resume: the output exists, reads, and is newer than its plate and the analysis (frames
-    are written atomically, so an existing one is whole; any frame alone equals the full render)."""
+# The EXR header attribute that says which render wrote a frame (see render_key).
+RENDER_KEY_ATTRIBUTE = "facerestore:render_key"
+
+
+def model_identity(name: str) -> str:
+    """The restorer's weights as a render depends on them: a registry model's checksum, a
+    user's file by path, size and time (a model imported again under the same name differs)."""
+    entry = RESTORERS.get(name)
+    if entry is not None:
+        return f"{name} {entry.sources[-1].sha256}"
+    user = byo.find(name)
+    if user is None:
+        return name
+    stat = user.path.stat()
+    return f"{user.path.resolve()} {stat.st_size} {stat.st_mtime_ns}"
+
+
+def render_key(options: RenderOptions, node, analysis_path: str) -> str:
+    """A digest of everything a frame's pixels depend on besides its plates (which the
+    analysis's fingerprint covers): the options that shape the output, the node's parameters,
+    the model's weights, the colour pipeline, the device and the analysis itself. Written into
+    every frame's header; --resume keeps only frames that carry the same key."""
+    with open(analysis_path, "rb") as handle:
+        analysis_digest = hashlib.sha256(handle.read()).hexdigest()
+    try:
+        version = importlib.metadata.version("facerestore")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    record = {
+        "facerestore": version,
+        "output": [options.output_mode, options.mask_channel, options.track_mattes, options.replace_channel,
+                   options.keep_lossy_compression],
+        "params": node.params,
+        "pixel_aspect": node.pixel_aspect,
+        "model": model_identity(node.params["model"]),
+        "colour": node.colour.identity(),
+        "device": str(node.device),
+        "analysis": analysis_digest,
+    }
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def already_rendered(job: FrameJob, analysis_path: str, key: str) -> bool:
+    """--resume: the output decodes whole, was written by a render with the same options, model
+    and analysis (its header's render key), and is newer than its plate and the analysis (a frame
+    cut short or damaged after it was written, or one of another render, is rendered again)."""
     try:
         target = os.stat(job.target).st_mtime_ns
         if target < os.stat(job.source).st_mtime_ns or target < os.stat(analysis_path).st_mtime_ns:
             return False
-        read_header(job.target)
+        if read_header(job.target).get_string_attribute(RENDER_KEY_ATTRIBUTE) != key:
+            return False
+        read_frame(job.target)  # every pixel, every part: a truncated frame does not decode
         return True
     except (OSError, FaceRestoreError):
         return False
@@ -347,8 +403,12 @@ def check_matte_channels(spec, options: RenderOptions, names: list[str]) -> None
         )
 
 
-def build_output_parts(frame, result, options: RenderOptions, tracks: list[int] = ()) -> list[Part]:
+def build_output_parts(
+    frame, result, options: RenderOptions, tracks: list[int] = (), key: str = ""
+) -> list[Part]:
     spec = with_output_compression(frame.spec, options.keep_lossy_compression)
+    if key:  # a header attribute only: the pixels are the same with or without it
+        spec.attribute(RENDER_KEY_ATTRIBUTE, key)
     names = list(spec.channelnames)
     formats = channel_format_names(spec)
     r, g, b = frame.rgb_indices()
@@ -457,9 +517,10 @@ class Progress:
             print(file=sys.stderr)
 
 
-def render(options: RenderOptions, node=None) -> RenderReport:
-    """Render a shot. `node` may be passed in to reuse loaded models across calls."""
-    wall = time.perf_counter()
+def check_render(options: RenderOptions):
+    """Everything about a render that can be refused before a model loads or a file is
+    written (the farm refuses a job's options with this too): the frames and where they go,
+    the plates' headers, the matte channel, the added faces. Returns (jobs, first plate header)."""
     if options.output_mode not in OUTPUT_MODES:
         raise FaceRestoreError(f"--output must be one of {', '.join(OUTPUT_MODES)}")
     if not options.mask_channel or any(c in options.mask_channel for c in " ,"):
@@ -467,6 +528,14 @@ def render(options: RenderOptions, node=None) -> RenderReport:
     jobs = plan_jobs(options)
     first_spec = check_headers(jobs, require_exr=not options.allow_non_exr)
     check_matte_channels(first_spec, options, [options.mask_channel])
+    check_added_faces(options.added_faces, first_spec.width, first_spec.height)
+    return jobs, first_spec
+
+
+def render(options: RenderOptions, node=None) -> RenderReport:
+    """Render a shot. `node` may be passed in to reuse loaded models across calls."""
+    wall = time.perf_counter()
+    jobs, first_spec = check_render(options)
     gaps = sequence_gaps(options, jobs)
     created, stale = prepare_output_folders(jobs)
     if options.progress:
@@ -538,9 +607,13 @@ def _render_shot(options: RenderOptions, node, jobs: list[FrameJob], first_spec,
     analysis, analysis_path = obtain_analysis(options, node, shot, options.progress)
     timings["analyse"] += time.perf_counter() - start
     tracks = analysis.track_ids()
+    known = ", ".join(map(str, tracks)) or "none"
     if node.selected_tracks is not None and not node.selected_tracks <= set(tracks):
         missing = ", ".join(map(str, sorted(node.selected_tracks - set(tracks))))
-        raise FaceRestoreError(f"no track {missing} in this shot (tracks: {', '.join(map(str, tracks)) or 'none'})")
+        raise FaceRestoreError(f"no track {missing} in this shot (tracks: {known})")
+    if not set(node.track_strengths) <= set(tracks):  # a strength for no face would change nothing, silently
+        missing = ", ".join(map(str, sorted(set(node.track_strengths) - set(tracks))))
+        raise FaceRestoreError(f"--track-strengths: no track {missing} in this shot (tracks: {known})")
     if options.analyse_only:
         return RenderReport([], {}, dict(timings), node.device, time.perf_counter() - wall, analysis_path, tracks)
     if options.track_mattes:
@@ -557,8 +630,9 @@ def _render_shot(options: RenderOptions, node, jobs: list[FrameJob], first_spec,
             file=sys.stderr,
         )
     by_frame = {j.frame: j for j in shot}
+    key = render_key(options, node, analysis_path)
     if options.resume:
-        skipped = [j for j in jobs if already_rendered(j, analysis_path)]
+        skipped = [j for j in jobs if already_rendered(j, analysis_path, key)]
         jobs = [j for j in jobs if j not in skipped]
         if options.progress and skipped:
             print(f"resume: {len(skipped)} frame(s) already rendered, {len(jobs)} to go", file=sys.stderr)
@@ -589,7 +663,7 @@ def _render_shot(options: RenderOptions, node, jobs: list[FrameJob], first_spec,
                     file=sys.stderr,
                 )
             start = time.perf_counter()
-            writer.write(job.target, build_output_parts(frame, result, options, tracks))
+            writer.write(job.target, build_output_parts(frame, result, options, tracks, key))
             timings["write (waiting)"] += time.perf_counter() - start
             reader.forget_up_to(renderer, job.frame)
             faces_per_frame[job.frame] = len(result.faces)
