@@ -15,6 +15,9 @@ what the node would refuse when it starts, `check_node_params`).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import json
 import os
 import shlex
@@ -27,12 +30,15 @@ from facerestore.models.weights import write_atomically
 from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.face_restore import check_ensemble, check_params
 from facerestore.nodes.sequence import describe_frames
-from facerestore.plugin.cli import build_parser, node_params
-from facerestore.plugin.render import RenderOptions, default_analysis_path, plan_jobs
+from facerestore.plugin.cli import build_parser, node_params, render_options_from_args
+from facerestore.plugin.manifest import check_writable, digest, read_manifest
+from facerestore.plugin.render import check_render, default_analysis_path
 
 TEMPLATE = "template.yaml"
 VALUES = "parameter_values.yaml"  # Deadline Cloud job bundle format
 OPENJD_PARAMS = "openjd_params.yaml"  # the same values as `openjd run --job-param file://` takes them
+# What `farm` wrote into --job-dir (and their checksums): its own files it may replace, no others.
+JOB_MANIFEST = ".facerestore-farm.json"
 
 
 def register(sub) -> None:
@@ -59,10 +65,14 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    shot = plan_farm_shot(
-        args.input, args.output, args.frames, args.chunk, args.analysis, shlex.split(args.render_options)
-    )
     job_dir = Path(os.path.abspath(args.job_dir))
+    if os.path.lexists(job_dir) and not job_dir.is_dir():
+        raise FaceRestoreError(f"--job-dir {args.job_dir} exists and is not a folder")
+    try:
+        options = shlex.split(args.render_options)
+    except ValueError as exc:
+        raise FaceRestoreError(f"farm: cannot read --render-options ({exc})") from None
+    shot = plan_farm_shot(args.input, args.output, args.frames, args.chunk, args.analysis, options)
     if args.engine == "opencue":
         spec = write_opencue_job(shot, job_dir)
         print(f"job: {spec}")
@@ -82,20 +92,39 @@ def run(args) -> int:
     return 0
 
 
-def render_options(input_pattern: str, output: str, options: list[str]) -> list[str]:
-    """The pass-through render options, checked by the render command's own parser."""
+# What the job itself sets on every task's command line, by the parsed option's name.
+OWNED = {"input": "INPUT", "output": "-o", "frames": "--frames", "analysis": "--analysis",
+         "analysis_frozen": "--analysis-frozen", "analyse_only": "--analyse-only", "reanalyse": "--reanalyse",
+         "resume": "--resume"}
+
+
+def parse_render_args(words: list[str]):
+    """`facerestore render` WORDS parsed by the render command's own parser (no abbreviations);
+    its complaint, if any, as one line."""
+    complaint = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(complaint):
+            return build_parser().parse_args(["render", *words])
+    except SystemExit:
+        lines = complaint.getvalue().strip().splitlines()
+        raise FaceRestoreError(lines[-1] if lines else "not understood") from None
+
+
+def render_options(input_pattern: str, output: str, options: list[str]):
+    """The pass-through render options, read by the render command's own parser: what the job
+    sets itself is compared after parsing, so no spelling of it (`--frames=`, `-o/path`) gets past."""
 
     options = list(options)
-    owned = {"--frames", "--analysis", "--analysis-frozen", "--analyse-only", "--reanalyse", "-o", "--resume"}
-    taken = [o for o in options if o.split("=")[0] in owned]
+    base = parse_render_args([input_pattern, "-o", output])
+    try:
+        args = parse_render_args([input_pattern, "-o", output, *options])
+    except FaceRestoreError as exc:
+        raise FaceRestoreError(f"farm: render options not understood: {' '.join(options)} ({exc})") from None
+    taken = [flag for name, flag in OWNED.items() if getattr(args, name) != getattr(base, name)]
     if taken:
         raise FaceRestoreError(f"farm: {taken[0]} is set by the job itself")
-    try:
-        args = build_parser().parse_args(["render", input_pattern, "-o", output, *options])
-    except SystemExit:
-        raise FaceRestoreError(f"farm: render options not understood: {' '.join(options)}") from None
     check_node_params(args)
-    return options
+    return options, args
 
 
 def check_node_params(args) -> None:
@@ -135,9 +164,17 @@ def plan_farm_shot(
     if chunk < 1:
         raise FaceRestoreError("--chunk must be at least 1")
     input_pattern, output = os.path.abspath(input_pattern), os.path.abspath(output)
-    extra = render_options(input_pattern, output, options)
-    planned = RenderOptions(input=input_pattern, output=output, frames=frames, analysis=analysis)
-    numbers = [j.frame for j in plan_jobs(planned)]
+    # A newline or other control character ends a line of a job file or a command: no job format
+    # here can carry it as it is.
+    for what, word in [("INPUT", input_pattern), ("-o", output), ("--analysis", analysis or ""), *
+                       (("--render-options", o) for o in options)]:
+        if any(ord(c) < 32 or ord(c) == 127 for c in word):
+            raise FaceRestoreError(f"farm: {what} {word!r} contains a newline or other control character")
+    extra, args = render_options(input_pattern, output, options)
+    # Checked as `render` checks them before it writes anything (the frames, where they go, the
+    # plates' channels, added faces), with the job's own frames and sidecar.
+    planned = dataclasses.replace(render_options_from_args(args), frames=frames, analysis=analysis)
+    numbers = [j.frame for j in check_render(planned)[0]]
     if None in numbers:
         raise FaceRestoreError("farm: the input must be a frame sequence (e.g. shot.####.exr)")
     if numbers != list(range(numbers[0], numbers[-1] + 1)):
@@ -158,8 +195,7 @@ def write_deadline_jobs(shot: FarmShot, job_dir: Path) -> tuple[list[Path], str]
     def arguments(*render_args: str) -> str:
         words = ["-m", "facerestore.plugin.cli", "render", shot.input, "-o", shot.output, "--analysis", shot.sidecar,
                  *render_args, *shot.options, "-q"]
-        # Tokens stay bare; everything else quoted as Windows and POSIX command lines both read it.
-        return " ".join(w if "<STARTFRAME>" in w or not needs_quotes(w) else f'"{w}"' for w in words)
+        return " ".join(w if "<STARTFRAME>" in w else deadline_quote(w) for w in words)
 
     def info(values: dict) -> bytes:
         return "".join(f"{key}={value}\n" for key, value in values.items()).encode()
@@ -177,14 +213,12 @@ def write_deadline_jobs(shot: FarmShot, job_dir: Path) -> tuple[list[Path], str]
                               "Arguments": arguments("--frames=<STARTFRAME>-<ENDFRAME>", "--analysis-frozen"),
                               "Shell": "default", "ShellExecute": "False"},
     }
-    job_dir.mkdir(parents=True, exist_ok=True)
-    for file_name, values in files.items():
-        write_atomically(job_dir / file_name, info(values))
     paths = [job_dir / f for f in files]
     submit = "deadlinecommand -SubmitMultipleJobs -dependent " + " ".join(
         f"-job {shlex.quote(str(paths[i]))} {shlex.quote(str(paths[i + 1]))}" for i in (0, 2)
     )
-    write_atomically(job_dir / "submit.sh", f"#!/bin/sh\n{submit}\n".encode())
+    contents = {name: info(values) for name, values in files.items()}
+    write_job_files(job_dir, contents | {"submit.sh": f"#!/bin/sh\n{submit}\n".encode()})
     return paths, submit
 
 
@@ -218,16 +252,56 @@ def write_opencue_job(shot: FarmShot, job_dir: Path) -> Path:
     job.add_layer(analyse)
     job.add_layer(render)
     spec = outline.cuerun.OutlineLauncher(job, nomail=True).serialize(use_pycuerun=False)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(job_dir / OPENCUE_SPEC, spec.encode())
+    write_job_files(job_dir, {OPENCUE_SPEC: spec.encode()})
     return job_dir / OPENCUE_SPEC
 
 
+def write_job_files(job_dir: Path, files: dict[str, bytes]) -> None:
+    """The job's files into `job_dir`, each atomically, never over a file this command did not
+    write (the rule `install` keeps: its own earlier files, listed with their checksums in
+    JOB_MANIFEST, may be replaced; anything else there stops the job before any write)."""
+    manifest_path = job_dir / JOB_MANIFEST
+    manifest = read_manifest(manifest_path, job_dir)
+    for name in files:
+        check_writable(job_dir, name, manifest, "facerestore farm")
+    try:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        # The manifest first: whatever is then written, a later job knows it as its own.
+        listed = manifest["files"] | {name: digest(data) for name, data in files.items()}
+        write_atomically(manifest_path, (json.dumps({"files": listed}, indent=1) + "\n").encode())
+        for name, data in files.items():
+            write_atomically(job_dir / name, data)
+    except OSError as exc:
+        raise FaceRestoreError(f"cannot write the job in {job_dir}: {exc.strerror or exc}") from None
+
+
 def needs_quotes(word: str) -> bool:
-    return not word or any(c in word for c in ' "\'$&|;<>()*?#')
+    return not word or any(c in word for c in ' "\'$&|;<>()*?#\\')
+
+
+def deadline_quote(word: str) -> str:
+    """One word of a Deadline CommandLine `Arguments` line, read the same by the Windows rules
+    Deadline splits it with and by a POSIX shell-style split: double-quoted when it needs it,
+    a quote escaped as \\" (backslashes before a quote or at the end doubled). Two backslashes
+    in a row elsewhere read differently under the two rules: refused."""
+    if "\\\\" in word:
+        raise FaceRestoreError(
+            f"farm deadline: {word!r} has two backslashes in a row, which Deadline would not pass as they are"
+        )
+    if not needs_quotes(word):
+        return word
+    quoted, backslashes = [], 0
+    for c in word:
+        if c == "\\":
+            backslashes += 1
+            continue
+        quoted.append("\\" * (2 * backslashes + 1) + '"' if c == '"' else "\\" * backslashes + c)
+        backslashes = 0
+    return '"' + "".join(quoted) + "\\" * (2 * backslashes) + '"'
 
 
 def write_openjd_job(shot: FarmShot, job_dir: Path) -> Path:
+    check_openjd_words(shot.options)
     def command(*render_args: str) -> dict:
         return {
             "command": "{{Param.Python}}",
@@ -238,7 +312,7 @@ def write_openjd_job(shot: FarmShot, job_dir: Path) -> Path:
     template = {
         "specificationVersion": "jobtemplate-2023-09",
         "extensions": ["TASK_CHUNKING"],
-        "name": f"facerestore {Path(shot.input).name}",
+        "name": openjd_job_name(shot.input),
         "description": "Analyse the shot once, then render contiguous chunks with the analysis frozen.",
         "parameterDefinitions": [
             # PATH parameters, so a farm maps them between machines. OpenJD allows a PATH default
@@ -278,11 +352,27 @@ def write_openjd_job(shot: FarmShot, job_dir: Path) -> Path:
     everything = {p["name"]: paths.get(p["name"], p.get("default")) for p in template["parameterDefinitions"]}
     values = {"parameterValues": [{"name": name, "value": value} for name, value in everything.items()]}
 
-    job_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(job_dir / TEMPLATE, dump_yaml(template))
-    write_atomically(job_dir / VALUES, dump_yaml(values))
-    write_atomically(job_dir / OPENJD_PARAMS, dump_yaml(everything))
+    write_job_files(
+        job_dir, {TEMPLATE: dump_yaml(template), VALUES: dump_yaml(values), OPENJD_PARAMS: dump_yaml(everything)}
+    )
     return job_dir / TEMPLATE
+
+
+def openjd_job_name(input_pattern: str) -> str:
+    """The job's name, a format string in OpenJD: the plate's name without braces (`{{` would
+    start an expression), within the 128 characters a name may have."""
+    name = "".join(c for c in Path(input_pattern).name if c not in "{}")
+    return f"facerestore {name}"[:128]
+
+
+def check_openjd_words(words: list[str]) -> None:
+    """Words put into the template's command lines are format strings there: `{{` or `}}` in
+    them would be read as an expression (`{{Param.Bogus}}`) and OpenJD has no escape for it."""
+    for word in words:
+        if "{{" in word or "}}" in word:
+            raise FaceRestoreError(
+                f"farm openjd: {word!r} has '{{{{' or '}}}}', which a job template reads as an expression"
+            )
 
 
 def path_parameter(name: str, flow: str, description: str) -> dict:

@@ -14,7 +14,6 @@ host finds it without PATH or environment set-up.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facerestore.nodes.errors import FaceRestoreError
+from facerestore.plugin.manifest import check_writable, digest, read_manifest
 
 PLUGIN_DIR = Path(__file__).resolve().parent
 HOSTSIDE = PLUGIN_DIR / "hostside"
@@ -134,34 +134,12 @@ def registered_placement(host: str, python: str) -> Placement:
     raise FaceRestoreError(f"no installer for {host} is registered (reinstall facerestore: pip install -e .)")
 
 
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-
-def read_manifest(path: Path) -> dict:
-    if not path.exists():
-        return {"files": {}, "folders": []}
-    try:
-        return json.loads(path.read_text())
-    except ValueError:
-        raise FaceRestoreError(f"{path} is damaged; remove it and what it listed by hand") from None
-
-
 def install(host: str, dest: Path, python: str) -> list[str]:
     plan = placement(host, dest, python)
     manifest_path = dest / MANIFEST.format(host=host)
-    manifest = read_manifest(manifest_path)
+    manifest = read_manifest(manifest_path, dest)  # refused when a link, damaged or naming paths outside dest
     for relative in plan.files:
-        target = dest / relative
-        # lexists: a dangling symbolic link is something there too.
-        if os.path.lexists(target) and (
-            target.is_symlink() or not target.is_file() or manifest["files"].get(relative) != digest(target.read_bytes())
-        ):
-            raise FaceRestoreError(
-                f"{target} exists and was not written by facerestore install (or was edited since); "
-                "move it away, or install with --path elsewhere"
-            )
+        check_writable(dest, relative, manifest, "facerestore install")
     # Two phases: every file written beside its target first, then all renamed into place, so a
     # failure (a folder in the way, a full disk) leaves the destination as it was.
     folders = list(manifest["folders"])
@@ -218,7 +196,7 @@ def uninstall(host: str, dest: Path) -> list[str]:
     manifest_path = dest / MANIFEST.format(host=host)
     if not manifest_path.exists():
         raise FaceRestoreError(f"nothing of facerestore install {host} in {dest} (no {manifest_path.name})")
-    manifest = read_manifest(manifest_path)
+    manifest = read_manifest(manifest_path, dest)  # every entry inside dest, or nothing is removed
     kept = []
     for relative, checksum in manifest["files"].items():
         target = dest / relative
@@ -230,7 +208,7 @@ def uninstall(host: str, dest: Path) -> list[str]:
             kept.append(str(target))
     for relative in manifest["files"]:  # what the host's Python compiled beside our scripts
         cache = (dest / relative).parent / "__pycache__"
-        if relative.endswith(".py") and cache.is_dir():
+        if relative.endswith(".py") and cache.is_dir() and not cache.is_symlink():
             for compiled in cache.glob(Path(relative).stem + ".*.pyc"):
                 compiled.unlink()
             if not any(cache.iterdir()):
@@ -244,14 +222,40 @@ def uninstall(host: str, dest: Path) -> list[str]:
     return lines + [f"kept {k} (changed since it was installed)" for k in kept]
 
 
+MIN_PYTHON = (3, 10)
+
+
+def check_python(given: str, python: str) -> None:
+    """`--python`: a file that runs as a Python interpreter of a version facerestore supports
+    and imports facerestore (what the host will start); `/bin/true` or a folder is refused."""
+    hint = "give an environment's bin/python with facerestore installed"
+    if not os.path.isfile(python) or not os.access(python, os.X_OK):
+        raise FaceRestoreError(f"--python {given}: not an executable file; {hint}")
+    probe = (
+        "import sys; print(sys.version_info[0], sys.version_info[1]); "
+        "import facerestore.plugin.cli, facerestore.ofx_bridge.worker"
+    )
+    try:
+        proc = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise FaceRestoreError(f"--python {given}: cannot run it ({reason}); {hint}") from None
+    words = proc.stdout.split()
+    version = tuple(int(w) for w in words[:2]) if len(words) >= 2 and all(w.isdigit() for w in words[:2]) else None
+    if version is None:
+        raise FaceRestoreError(f"--python {given}: not a Python interpreter (it did not report a version); {hint}")
+    if version < MIN_PYTHON:
+        raise FaceRestoreError(f"--python {given}: Python {version[0]}.{version[1]}; facerestore needs 3.10 or later")
+    if proc.returncode != 0:
+        raise FaceRestoreError(f"--python {given} cannot import facerestore; {hint}")
+
+
 def run(args) -> int:
     platform = args.platform or current_platform()
     dest = Path(os.path.abspath(args.path)) if args.path else default_path(args.host, platform, dict(os.environ))
     python = os.path.abspath(args.python) if args.python else sys.executable
     if args.python:
-        check = [python, "-c", "import facerestore.plugin.cli, facerestore.ofx_bridge.worker"]
-        if not os.access(python, os.X_OK) or subprocess.run(check, capture_output=True).returncode != 0:
-            raise FaceRestoreError(f"--python {args.python} cannot run facerestore (give an environment's bin/python with it installed)")
+        check_python(args.python, python)
     try:
         lines = uninstall(args.host, dest) if args.uninstall else install(args.host, dest, python)
     except PermissionError as exc:
