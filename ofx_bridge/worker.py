@@ -17,6 +17,7 @@ neighbours are not restored again: any frame, in any order, equals the CLI's ful
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -24,9 +25,11 @@ import queue
 import re
 import signal
 import socket
+import stat
 import struct
 import sys
 import threading
+import time
 from collections import OrderedDict
 from functools import lru_cache
 
@@ -45,6 +48,10 @@ _lock = threading.Lock()  # one render at a time: models are shared
 # make the worker write into any other file.
 SHM_NAME = re.compile(r"facerestore-[0-9]+-[0-9]+-[0-9a-f]{16}")
 MAX_REQUEST_BYTES = 1 << 20  # a render request is a few hundred bytes; a longer line is refused
+# The plug-in sends its first request as soon as it connects, then keeps the connection between
+# renders; a connection that says nothing at all within this is closed (it holds a thread and a
+# descriptor for nothing).
+FIRST_LINE_TIMEOUT = float(os.environ.get("FACERESTORE_WORKER_FIRST_LINE_TIMEOUT", "60"))
 
 
 class BadRequest(Exception):
@@ -366,14 +373,54 @@ def parse_request(line: bytes) -> dict:
     return request
 
 
+def log(message: str) -> None:
+    """One line on the worker's stderr (the host's log), never a traceback."""
+    print(f"facerestore worker: {message}", file=sys.stderr, flush=True)
+
+
+def preload_analysis(request: dict) -> None:
+    """A render's analysis file, read before the render takes the worker's lock: a path that is
+    not a regular file (a FIFO, a device, a folder) is refused without opening it for reading,
+    so it can neither block the request nor every other render waiting for the lock."""
+    params = request.get("params")
+    path = params.get("analysis") if isinstance(params, dict) else None
+    if request.get("op") != "render" or not path:
+        return
+    try:
+        info = os.stat(str(path))
+    except OSError as exc:
+        raise FaceRestoreError(f"analysis {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise FaceRestoreError(f"analysis {path}: not a regular file")
+    stored_analysis(str(path), info.st_mtime_ns)
+
+
 def serve_connection(conn: socket.socket) -> None:
     """One JSON line per request, one per answer. A bad request is answered with an error and
     the connection closed: the plug-in never waits for an answer that will not come."""
+    try:
+        _serve_connection(conn)
+    except OSError as exc:  # the client went away (closed early, reset): its business, one line
+        log(f"connection ended: {exc.strerror or type(exc).__name__}")
+    finally:
+        conn.close()
+
+
+def _serve_connection(conn: socket.socket) -> None:
     with conn:
         if peer_uid(conn) != os.getuid():
             return
         reader = conn.makefile("rb")
-        while line := reader.readline(MAX_REQUEST_BYTES + 1):
+        conn.settimeout(FIRST_LINE_TIMEOUT)
+        while True:
+            try:
+                line = reader.readline(MAX_REQUEST_BYTES + 1)
+            except TimeoutError:
+                log(f"closed a connection that sent no request within {FIRST_LINE_TIMEOUT:g} s")
+                return
+            if not line:
+                return
+            conn.settimeout(None)  # it spoke: the plug-in's own connection, idle between renders
             answer: dict = {"id": None}
             close = False
             try:
@@ -381,6 +428,7 @@ def serve_connection(conn: socket.socket) -> None:
                 answer["id"] = request.get("id")
                 stop_once_for_tests()
                 die_once_for_tests()
+                preload_analysis(request)
                 with _lock:
                     (analyse if request["op"] == "analyse" else render)(request)
                 answer["ok"] = True
@@ -421,29 +469,79 @@ def register(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="facerestore-worker", description=__doc__.split("\n")[0])
     parser.add_argument("--socket", required=True)
-    return serve(parser.parse_args(argv))
+    try:
+        return serve(parser.parse_args(argv))
+    except FaceRestoreError as exc:
+        print(f"facerestore worker: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def claim_socket_path(path: str) -> None:
+    """Make room for the socket at `path`: nothing there, or a stale socket of this user (a
+    worker that died) that no one answers on. A file, a folder, another user's socket or a live
+    worker's is refused, never removed."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise FaceRestoreError(f"--socket {path}: {exc.strerror}") from None
+    if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.getuid():
+        raise FaceRestoreError(
+            f"--socket {path}: something that is not a socket of this user is there; refusing to replace it"
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)  # stale: its worker is gone
+        return
+    except OSError as exc:
+        raise FaceRestoreError(f"--socket {path}: cannot tell whether a worker serves it ({exc.strerror})") from None
+    finally:
+        probe.close()
+    raise FaceRestoreError(f"--socket {path}: another worker is serving there")
+
+
+ACCEPT_BACKOFF = 0.5  # seconds to wait after a failed accept() (out of descriptors) before the next
 
 
 def serve(args) -> int:
-    if os.path.exists(args.socket):
-        os.unlink(args.socket)
+    claim_socket_path(args.socket)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o077)  # private from the moment it exists, not after a chmod
     try:
         server.bind(args.socket)
+    except OSError as exc:
+        server.close()
+        raise FaceRestoreError(f"--socket {args.socket}: cannot listen there ({exc.strerror})") from None
     finally:
         os.umask(old_umask)
+    own = os.lstat(args.socket)
     server.listen(8)
+    failing = False
     try:
         while True:
-            conn, _ = server.accept()
+            try:
+                conn, _ = server.accept()
+            except OSError as exc:  # EMFILE, ENFILE, ENOMEM...: the worker stays; new clients wait a moment
+                if not failing:  # one line per spell of failures, not one per retry
+                    log(f"cannot accept a connection ({exc.strerror or exc}); retrying")
+                failing = True
+                time.sleep(ACCEPT_BACKOFF)
+                continue
+            failing = False
             threading.Thread(target=serve_connection, args=(conn,), daemon=True).start()
     except KeyboardInterrupt:
         return 0
     finally:
         server.close()
-        if os.path.exists(args.socket):
-            os.unlink(args.socket)
+        # Only the socket this worker made: whatever has taken the path since is left alone.
+        with contextlib.suppress(OSError):
+            now = os.lstat(args.socket)
+            if (now.st_dev, now.st_ino) == (own.st_dev, own.st_ino):
+                os.unlink(args.socket)
 
 
 if __name__ == "__main__":
