@@ -101,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--resume",
         action="store_true",
-        help="skip frames already rendered (output whole and newer than its plate and the analysis): "
-        "go on after an interrupted render",
+        help="skip frames already rendered by a render with the same options, model and analysis (the key in "
+        "their header) that decode whole: go on after an interrupted render",
     )
     render.add_argument(
         "--analysis-frozen",
