@@ -649,7 +649,7 @@ def test_install_python_must_be_a_python_interpreter(tmp_path, python):
     if python == "script":  # runs, exits 0, is named like python, but is not one
         given.write_text("#!/bin/sh\nexit 0\n")
         os.chmod(given, 0o755)
-    proc = run_cli("install", "nuke", "--path", tmp_path / "dest", "--python", given)
+    proc = run_cli("install", "ofx", "--path", tmp_path / "dest", "--python", given)
     one_line_refusal(proc, f"--python {given}")
     assert not (tmp_path / "dest").exists()
 
