@@ -41,12 +41,14 @@ class PersonShot:
 
 
 def shot_from_still(
-    still: np.ndarray, landmarks: np.ndarray, frames: int, rng: np.random.Generator
+    still: np.ndarray, landmarks: np.ndarray, frames: int, rng: np.random.Generator, footprint: float | None = None
 ) -> list[np.ndarray]:
-    """`frames` frames (float32 sRGB, 640x360) of the still's face moving as in a real shot."""
+    """`frames` frames (float32 sRGB, 640x360) of the still's face moving as in a real shot;
+    the face at `footprint` px (default: drawn from FOOTPRINT_RANGE)."""
     still = still.astype(np.float32) / 255.0 if still.dtype == np.uint8 else still
     w, h = FRAME_SIZE
-    footprint = float(np.exp(rng.uniform(*np.log(FOOTPRINT_RANGE))))
+    if footprint is None:
+        footprint = float(np.exp(rng.uniform(*np.log(FOOTPRINT_RANGE))))
     base_scale = footprint / footprint_of(landmarks)
     centre = landmarks.mean(axis=0)
     # The face a little off centre, as framed.
