@@ -103,11 +103,11 @@ def parse_render_args(words: list[str]):
     its complaint, if any, as one line."""
     complaint = io.StringIO()
     try:
-        with contextlib.redirect_stderr(complaint):
+        with contextlib.redirect_stderr(complaint), contextlib.redirect_stdout(complaint):  # --help too
             return build_parser().parse_args(["render", *words])
-    except SystemExit:
+    except SystemExit as exc:
         lines = complaint.getvalue().strip().splitlines()
-        raise FaceRestoreError(lines[-1] if lines else "not understood") from None
+        raise FaceRestoreError(lines[-1] if exc.code and lines else "a request for help, not options") from None
 
 
 def render_options(input_pattern: str, output: str, options: list[str]):
@@ -166,8 +166,8 @@ def plan_farm_shot(
     input_pattern, output = os.path.abspath(input_pattern), os.path.abspath(output)
     # A newline or other control character ends a line of a job file or a command: no job format
     # here can carry it as it is.
-    for what, word in [("INPUT", input_pattern), ("-o", output), ("--analysis", analysis or ""), *
-                       (("--render-options", o) for o in options)]:
+    words = [("INPUT", input_pattern), ("-o", output), ("--analysis", analysis or "")]
+    for what, word in words + [("--render-options", option) for option in options]:
         if any(ord(c) < 32 or ord(c) == 127 for c in word):
             raise FaceRestoreError(f"farm: {what} {word!r} contains a newline or other control character")
     extra, args = render_options(input_pattern, output, options)
