@@ -24,8 +24,13 @@ import cv2
 import numpy as np
 
 from facerestore.benchmarks import cases, metrics
+from facerestore.benchmarks.run import DEGRADED, MethodResult, run_product, write_linear_sequence
+from facerestore.models.detector import RetinaFaceDetector
+from facerestore.models.device import resolve_torch_device
 from facerestore.models.face_data import MANIFEST_PATH, BuiltFaces, open_built_faces
 from facerestore.nodes.align import footprint_of
+from facerestore.nodes.colour import ColourPipeline
+from facerestore.nodes.face_restore import FaceRestoreNode
 
 FRAME_SIZE = (640, 360)
 FOOTPRINT_RANGE = (120.0, 300.0)
@@ -116,12 +121,6 @@ def run_people(
 ) -> dict:
     """Every held-out person's shot restored by each of `models` (the temporal render, as a
     user runs it) and scored against the truth; results.json, results.md and a contact sheet."""
-    from facerestore.benchmarks.run import DEGRADED, MethodResult, run_product, write_linear_sequence
-    from facerestore.models.detector import RetinaFaceDetector
-    from facerestore.models.device import resolve_torch_device
-    from facerestore.nodes.colour import ColourPipeline
-    from facerestore.nodes.face_restore import FaceRestoreNode
-
     os.makedirs(out, exist_ok=True)
     built = open_built_faces(faces_root, manifest_path)
     device = resolve_torch_device(device)

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from facerestore.models.align import footprint_of, scaled_template_transform, warp_to_face
+from facerestore.models.detector import RetinaFaceDetector
 from facerestore.models.errors import ModelError
 from facerestore.models.weights import sha256_file, write_atomically
 
@@ -205,8 +206,6 @@ def build_faces(roots: dict[str, Path], out: Path, manifest_path: Path = MANIFES
     """Aligned face crops of every manifest image (train and held-out) under `out/crops`, the
     held-out people's stills under `out/stills`, and `out/index.json` listing them with the
     manifest's digest. Already built files whose source checksum matches are kept."""
-    from facerestore.models.detector import RetinaFaceDetector
-
     manifest = load_manifest(manifest_path)
     for key in {image["source"] for image in manifest["images"]}:
         source = SOURCES[key]
