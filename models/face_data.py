@@ -301,9 +301,10 @@ def _read_png(path: Path) -> np.ndarray:
     return np.ascontiguousarray(image[..., ::-1])
 
 
-def open_built_faces(root: Path | str, manifest_path: Path = MANIFEST_PATH) -> BuiltFaces:
+def open_built_faces(root: Path | str, manifest_path: Path | None = None) -> BuiltFaces:
     """The faces `build_faces` wrote under `root`, refused when they were built from another
-    manifest than the committed one."""
+    manifest than `manifest_path` (default: the committed one)."""
+    manifest_path = manifest_path or MANIFEST_PATH
     index_path = Path(root) / "index.json"
     try:
         index = json.loads(index_path.read_text())

@@ -152,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--drop-tracks", default="", metavar="IDS", help="remove false faces from the analysis, e.g. 2,5"
     )
-    render.add_argument("-q", "--quiet", action="store_true", help="no progress bar or timings")
+    render.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar, timings or notes (warnings are still shown)"
+    )
     _add_node_params(render)
 
     models = sub.add_parser("models", help="list, verify and prepare the models, or import one of yours")
@@ -263,6 +265,8 @@ def run(argv: list[str]) -> int:
     if hasattr(args, "handler"):
         return args.handler(args)
     if args.command == "render":
+        if args.quiet:  # the bar and the notes go; warnings stay
+            logging.getLogger("facerestore").setLevel(logging.WARNING)
         options = render_options_from_args(args)
         report = render(options)
         if not args.quiet:

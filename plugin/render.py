@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import sys
 import time
@@ -40,6 +41,10 @@ from facerestore.nodes.manual_faces import check_added_faces
 from facerestore.nodes.sequence import FramePattern, describe_frames, parse_frame_range
 from facerestore.nodes.shot import ShotRenderer, analyse_shot
 from facerestore.nodes.tracking import Analysis, file_fingerprint
+
+# Notes and warnings go through logging, apart from the progress bar: `-q` silences the bar and the
+# notes, never a warning (the CLI shows the "facerestore" logger on stderr).
+log = logging.getLogger("facerestore.render")
 
 OUTPUT_MODES = ("both", "restored", "mask")
 
@@ -201,8 +206,7 @@ def obtain_analysis(options: RenderOptions, node, shot: list[FrameJob], progress
                 analysis.settings["dropped_tracks"] = sorted(set(analysis.settings.get("dropped_tracks", [])) | set(dropped))
                 analysis.save(path)
             return analysis, path
-        if progress_enabled:
-            print(f"note: {problem}; analysing again", file=sys.stderr)
+        log.info("note: %s; analysing again", problem)
     paths = {j.frame: j.source for j in shot}
     bar = Progress(len(shot), progress_enabled, "analysing")
     analysis = analyse_shot(
@@ -513,6 +517,10 @@ class Progress:
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
 
     def close(self) -> None:
+        self.break_line()
+
+    def break_line(self) -> None:
+        """Ends the bar's line on a terminal, so a warning starts on a line of its own."""
         if self.enabled and self.tty:
             print(file=sys.stderr)
 
@@ -538,11 +546,10 @@ def render(options: RenderOptions, node=None) -> RenderReport:
     jobs, first_spec = check_render(options)
     gaps = sequence_gaps(options, jobs)
     created, stale = prepare_output_folders(jobs)
-    if options.progress:
-        if gaps:
-            print(f"note: frames {describe_frames(gaps)} are not on disk; rendering the {len(jobs)} that are", file=sys.stderr)
-        if stale:
-            print(f"note: removed {len(stale)} half-written frame(s) of killed runs", file=sys.stderr)
+    if gaps:
+        log.info("note: frames %s are not on disk; rendering the %d that are", describe_frames(gaps), len(jobs))
+    if stale:
+        log.info("note: removed %d half-written frame(s) of killed runs", len(stale))
     try:
         return _render(options, node, jobs, first_spec, wall)
     except BaseException:
@@ -573,10 +580,9 @@ def _render(options: RenderOptions, node, jobs: list[FrameJob], first_spec, wall
     # own setting once this render is over).
     own_aspect = node.pixel_aspect
     node.pixel_aspect = float(node.params["pixel_aspect"]) or plate_pixel_aspect(first_spec)
-    if node.pixel_aspect != 1.0 and options.progress:
+    if node.pixel_aspect != 1.0:
         source = "--pixel-aspect" if node.params["pixel_aspect"] else "the plates' PixelAspectRatio"
-        print(f"note: pixel aspect {node.pixel_aspect:g} ({source}): faces are found and restored desqueezed",
-              file=sys.stderr)
+        log.info("note: pixel aspect %g (%s): faces are found and restored desqueezed", node.pixel_aspect, source)
     try:
         return _render_shot(options, node, jobs, first_spec, wall, timings)
     finally:
@@ -598,11 +604,11 @@ def plate_pixel_aspect(spec) -> float:
 def _render_shot(options: RenderOptions, node, jobs: list[FrameJob], first_spec, wall: float, timings) -> RenderReport:
     start = time.perf_counter()
     shot, excluded = matching_frames(shot_frames(options, jobs), first_spec, require_exr=not options.allow_non_exr)
-    if excluded and options.progress:
-        print(
-            f"note: frames {describe_frames(excluded)} outside the range differ in size or channels; "
-            "left out of the analysis and the temporal window",
-            file=sys.stderr,
+    if excluded:
+        log.info(
+            "note: frames %s outside the range differ in size or channels; left out of the analysis and the "
+            "temporal window",
+            describe_frames(excluded),
         )
     analysis, analysis_path = obtain_analysis(options, node, shot, options.progress)
     timings["analyse"] += time.perf_counter() - start
@@ -619,23 +625,21 @@ def _render_shot(options: RenderOptions, node, jobs: list[FrameJob], first_spec,
     if options.track_mattes:
         check_matte_channels(first_spec, options, [f"{options.mask_channel}{t}" for t in tracks])
     lossy = lossy_compression(first_spec)
-    if lossy and options.progress:
-        print(
-            f"note: the plates use lossy {lossy.upper()} compression; "
-            + (
-                "keeping it (--keep-lossy-compression): pixels outside the matte will change on write"
-                if options.keep_lossy_compression
-                else "writing ZIP so pixels outside the matte stay bit-identical (--keep-lossy-compression keeps it)"
-            ),
-            file=sys.stderr,
+    if lossy:
+        log.warning(
+            "warning: the plates use lossy %s compression; %s",
+            lossy.upper(),
+            "keeping it (--keep-lossy-compression): pixels outside the matte will change on write"
+            if options.keep_lossy_compression
+            else "writing ZIP so pixels outside the matte stay bit-identical (--keep-lossy-compression keeps it)",
         )
     by_frame = {j.frame: j for j in shot}
     key = render_key(options, node, analysis_path)
     if options.resume:
         skipped = [j for j in jobs if already_rendered(j, analysis_path, key)]
         jobs = [j for j in jobs if j not in skipped]
-        if options.progress and skipped:
-            print(f"resume: {len(skipped)} frame(s) already rendered, {len(jobs)} to go", file=sys.stderr)
+        if skipped:
+            log.info("resume: %d frame(s) already rendered, %d to go", len(skipped), len(jobs))
     reader = FrameReader(
         {f: j.source for f, j in by_frame.items()} | {j.frame: j.source for j in jobs}, background=options.overlap_io
     )
@@ -657,11 +661,9 @@ def _render_shot(options: RenderOptions, node, jobs: list[FrameJob], first_spec,
             result = renderer.render(job.frame, frame.rgb(), track_mattes=options.track_mattes)
             for stage, seconds in result.timings.items():
                 timings[stage] += seconds
-            if result.nonfinite_pixels and options.progress:
-                print(
-                    f"\nwarning: {job.source}: {result.nonfinite_pixels} NaN/inf pixels left untouched",
-                    file=sys.stderr,
-                )
+            if result.nonfinite_pixels:
+                progress.break_line()
+                log.warning("warning: %s: %d NaN/inf pixels left untouched", job.source, result.nonfinite_pixels)
             start = time.perf_counter()
             writer.write(job.target, build_output_parts(frame, result, options, tracks, key))
             timings["write (waiting)"] += time.perf_counter() - start

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from facerestore.models import training_v2
+from facerestore.models import face_data, training_v2
 from facerestore.models.compact import FaceResolutionNet
 from facerestore.models.degrade import CropDegradation, degrade_crops, expose, h264_available
 from facerestore.models.errors import ModelError
@@ -334,3 +334,30 @@ def test_the_mild_recipe_draws_as_the_window_model_was_trained(face):
     x, y = training_v2.make_sample(bank, config, rng, video_codecs=False)
     # Computed with the code the window model was trained with (commit 246ff93).
     assert hashlib.sha256(np.round(y, 4).tobytes()).hexdigest()[:16] == "d35cd2507cd210da"
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_the_people_recipe_learns_from_the_training_split_only_and_credits_its_sources(tmp_path, monkeypatch):
+    """Recipe `people`: the licensed faces' training split joins the bank (never a held-out
+    person's face), and the record names the manifest, the held-out people and the credits."""
+    from helpers import licensed_faces_copy
+
+    roots, manifest = licensed_faces_copy(tmp_path)
+    face_data.build_faces(roots, tmp_path / "faces", manifest, progress=lambda line: None)
+    # The test faces' own manifest stands in for the committed one.
+    monkeypatch.setattr(face_data, "MANIFEST_PATH", manifest)
+    built = face_data.open_built_faces(tmp_path / "faces")
+    held_out = built.crop(built.faces("held_out")[0])
+    config = dataclasses.replace(
+        training_v2.PEOPLE_WINDOW_X4, steps=2, batch=2, clip_step=60, still_angles=(0.0,), faces=str(tmp_path / "faces")
+    )
+    bank = training_v2.build_bank(config, progress=lambda line: None)
+    assert sum(face.shape == held_out.shape and np.array_equal(face, held_out) for face in bank.faces) == 0
+    assert "2 faces of 2 people" in " ".join(bank.sources)
+    record = training_v2.train_v2(config, tmp_path / "run", progress=lambda line: None)
+    assert record["weights"] == "facerestore-face-x4-v3.pth"
+    assert record["initialised_from"].startswith("facerestore-face-x4-faithful (sha256 ")
+    assert record["credits"] == list(face_data.CREDITS)
+    assert "held-out people" in record["held_out"]
+    assert any(face_data.manifest_digest(manifest) in source for source in record["data"])

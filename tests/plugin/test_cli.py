@@ -85,3 +85,19 @@ def test_demo_writes_outputs_and_contact_sheet(tmp_path):
     matte = channel(spec, px, "face.mask")
     assert matte.max() == 1.0 and (matte == 0).mean() > 0.9
     assert plate[..., :3].max() > 5.0 and np.array_equal(px[..., :3][matte == 0], plate[..., :3][matte == 0])
+
+
+def test_quiet_drops_the_bar_and_the_notes_but_never_a_warning(tmp_path):
+    """Farm jobs run `render -q`: a lossy plate's note on how it is written and NaN pixels left as
+    they are must still reach the job's log (they go through logging, apart from the bar)."""
+    plate = np.full((48, 64, 3), 0.18, np.float32)
+    write_exr(tmp_path / "lossy.0001.exr", plate, compression="dwaa:45")
+    plate[5, 7] = np.nan  # DWAA would not keep it: a lossless plate of its own
+    write_exr(tmp_path / "nan.0001.exr", plate, compression="zip")
+    for name, warning in (("lossy", "warning: the plates use lossy DWAA compression"), ("nan", "1 NaN/inf pixels")):
+        quiet = run_cli("render", tmp_path / f"{name}.####.exr", "-o", tmp_path / name / "r.####.exr", "-q")
+        assert quiet.returncode == 0, quiet.stderr
+        lines = quiet.stderr.strip().splitlines()
+        assert len(lines) == 1 and warning in lines[0] and "rendering [" not in lines[0]
+    loud = run_cli("render", tmp_path / "nan.####.exr", "-o", tmp_path / "loud" / "r.####.exr")
+    assert "rendering [" in loud.stderr and "1 NaN/inf pixels" in loud.stderr
