@@ -156,7 +156,7 @@ PEOPLE = {
     "seed": 13,
     "checkpoint_every": 200,
 }
-PEOPLE_WINDOW_X4 = replace(FAITHFUL_WINDOW_X4, steps=12000, **PEOPLE)
+PEOPLE_WINDOW_X4 = replace(FAITHFUL_WINDOW_X4, steps=5000, **PEOPLE)
 FULL_PEOPLE_WINDOW_X4 = replace(FULL_FAITHFUL_WINDOW_X4, **PEOPLE)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from facerestore.models import datasets, training, training_v2
+from facerestore.models import datasets, face_data, training, training_v2
 from facerestore.models.compact import CompactNet
 from facerestore.models.degrade import Degradation, degrade_clip
 from facerestore.models.detector import RetinaFaceDetector
@@ -20,6 +20,7 @@ from facerestore.models.weights import (
     DEFAULT_RESTORER,
     FACERESTORE_FACE_X4,
     FACERESTORE_FACE_X4_FAITHFUL,
+    FACERESTORE_FACE_X4_V3,
     FACERESTORE_FACE_X4_VARIED,
     FACERESTORE_FACE_X4_WINDOW,
     sha256_file,
@@ -65,7 +66,13 @@ def test_train_rejects_a_bad_step_count_or_recipe():
 
 @pytest.mark.parametrize(
     "entry",
-    [FACERESTORE_FACE_X4, FACERESTORE_FACE_X4_WINDOW, FACERESTORE_FACE_X4_VARIED, FACERESTORE_FACE_X4_FAITHFUL],
+    [
+        FACERESTORE_FACE_X4,
+        FACERESTORE_FACE_X4_WINDOW,
+        FACERESTORE_FACE_X4_VARIED,
+        FACERESTORE_FACE_X4_FAITHFUL,
+        FACERESTORE_FACE_X4_V3,
+    ],
     ids=lambda e: e.name,
 )
 def test_committed_weights_match_their_record(entry):
@@ -84,10 +91,16 @@ def test_committed_weights_match_their_record(entry):
             FACERESTORE_FACE_X4_WINDOW.name: (FACERESTORE_FACE_X4, training_v2.WINDOW_X4),
             FACERESTORE_FACE_X4_VARIED.name: (FACERESTORE_FACE_X4_WINDOW, training_v2.VARIED_WINDOW_X4),
             FACERESTORE_FACE_X4_FAITHFUL.name: (FACERESTORE_FACE_X4_VARIED, training_v2.FAITHFUL_WINDOW_X4),
+            FACERESTORE_FACE_X4_V3.name: (FACERESTORE_FACE_X4_FAITHFUL, training_v2.PEOPLE_WINDOW_X4),
         }[entry.name]
         assert record["initialised_from"] == f"{start.name} (sha256 {start.sources[0].sha256})"
         defaults = training_v2._plain(training_v2.TrainV2Config())
-        assert training_v2._plain(recipe) == {**defaults, **record["config"]}
+        # The faces folder is wherever the run built them; what they were is the manifest's digest.
+        run = {**defaults, **record["config"], "faces": recipe.faces}
+        assert training_v2._plain(recipe) == run
+        if record["config"].get("faces"):
+            digest = face_data.manifest_digest()
+            assert any(digest in line for line in record["data"]) and record["credits"] == list(face_data.CREDITS)
 
 
 @pytest.mark.network
@@ -109,6 +122,7 @@ def test_the_trained_models_beat_the_untuned_restorer_on_a_held_out_face():
         FACERESTORE_FACE_X4.name,
         FACERESTORE_FACE_X4_WINDOW.name,
         FACERESTORE_FACE_X4_VARIED.name,
+        FACERESTORE_FACE_X4_V3.name,
         DEFAULT_RESTORER,
     ):
         trained = psnr(model)
