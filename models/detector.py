@@ -117,3 +117,9 @@ class RetinaFaceDetector:
         # Reading order (top to bottom, left to right) so face numbering is stable.
         keep.sort(key=lambda i: (round(boxes[i, 1] / max(1.0, boxes[i, 3] - boxes[i, 1])), boxes[i, 0]))
         return [Detection(boxes[i].astype(np.float32), float(scores[i]), points[i].astype(np.float32)) for i in keep]
+
+
+def largest_face(detector: RetinaFaceDetector, image: np.ndarray) -> Detection | None:
+    """The face of `image` with the largest box (training banks take one face a picture)."""
+    faces = detector.detect(np.clip(image, 0, 1))
+    return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) if faces else None

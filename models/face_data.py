@@ -28,12 +28,12 @@ import cv2
 import numpy as np
 
 from facerestore.models.align import footprint_of, scaled_template_transform, warp_to_face
-from facerestore.models.detector import RetinaFaceDetector
+from facerestore.models.detector import RetinaFaceDetector, largest_face
 from facerestore.models.errors import ModelError
 from facerestore.models.weights import sha256_file, write_atomically
 
 MANIFEST_PATH = Path(__file__).parent / "data" / "faces_v3.json"
-BANK_SIDE = 320  # the training bank's face-space side (models.training_v2.BANK_SIZE)
+BANK_SIDE = 320  # the training bank's face-space side (every bank crop, licensed or not)
 # Held-out stills are kept with the face at most this footprint: the benchmark's shots place it
 # at 90-260 px, so the truth is always reduced from the still, never upsampled.
 STILL_FOOTPRINT = 420
@@ -191,12 +191,27 @@ def verified_image(root: Path, image: dict) -> np.ndarray:
     return decoded[..., ::-1].astype(np.float32) / 255.0
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
+def aligned_face(image: np.ndarray, detector, interpolation: int = cv2.INTER_LINEAR):
+    """The largest face of `image` aligned to face space at its own footprint, capped at the
+    bank side (reduced from larger, never enlarged): (crop, landmarks, footprint), or None
+    without a face of at least 64 px."""
+    face = largest_face(detector, image)
+    if face is None:
+        return None
+    footprint = float(footprint_of(face.landmarks))
+    side = int(min(BANK_SIDE, footprint)) // 2 * 2
+    if side < 64:
+        return None
+    crop = warp_to_face(image, scaled_template_transform(face.landmarks, side), side, interpolation)
+    return crop, face.landmarks, footprint
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
-    ok, data = cv2.imencode(".png", _to_uint8(image)[..., ::-1])
+    ok, data = cv2.imencode(".png", to_uint8(image)[..., ::-1])
     if not ok:
         raise ModelError(f"{path}: cannot encode")
     write_atomically(path, data.tobytes())
@@ -236,17 +251,11 @@ def build_faces(roots: dict[str, Path], out: Path, manifest_path: Path = MANIFES
             continue
         still = verified_image(root, image)
         detector = detector or RetinaFaceDetector("cpu", score_threshold=0.8)
-        faces = detector.detect(still)
-        if not faces:
+        found = aligned_face(still, detector, cv2.INTER_CUBIC)
+        if found is None:
             skipped.append(image["path"])
             continue
-        face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-        footprint = float(footprint_of(face.landmarks))
-        side = int(min(BANK_SIDE, footprint)) // 2 * 2
-        if side < 64:
-            skipped.append(image["path"])
-            continue
-        crop = warp_to_face(still, scaled_template_transform(face.landmarks, side), side, cv2.INTER_CUBIC)
+        crop, landmarks, footprint = found
         entry = {
             "person": image["person"],
             "split": image["split"],
@@ -262,7 +271,7 @@ def build_faces(roots: dict[str, Path], out: Path, manifest_path: Path = MANIFES
             factor = min(1.0, STILL_FOOTPRINT / footprint)
             reduced = cv2.resize(still, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
             entry["still"] = f"stills/{stem}.png"
-            entry["landmarks"] = np.round(face.landmarks * factor, 2).tolist()
+            entry["landmarks"] = np.round(landmarks * factor, 2).tolist()
             _write_png(out / entry["still"], reduced)
         entries.append(entry)
         if number % 20 == 0:

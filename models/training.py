@@ -43,7 +43,7 @@ from facerestore.models.align import (
     warp_to_face,
 )
 from facerestore.models.degrade import Degradation, degrade_clip, h264_available
-from facerestore.models.detector import RetinaFaceDetector
+from facerestore.models.detector import RetinaFaceDetector, largest_face
 from facerestore.models.errors import ModelError
 from facerestore.models.restorer import build_network, registry_entry
 from facerestore.models.weights import FACERESTORE_FACE_X4, sha256_file, write_atomically
@@ -80,11 +80,6 @@ class PairSet:
         return sum(len(v) for v in self.x.values())
 
 
-def _largest_face(detector, image: np.ndarray):
-    faces = detector.detect(np.clip(image, 0, 1))
-    return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) if faces else None
-
-
 def aligned_pair(degraded: np.ndarray, clean: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The restorer's input crop of `degraded` at the size the node would choose for this face,
     and the 4x target crop of `clean`, both aligned to the face space by `landmarks`."""
@@ -96,7 +91,7 @@ def aligned_pair(degraded: np.ndarray, clean: np.ndarray, landmarks: np.ndarray)
 def _pairs_from_clip(clean: list[np.ndarray], degraded: list[np.ndarray], detector, out: dict) -> int:
     made = 0
     for t in range(0, len(clean) - 1, 2):
-        face = _largest_face(detector, clean[t])
+        face = largest_face(detector, clean[t])
         if face is None:
             continue
         # Frame t+1 is aligned with frame t's landmarks: the temporal term compares like with like.
@@ -131,7 +126,7 @@ def _pseudo_clip(image: np.ndarray, rng: np.random.Generator, length: int = 8) -
 def _around_face(image: np.ndarray, detector, footprint_px: float) -> np.ndarray | None:
     """The still rescaled so its face's 512-space footprint is `footprint_px`, cut to a window
     around the face (H.264 on whole 2000 px portraits would only cost time)."""
-    face = _largest_face(detector, image)
+    face = largest_face(detector, image)
     if face is None:
         return None
     factor = footprint_px / footprint_of(face.landmarks)

@@ -51,7 +51,6 @@ import cv2
 import numpy as np
 
 from facerestore.models import datasets, face_data
-from facerestore.models.align import footprint_of, scaled_template_transform, warp_to_face
 from facerestore.models.degrade import CropDegradation, degrade_crops, expose, h264_available
 from facerestore.models.detector import RetinaFaceDetector
 from facerestore.models.errors import ModelError
@@ -60,7 +59,6 @@ from facerestore.models.restorer import build_network, registry_entry
 from facerestore.models.weights import sha256_file, write_atomically
 
 MODEL_NAME = "facerestore-face-v2"
-BANK_SIZE = 320  # face-space side of the stored clean faces
 GRACE_HOPPER_LICENCE = "US Navy photograph, public domain (matplotlib sample data)"
 
 
@@ -171,23 +169,11 @@ def model_name(config: TrainV2Config) -> str:
     return config.name or config.init or MODEL_NAME
 
 
-def _largest_face(detector, image: np.ndarray):
-    faces = detector.detect(np.clip(image, 0, 1))
-    return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) if faces else None
-
-
 def _bank_crop(image: np.ndarray, detector) -> tuple[np.ndarray, float] | None:
-    """The largest face of `image` aligned to face space at its own footprint (capped at the
-    bank size, reduced from larger), as uint8; and that footprint."""
-    face = _largest_face(detector, image)
-    if face is None:
-        return None
-    footprint = footprint_of(face.landmarks)
-    size = int(min(BANK_SIZE, footprint)) // 2 * 2
-    if size < 64:
-        return None
-    crop = warp_to_face(image, scaled_template_transform(face.landmarks, size), size)
-    return (np.clip(crop, 0, 1) * 255 + 0.5).astype(np.uint8), footprint
+    """The largest face of `image` aligned at its own footprint (face_data.aligned_face, as the
+    licensed faces are), as uint8; and that footprint."""
+    found = face_data.aligned_face(image, detector)
+    return None if found is None else (face_data.to_uint8(found[0]), found[2])
 
 
 def grace_hopper() -> np.ndarray:
