@@ -34,7 +34,7 @@ def converted_weights_path(entry: RestorerWeights) -> Path:
 
 def network_for(entry: RestorerWeights):
     """An untrained network of the entry's architecture."""
-    if entry.frames != 1 and entry.kind != "compact":
+    if entry.frames != 1 and entry.kind not in ("compact", "compact-context"):
         raise ModelError(f"{entry.name}: only compact networks take a window of frames")
     if entry.kind == "rrdbnet":
         from facerestore.models.rrdbnet import RRDBNet
@@ -44,6 +44,10 @@ def network_for(entry: RestorerWeights):
         from facerestore.models.compact import CompactNet
 
         return CompactNet(frames=entry.frames)
+    if entry.kind == "compact-context":
+        from facerestore.models.compact import ContextCompactNet
+
+        return ContextCompactNet(frames=entry.frames)
     if entry.kind == "face-resolution":
         from facerestore.models.compact import FaceResolutionNet
 

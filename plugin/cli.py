@@ -18,8 +18,10 @@ from facerestore.models.restorer import ensure_converted_weights, ensure_onnx
 from facerestore.models.training import FULL, REDUCED, train
 from facerestore.models.training_v2 import (
     BROAD_X4,
+    CONTEXT_WINDOW_X4,
     FAITHFUL_WINDOW_X4,
     FULL_BROAD_X4,
+    FULL_CONTEXT_WINDOW_X4,
     FULL_FAITHFUL_WINDOW_X4,
     FULL_PEOPLE_WINDOW_X4,
     FULL_V2,
@@ -173,16 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--recipe",
-        choices=("broad", "protocol", "varied", "faithful", "people"),
+        choices=("broad", "protocol", "varied", "faithful", "people", "context"),
         default="broad",
         help="x4: 'broad' fine-tunes the current weights on the broad degradations (facerestore-face-x4's last "
         "stage); 'protocol' is its first stage, from realesr-animevideov3 on the benchmark protocol; window: "
         "'broad' makes it from the single-frame model, 'varied' goes on from the window model on a bank made "
         "to look like more people, 'faithful' (the last stage) goes on from the varied one "
         "with 35 %% of its samples nearly clean plates; 'people' goes on from the faithful one on ~216 licensed "
-        "people (--faces) to facerestore-face-x4-v3",
+        "people (--faces) to facerestore-face-x4-v3; 'context' adds a context encoder to v3 and trains both on "
+        "the same people (--faces) to facerestore-face-x4-v4",
     )
-    train.add_argument("--faces", help="recipe people: the folder `facerestore data build` wrote")
+    train.add_argument("--faces", help="recipes people and context: the folder `facerestore data build` wrote")
     train.add_argument("--out", default="facerestore-train", help="folder for the weights and the training record")
     train.add_argument(
         "--resume", action="store_true", help="go on from the checkpoint in --out (a run longer than a session)"
@@ -194,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps",
         type=int,
         help="steps of the reduced schedule (x4 broad 4000, protocol 5000; window broad and varied 3000, faithful "
-        "2000, people 5000; v2 6000)",
+        "2000, people 5000, context 3000; v2 6000)",
     )
 
     data = sub.add_parser("data", help="build the licensed training faces from local copies of their repositories")
@@ -336,9 +339,11 @@ def run_train(args) -> int:
     protocol = args.recipe == "protocol"
     if protocol and args.model != "facerestore-face-x4":
         raise FaceRestoreError(f"--recipe protocol is the first stage of facerestore-face-x4, not of {args.model}")
-    if (args.recipe == "people") != bool(args.faces):
-        raise FaceRestoreError("--recipe people takes --faces (the folder `facerestore data build` wrote), and only it")
-    if args.recipe in ("varied", "faithful", "people") and args.model != "facerestore-face-x4-window":
+    if (args.recipe in ("people", "context")) != bool(args.faces):
+        raise FaceRestoreError(
+            "--recipe people and context take --faces (the folder `facerestore data build` wrote), and only they"
+        )
+    if args.recipe in ("varied", "faithful", "people", "context") and args.model != "facerestore-face-x4-window":
         raise FaceRestoreError(f"--recipe {args.recipe} is a stage of facerestore-face-x4-window, not of {args.model}")
     if args.resume and protocol:
         raise FaceRestoreError("--resume is for the broad, varied and faithful recipes and facerestore-face-v2")
@@ -353,6 +358,9 @@ def run_train(args) -> int:
             config = FULL_FAITHFUL_WINDOW_X4 if args.full else FAITHFUL_WINDOW_X4
         elif args.recipe == "people":
             config = FULL_PEOPLE_WINDOW_X4 if args.full else PEOPLE_WINDOW_X4
+            config = dataclasses.replace(config, faces=str(Path(args.faces).resolve()))
+        elif args.recipe == "context":
+            config = FULL_CONTEXT_WINDOW_X4 if args.full else CONTEXT_WINDOW_X4
             config = dataclasses.replace(config, faces=str(Path(args.faces).resolve()))
         else:
             config = FULL_WINDOW_X4 if args.full else WINDOW_X4

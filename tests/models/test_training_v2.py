@@ -361,3 +361,40 @@ def test_the_people_recipe_learns_from_the_training_split_only_and_credits_its_s
     assert record["credits"] == list(face_data.CREDITS)
     assert "held-out people" in record["held_out"]
     assert any(face_data.manifest_digest(manifest) in source for source in record["data"])
+
+
+def test_a_context_network_starts_as_its_trained_network_and_exports_exactly_at_any_size(tmp_path):
+    """The encoder's last convolution starts at zero: the network made from a trained window
+    restorer is that restorer until training moves it. Its bilinear resizes follow the input's
+    size in ONNX as in PyTorch (odd sides included)."""
+    import onnxruntime
+
+    from facerestore.models.compact import CompactNet, with_context
+
+    torch.manual_seed(0)
+    window = CompactNet(num_feat=8, num_conv=4, frames=3).eval()
+    context = with_context(window).eval()
+    x = torch.rand(2, 9, 37, 29)
+    with torch.no_grad():
+        assert torch.equal(window(x), context(x))
+        torch.nn.init.normal_(context.inject.weight, std=0.1)  # as training would move it
+        moved = context(x)
+    assert (moved - window(x)).abs().max() > 1e-3
+    path = tmp_path / "context.onnx"
+    dynamic = {0: "batch", 2: "height", 3: "width"}
+    torch.onnx.export(
+        context,
+        (torch.rand(1, 9, 32, 32),),
+        str(path),
+        input_names=["input"],
+        output_names=["output"],
+        dynamic_axes={"input": dynamic, "output": dynamic},
+        opset_version=17,
+        dynamo=False,
+    )
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in ((2, 9, 37, 29), (1, 9, 64, 48)):
+        x = torch.rand(*shape)
+        with torch.no_grad():
+            expected = context(x).numpy()
+        assert np.abs(session.run(None, {"input": x.numpy()})[0] - expected).max() < 1e-4
