@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps",
         type=int,
         help="steps of the reduced schedule (x4 broad 4000, protocol 5000; window broad and varied 3000, faithful "
-        "2000, people 5000, context 3000; v2 6000)",
+        "2000, people 5000, context 2000; v2 6000)",
     )
 
     data = sub.add_parser("data", help="build the licensed training faces from local copies of their repositories")

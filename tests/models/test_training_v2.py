@@ -398,3 +398,33 @@ def test_a_context_network_starts_as_its_trained_network_and_exports_exactly_at_
         with torch.no_grad():
             expected = context(x).numpy()
         assert np.abs(session.run(None, {"input": x.numpy()})[0] - expected).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_the_context_recipe_adds_an_encoder_to_v3_and_keeps_the_stack_before_it(tmp_path, monkeypatch):
+    """Recipe `context`: v3 plus a context encoder; the stack's convolutions before the encoder
+    joins stay exactly v3's, the rest and the encoder (its last convolution from zero) move."""
+    from facerestore.models.restorer import build_network
+
+    from helpers import licensed_faces_copy
+
+    roots, manifest = licensed_faces_copy(tmp_path)
+    face_data.build_faces(roots, tmp_path / "faces", manifest, progress=lambda line: None)
+    monkeypatch.setattr(face_data, "MANIFEST_PATH", manifest)
+    config = dataclasses.replace(
+        training_v2.CONTEXT_WINDOW_X4,
+        steps=2,
+        batch=2,
+        clip_step=60,
+        still_angles=(0.0,),
+        faces=str(tmp_path / "faces"),
+    )
+    record = training_v2.train_v2(config, tmp_path / "run", progress=lambda line: None)
+    assert record["weights"] == "facerestore-face-x4-v4.pth" and "a context encoder" in record["architecture"]
+    assert record["initialised_from"].startswith("facerestore-face-x4-v3 (sha256 ")
+    tuned = torch.load(tmp_path / "run" / record["weights"], weights_only=True)
+    start = build_network("facerestore-face-x4-v3").state_dict()
+    frozen = {key for key in start if int(key.split(".")[1]) < 2 * config.frozen_convolutions}
+    assert frozen and all(torch.equal(tuned[key], start[key]) for key in frozen)
+    assert any(not torch.equal(tuned[key], start[key]) for key in start.keys() - frozen)
+    assert tuned["inject.weight"].abs().max() > 0
