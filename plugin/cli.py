@@ -11,28 +11,12 @@ import signal
 import sys
 from pathlib import Path
 
-from facerestore.models import byo, face_data
+from facerestore.models import byo, face_data, recipes
 from facerestore.models.device import resolve_torch_device
 from facerestore.models.errors import ModelError
 from facerestore.models.restorer import ensure_converted_weights, ensure_onnx
-from facerestore.models.training import FULL, REDUCED, train
-from facerestore.models.training_v2 import (
-    BROAD_X4,
-    CONTEXT_WINDOW_X4,
-    FAITHFUL_WINDOW_X4,
-    FULL_BROAD_X4,
-    FULL_CONTEXT_WINDOW_X4,
-    FULL_FAITHFUL_WINDOW_X4,
-    FULL_PEOPLE_WINDOW_X4,
-    FULL_V2,
-    FULL_VARIED_WINDOW_X4,
-    FULL_WINDOW_X4,
-    PEOPLE_WINDOW_X4,
-    REDUCED_V2,
-    VARIED_WINDOW_X4,
-    WINDOW_X4,
-    train_v2,
-)
+from facerestore.models.training import train
+from facerestore.models.training_v2 import train_v2
 from facerestore.models.weights import (
     ALIGNMENT_TEMPLATE,
     DEFAULT_RESTORER,
@@ -166,26 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a face restorer on registry footage (reduced on a CPU)")
     train.add_argument(
-        "--model",
-        choices=("facerestore-face-x4", "facerestore-face-x4-window", "facerestore-face-v2"),
-        default="facerestore-face-x4",
-        help="which of facerestore's own models to train: the single-frame x4, the window x4 (from the "
-        "single-frame one, with its aligned neighbours as input; --recipe varied and then faithful go on from it "
-        "to the default, facerestore-face-x4-faithful), or the face-resolution v2 (from scratch; meant for a GPU)",
+        "--model", choices=recipes.MODELS, default=recipes.X4, help="which of facerestore's own models to train"
     )
     train.add_argument(
         "--recipe",
-        choices=("broad", "protocol", "varied", "faithful", "people", "context"),
+        choices=recipes.NAMES,
         default="broad",
-        help="x4: 'broad' fine-tunes the current weights on the broad degradations (facerestore-face-x4's last "
-        "stage); 'protocol' is its first stage, from realesr-animevideov3 on the benchmark protocol; window: "
-        "'broad' makes it from the single-frame model, 'varied' goes on from the window model on a bank made "
-        "to look like more people, 'faithful' (the last stage) goes on from the varied one "
-        "with 35 %% of its samples nearly clean plates; 'people' goes on from the faithful one on ~216 licensed "
-        "people (--faces) to facerestore-face-x4-v3; 'context' adds a context encoder to v3 and trains both on "
-        "the same people (--faces) to facerestore-face-x4-v4",
+        help="the stage to train; the recipes (model, stage -> what it writes, reduced steps): "
+        + recipes.described().replace("%", "%%"),
     )
-    train.add_argument("--faces", help="recipes people and context: the folder `facerestore data build` wrote")
+    train.add_argument(
+        "--faces", help="recipes that learn the licensed people: the folder `facerestore data build` wrote"
+    )
     train.add_argument("--out", default="facerestore-train", help="folder for the weights and the training record")
     train.add_argument(
         "--resume", action="store_true", help="go on from the checkpoint in --out (a run longer than a session)"
@@ -193,12 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     size = train.add_mutually_exclusive_group()
     size.add_argument("--full", action="store_true", help="the full schedule (meant for a GPU)")
-    size.add_argument(
-        "--steps",
-        type=int,
-        help="steps of the reduced schedule (x4 broad 4000, protocol 5000; window broad and varied 3000, faithful "
-        "2000, people 5000, context 2000; v2 6000)",
-    )
+    size.add_argument("--steps", type=int, help="steps of the reduced schedule (each recipe's own: see --recipe)")
 
     data = sub.add_parser("data", help="build the licensed training faces from local copies of their repositories")
     data.add_argument("action", choices=("build",))
@@ -336,36 +307,20 @@ def run_models(args) -> int:
 
 
 def run_train(args) -> int:
-    protocol = args.recipe == "protocol"
-    if protocol and args.model != "facerestore-face-x4":
-        raise FaceRestoreError(f"--recipe protocol is the first stage of facerestore-face-x4, not of {args.model}")
-    if (args.recipe in ("people", "context")) != bool(args.faces):
+    recipe = recipes.find(args.model, args.recipe)
+    if recipe is None:
+        owners = " or ".join(r.model for r in recipes.stages_named(args.recipe))
+        raise FaceRestoreError(f"--recipe {args.recipe} is a stage of {owners}, not of {args.model}")
+    if recipe.needs_faces != bool(args.faces):
+        needing = ", ".join(r.name for r in recipes.RECIPES if r.needs_faces)
         raise FaceRestoreError(
-            "--recipe people and context take --faces (the folder `facerestore data build` wrote), and only they"
+            f"--faces (the folder `facerestore data build` wrote) is for the recipes {needing}, and they need it"
         )
-    if args.recipe in ("varied", "faithful", "people", "context") and args.model != "facerestore-face-x4-window":
-        raise FaceRestoreError(f"--recipe {args.recipe} is a stage of facerestore-face-x4-window, not of {args.model}")
-    if args.resume and protocol:
-        raise FaceRestoreError("--resume is for the broad, varied and faithful recipes and facerestore-face-v2")
-    if protocol:
-        config = FULL if args.full else REDUCED
-    elif args.model == "facerestore-face-x4":
-        config = FULL_BROAD_X4 if args.full else BROAD_X4
-    elif args.model == "facerestore-face-x4-window":
-        if args.recipe == "varied":
-            config = FULL_VARIED_WINDOW_X4 if args.full else VARIED_WINDOW_X4
-        elif args.recipe == "faithful":
-            config = FULL_FAITHFUL_WINDOW_X4 if args.full else FAITHFUL_WINDOW_X4
-        elif args.recipe == "people":
-            config = FULL_PEOPLE_WINDOW_X4 if args.full else PEOPLE_WINDOW_X4
-            config = dataclasses.replace(config, faces=str(Path(args.faces).resolve()))
-        elif args.recipe == "context":
-            config = FULL_CONTEXT_WINDOW_X4 if args.full else CONTEXT_WINDOW_X4
-            config = dataclasses.replace(config, faces=str(Path(args.faces).resolve()))
-        else:
-            config = FULL_WINDOW_X4 if args.full else WINDOW_X4
-    else:
-        config = FULL_V2 if args.full else REDUCED_V2
+    if args.resume and not recipe.resumable:
+        raise FaceRestoreError(f"--resume: recipe {recipe.name} of {recipe.model} writes no checkpoints")
+    config = recipe.full if args.full else recipe.reduced
+    if recipe.needs_faces:
+        config = dataclasses.replace(config, faces=str(Path(args.faces).resolve()))
     if args.steps is not None:
         if args.steps < 1:
             raise FaceRestoreError("--steps must be at least 1")
@@ -373,7 +328,7 @@ def run_train(args) -> int:
     progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     try:
         device = resolve_torch_device(args.device)
-        if protocol:
+        if not recipe.resumable:
             record = train(config, Path(args.out), device, progress=progress)
         else:
             record = train_v2(config, Path(args.out), device, resume=args.resume, progress=progress)
