@@ -392,6 +392,48 @@ def batches(
     return out, thread
 
 
+HELD_OUT_SAMPLES = 32
+HELD_OUT_SEED = 777
+
+
+def held_out_samples(config: TrainV2Config) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Fixed pairs (one frame each) made as training makes them from the held-out people's
+    faces: the run's curve on faces it never learns from. None without licensed faces."""
+    if not config.faces:
+        return None
+    built = face_data.open_built_faces(config.faces)
+    faces = [built.crop(entry) for entry in built.faces("held_out")]
+    if not faces:
+        return None
+    bank = FaceBank(faces, np.full(len(faces), 1.0 / len(faces)), [])
+    rng = np.random.default_rng(HELD_OUT_SEED)
+    video_codecs = h264_available()
+    pairs = [make_sample(bank, config, rng, video_codecs) for _ in range(HELD_OUT_SAMPLES)]
+    return [(x[0], y[0]) for x, y in pairs]
+
+
+def held_out_gain(net, samples, scale: int) -> float:
+    """Mean PSNR gain (dB) of the network's output over the input brought to the target's
+    grid (bicubic): how much the network adds on people it never saw."""
+    import torch
+
+    def psnr(a: np.ndarray, b: np.ndarray) -> float:
+        return float(10 * np.log10(1.0 / max(float(np.mean((a - b) ** 2)), 1e-12)))
+
+    was_training = net.training
+    net.eval()
+    gains = []
+    with torch.no_grad():
+        for x, y in samples:
+            device = next(net.parameters()).device
+            out = net(torch.from_numpy(x).permute(2, 0, 1)[None].to(device)).clamp(0, 1)[0]
+            restored = out.permute(1, 2, 0).cpu().numpy()
+            plate = x[..., :3] if scale == 1 else cv2.resize(x[..., :3], y.shape[1::-1], interpolation=cv2.INTER_CUBIC)
+            gains.append(psnr(restored, y) - psnr(np.clip(plate, 0, 1), y))
+    net.train(was_training)
+    return float(np.mean(gains))
+
+
 def _plain(config) -> dict:
     """The configuration as JSON has it (tuples as lists), for records and comparisons."""
     return json.loads(json.dumps(config if isinstance(config, dict) else asdict(config)))
@@ -428,6 +470,7 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
     bank = build_bank(config, progress)
     if len(bank.faces) < 16:
         raise ModelError(f"only {len(bank.faces)} training faces were found; the face detector found too few")
+    held_out = held_out_samples(config)
     data_seconds = time.time() - started
     if start:
         net = build_network(config.init)
@@ -451,7 +494,7 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.steps) / config.steps))
     )
-    step, log, train_seconds = 0, [], 0.0
+    step, log, train_seconds, held_out_curve = 0, [], 0.0, []
     if resume and checkpoint_path.is_file():
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
         # A setting added to the configuration since the checkpoint was written had its default then.
@@ -466,9 +509,17 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
         optimiser.load_state_dict(state["optimiser"])
         schedule.load_state_dict(state["schedule"])
         step, log, train_seconds = state["step"], state["log"], state["train_seconds"]
+        held_out_curve = state.get("held_out_curve", [])
         progress(f"resumed at step {step}/{config.steps}")
 
+    def score_held_out() -> None:
+        if held_out and (not held_out_curve or held_out_curve[-1]["step"] != step):
+            gain = held_out_gain(net, held_out, config.scale)
+            held_out_curve.append({"step": step, "gain_db": round(gain, 4)})
+            progress(f"step {step}: held-out people {gain:+.3f} dB over the plate ({len(held_out)} pairs)")
+
     def save_checkpoint() -> None:
+        score_held_out()
         buffer = io.BytesIO()
         state = {
             "config": asdict(config),
@@ -478,10 +529,12 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
             "step": step,
             "log": log,
             "train_seconds": train_seconds,
+            "held_out_curve": held_out_curve,
         }
         torch.save(state, buffer)
         write_atomically(checkpoint_path, buffer.getvalue())
 
+    score_held_out()  # where the run starts from
     stop = threading.Event()
     # A resumed run draws new samples: the seed moves with the step.
     feed, producer = batches(bank, config, config.seed * 1000003 + step, stop)
@@ -560,6 +613,9 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
         "data_seconds": round(data_seconds),
         "train_seconds": round(train_seconds),
         "losses": log,
+        # Mean PSNR gain over the bicubic plate on fixed pairs from the held-out people (made as
+        # training makes its pairs; seed HELD_OUT_SEED), at the start and every checkpoint.
+        "held_out_curve": held_out_curve,
     }
     write_atomically(out_dir / f"{name}.json", (json.dumps(record, indent=2) + "\n").encode())
     return record

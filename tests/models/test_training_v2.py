@@ -361,6 +361,12 @@ def test_the_people_recipe_learns_from_the_training_split_only_and_credits_its_s
     assert record["credits"] == list(face_data.CREDITS)
     assert "held-out people" in record["held_out"]
     assert any(face_data.manifest_digest(manifest) in source for source in record["data"])
+    # Scored on the held-out person's pairs at the start and at the last checkpoint.
+    curve = record["held_out_curve"]
+    assert [entry["step"] for entry in curve] == [0, 2] and all(np.isfinite(e["gain_db"]) for e in curve)
+    samples = training_v2.held_out_samples(config)
+    assert len(samples) == training_v2.HELD_OUT_SAMPLES
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(samples, training_v2.held_out_samples(config)))
 
 
 def test_a_context_network_starts_as_its_trained_network_and_exports_exactly_at_any_size(tmp_path):
