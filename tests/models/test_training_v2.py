@@ -7,6 +7,7 @@ matplotlib's Grace Hopper (US Navy, public domain)."""
 import dataclasses
 import hashlib
 import json
+import threading
 
 import cv2
 import numpy as np
@@ -164,7 +165,7 @@ def test_x4_samples_reduce_the_face_as_the_node_does_and_target_the_4x_grid():
     for _ in range(5):
         x, y = training_v2.make_sample(bank, config, rng, video_codecs=False)
         assert x.shape == (2, 32, 32, 3) and y.shape == (2, 128, 128, 3)
-        assert 0 <= x.min() and x.max() <= 1 and 0 <= y.min() and y.max() <= 1
+        assert x.min() >= 0 and x.max() <= 1 and y.min() >= 0 and y.max() <= 1
 
 
 def test_window_samples_hold_the_centre_then_its_previous_and_next_frames_aligned_onto_it(face, monkeypatch):
@@ -434,3 +435,21 @@ def test_the_context_recipe_adds_an_encoder_to_v3_and_keeps_the_stack_before_it(
     assert frozen and all(torch.equal(tuned[key], start[key]) for key in frozen)
     assert any(not torch.equal(tuned[key], start[key]) for key in start.keys() - frozen)
     assert tuned["inject.weight"].abs().max() > 0
+
+
+def test_the_batch_stream_is_the_same_whatever_the_number_of_workers(face):
+    bank = training_v2.FaceBank([face[:96, :96].copy(), face[10:106, :96].copy()], np.array([0.5, 0.5]), [])
+    config = dataclasses.replace(training_v2.BROAD_X4, batch=2, max_size=96)
+
+    def first_batches(workers: int) -> list:
+        stop = threading.Event()
+        feed, producer = training_v2.batches(bank, config, seed=5, stop=stop, workers=workers)
+        try:
+            return [feed.get(timeout=120) for _ in range(3)]
+        finally:
+            stop.set()
+            producer.join(timeout=120)
+
+    one, three = first_batches(1), first_batches(3)
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(one, three))
+    assert not np.array_equal(one[0][0], one[1][0])  # each batch its own draw
