@@ -122,8 +122,9 @@ class ColourPipeline:
         """What the networks (detector and restorer) and contact sheets see: display-encoded and
         clamped to [0, 1]. The one policy for non-finite plate values: NaN and -inf as 0, +inf as
         the brightest value (1 after clamping). The output leaves those pixels untouched."""
-        finite = neutralise_nonfinite(linear_rgb)
-        return np.clip(self.encode(finite), 0.0, 1.0, out=finite)
+        # A finite image (the usual case, told by one sum) is encoded without a neutralised copy first.
+        encoded = self.encode(linear_rgb if all_finite(linear_rgb) else neutralise_nonfinite(linear_rgb))
+        return np.clip(encoded, 0.0, 1.0, out=encoded)
 
     def decode(self, encoded_rgb: np.ndarray) -> np.ndarray:
         """Display-referred encoding -> plate values."""

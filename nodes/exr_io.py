@@ -43,8 +43,15 @@ class Frame:
         return rgb_channel_indices(self.spec, self.path)
 
     def rgb(self) -> np.ndarray:
-        """The R, G, B channels as a contiguous (H, W, 3) float32 array."""
-        return np.ascontiguousarray(self.pixels[..., list(self.rgb_indices())])
+        """The R, G, B channels as an (H, W, 3) float32 array: a view of the pixels when they lie
+        side by side in that order (RGB, RGBA...: no whole-frame copy), else a copy. Read only."""
+        r, g, b = self.rgb_indices()
+        if (g, b) == (r + 1, r + 2):
+            view = self.pixels[..., r : r + 3]
+        else:
+            view = np.ascontiguousarray(self.pixels[..., [r, g, b]])
+        view.flags.writeable = False  # shared with the frame, its neighbours' crops and the writer
+        return view
 
 
 def rgb_channel_indices(spec: oiio.ImageSpec, path: str) -> tuple[int, int, int]:

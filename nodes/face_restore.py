@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -250,12 +251,34 @@ class CropJob:
 
 @dataclass
 class RestoreResult:
-    rgb: np.ndarray  # (H, W, 3) float32, plate space
-    matte: np.ndarray  # (H, W) float32 in [0, 1], exactly 0 away from faces
+    """A frame's result as the plate plus what changed: the restored pixels and the matte over
+    the region around the faces only (a 4K frame is not copied for a face a few hundred pixels
+    wide). `rgb` and `matte` give whole frames, made when first asked for."""
+
+    plate: np.ndarray  # (H, W, 3) float32, plate space: the input, not copied
     faces: list[FaceResult]
+    region: tuple[slice, slice] = (slice(0, 0), slice(0, 0))  # rows, columns around the faces
+    region_rgb: np.ndarray | None = None  # (h, w, 3) the output over `region`
+    region_matte: np.ndarray | None = None  # (h, w) the matte over `region`, in [0, 1]
     nonfinite_pixels: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     track_mattes: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @cached_property
+    def rgb(self) -> np.ndarray:
+        """(H, W, 3) float32, plate space: the plate with the restored region."""
+        out = np.array(self.plate, dtype=np.float32, order="C", copy=True)
+        if self.region_rgb is not None:
+            out[self.region] = self.region_rgb
+        return out
+
+    @cached_property
+    def matte(self) -> np.ndarray:
+        """(H, W) float32 in [0, 1], exactly 0 away from faces."""
+        out = np.zeros(self.plate.shape[:2], np.float32)
+        if self.region_matte is not None:
+            out[self.region] = self.region_matte
+        return out
 
 
 def parse_track_list(text: str) -> set[int] | None:
@@ -583,7 +606,7 @@ class FaceRestoreNode:
         nonfinite_pixels = nonfinite_mask(plate_rgb)
         nonfinite = 0 if nonfinite_pixels is None else int(np.count_nonzero(nonfinite_pixels))
         if not faces:
-            return RestoreResult(plate_rgb.copy(), np.zeros((h, w), np.float32), [], nonfinite, dict(timings))
+            return RestoreResult(plate_rgb, [], nonfinite_pixels=nonfinite, timings=dict(timings))
         outputs = [job.restored for job in jobs]
         if neighbour_jobs:
             start = time.perf_counter()
@@ -613,17 +636,17 @@ class FaceRestoreNode:
             if track_mattes and face.track is not None:
                 full = per_track.setdefault(face.track, np.zeros((h, w), np.float32))
                 full[job.roi] = np.maximum(full[job.roi], matte_roi)
-        matte = np.zeros((h, w), np.float32)
-        matte[region] = np.clip(weight_sum, 0.0, 1.0)
         coverage = weight_sum > 0
         if nonfinite_pixels is not None:
             coverage &= ~nonfinite_pixels[region]
-        out = plate_rgb.copy()
-        out_region, plate_region = out[region], plate_rgb[region]
+        plate_region = plate_rgb[region]
+        out_region = np.array(plate_region, dtype=np.float32, order="C", copy=True)
         change = delta_sum[coverage] / np.maximum(weight_sum[coverage], 1.0)[:, None]
         out_region[coverage] = plate_region[coverage] + change
         timings["composite"] += time.perf_counter() - start
-        return RestoreResult(out, matte, faces, nonfinite, dict(timings), per_track)
+        return RestoreResult(
+            plate_rgb, faces, region, out_region, np.clip(weight_sum, 0.0, 1.0), nonfinite, dict(timings), per_track
+        )
 
     def _window_crops(self, job: CropJob, face: FaceResult, neighbours) -> dict[int, np.ndarray]:
         """The same track's input crops in the neighbouring frames, by their offset from this one."""

@@ -410,6 +410,8 @@ def check_matte_channels(spec, options: RenderOptions, names: list[str]) -> None
 def build_output_parts(
     frame, result, options: RenderOptions, tracks: list[int] = (), key: str = ""
 ) -> list[Part]:
+    """The frame's parts as written: the plate's channels, the restored RGB over the face region
+    only and the mattes, in one buffer filled once (the plate's other channels are not rebuilt)."""
     spec = with_output_compression(frame.spec, options.keep_lossy_compression)
     if key:  # a header attribute only: the pixels are the same with or without it
         spec.attribute(RENDER_KEY_ATTRIBUTE, key)
@@ -417,25 +419,34 @@ def build_output_parts(
     formats = channel_format_names(spec)
     r, g, b = frame.rgb_indices()
     matte_format = "float" if formats[r] == "float" else "half"
-    matte = result.matte[..., None]
+    region = result.region
     if options.output_mode == "mask":
-        return [Part(spec_with_channels(spec, [options.mask_channel], [matte_format]), matte)]
-    pixels = frame.pixels.copy()
-    pixels[..., [r, g, b]] = result.rgb
+        return [Part(spec_with_channels(spec, [options.mask_channel], [matte_format]), result.matte[..., None])]
+    mattes = {}
     if options.output_mode == "both":
-        mattes = {options.mask_channel: result.matte}
+        mattes = {options.mask_channel: result.region_matte}
         if options.track_mattes:
-            empty = np.zeros_like(result.matte)
-            mattes |= {f"{options.mask_channel}{t}": result.track_mattes.get(t, empty) for t in tracks}
-        extra = []
-        for name, values in mattes.items():
-            if name in names:  # re-rendering an earlier output: replace its matte
-                pixels[..., names.index(name)] = values
-            else:
-                names, formats = names + [name], formats + [matte_format]
-                extra.append(values[..., None])
-        if extra:
-            pixels = np.concatenate([pixels] + extra, axis=2)
+            mattes |= {f"{options.mask_channel}{t}": result.track_mattes.get(t) for t in tracks}
+    # Mattes into channels the plate already has (re-rendering an earlier output) replace them.
+    added = [name for name in mattes if name not in names]
+    h, w = frame.pixels.shape[:2]
+    pixels = np.empty((h, w, len(names) + len(added)), np.float32)
+    pixels[..., : len(names)] = frame.pixels
+    pixels[..., len(names) :] = 0.0
+    names, formats = names + added, formats + [matte_format] * len(added)
+    if result.region_rgb is not None:
+        for index, channel in zip((r, g, b), range(3)):
+            pixels[region + (index,)] = result.region_rgb[..., channel]
+    for name, values in mattes.items():
+        index = names.index(name)
+        if name not in added:  # an earlier matte, replaced (added channels start at zero)
+            pixels[..., index] = 0.0
+        if values is None:  # no face (of this track) here: the matte is empty
+            continue
+        if values.shape == pixels.shape[:2]:  # a track's matte, whole frame
+            pixels[..., index] = values
+        else:
+            pixels[region + (index,)] = values
     main = Part(spec_with_channels(spec, names, formats), pixels)
     extra = [Part(with_output_compression(p.spec, options.keep_lossy_compression), p.pixels) for p in frame.extra_parts]
     return [main] + extra
