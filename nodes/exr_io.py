@@ -65,6 +65,14 @@ def rgb_channel_indices(spec: oiio.ImageSpec, path: str) -> tuple[int, int, int]
     raise FaceRestoreError(f"{path}: no R, G, B channels (channels: {', '.join(names)})")
 
 
+def set_io_threads(threads: int) -> None:
+    """Threads OpenImageIO and OpenEXR use to decode, convert and encode one image (both are
+    process-wide settings; chunks are compressed independently, so the file's bytes do not
+    depend on the count)."""
+    oiio.attribute("threads", int(threads))
+    oiio.attribute("exr_threads", int(threads))
+
+
 EXR_MAGIC = b"\x76\x2f\x31\x01"
 
 

@@ -444,11 +444,14 @@ class FaceRestoreNode:
         return self.detect_with_image(plate_rgb)[2]
 
     def detect_with_image(
-        self, plate_rgb: np.ndarray, candidates: bool = False, run_detector: bool = True
+        self, plate_rgb: np.ndarray, candidates: bool = False, run_detector: bool = True, timings: dict | None = None
     ) -> tuple[np.ndarray, float | np.ndarray, list[FaceResult]]:
         """Faces, plus the display-encoded (possibly reduced) image the detector saw and its scale.
         `candidates`: also the faces below the detection threshold (down to CANDIDATE_THRESHOLD),
-        for a tracker that confirms them over time. `run_detector=False`: the image and scale only."""
+        for a tracker that confirms them over time. `run_detector=False`: the image and scale only.
+        `timings` gets "detect: reduce + encode" (the frame made ready) and "detect" (the network)."""
+        timings = timings if timings is not None else defaultdict(float)
+        start = time.perf_counter()
         h, w = plate_rgb.shape[:2]
         aspect = self.pixel_aspect
         # The detector sees the plate desqueezed (an anamorphic plate's faces as they look).
@@ -467,7 +470,11 @@ class FaceRestoreNode:
             scale = np.array([size[0] / w, size[1] / h])
         faces = []
         threshold = 0.0 if candidates else self.params["detection_threshold"]
-        for det in self.detector.detect(encoded) if run_detector else ():
+        ready = time.perf_counter()
+        timings["detect: reduce + encode"] += ready - start
+        detections = self.detector.detect(encoded) if run_detector else ()
+        timings["detect"] += time.perf_counter() - ready
+        for det in detections:
             if det.score < threshold:
                 continue
             # A square plate's scale stays one number: float32 landmarks stay float32.
@@ -581,9 +588,7 @@ class FaceRestoreNode:
         them over the temporal window (`composite`)."""
         timings: dict[str, float] = defaultdict(float)
         if faces is None:
-            start = time.perf_counter()
-            faces = self.detect(plate_rgb)
-            timings["detect"] += time.perf_counter() - start
+            faces = self.detect_with_image(plate_rgb, timings=timings)[2]
         faces = self.select(faces)
         jobs = self.restore_crops(plate_rgb, faces, (), timings) if faces else []
         return self.composite(plate_rgb, faces, jobs, (), track_mattes, timings)

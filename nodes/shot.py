@@ -40,17 +40,27 @@ def faces_from_analysis(analysis, frame, sizes: dict[int, tuple[int, int]]) -> l
     ]
 
 
-def analyse_shot(node, frames: list, plate_of: Callable[[object], np.ndarray], progress=None, added=(), dropped=()):
+def analyse_shot(
+    node,
+    frames: list,
+    plate_of: Callable[[object], np.ndarray],
+    progress=None,
+    added=(),
+    dropped=(),
+    timings: dict | None = None,
+):
     """Track the faces of `frames` (plates from `plate_of`) with the node's detector.
 
     `added`: faces given by hand (`manual_faces.AddedFace`), followed through their segments and
     tracked like detected ones (they win over detections that overlap them). `dropped`: track
-    IDs to remove (false faces). Both are recorded in the analysis settings."""
+    IDs to remove (false faces). Both are recorded in the analysis settings. `timings` gets the
+    detector's stages (`FaceRestoreNode.detect_with_image`)."""
 
     detections: dict = {}
+    timings = timings if timings is not None else defaultdict(float)
 
     def detect(frame):
-        encoded, scale, faces = node.detect_with_image(plate_of(frame), candidates=True)
+        encoded, scale, faces = node.detect_with_image(plate_of(frame), candidates=True, timings=timings)
         detections[frame] = [(f.landmarks, f.box, f.score) for f in faces]
         return encoded, scale, detections[frame]
 
@@ -63,7 +73,9 @@ def analyse_shot(node, frames: list, plate_of: Callable[[object], np.ndarray], p
         )
 
         def with_added(frame):
-            encoded, scale, _ = node.detect_with_image(plate_of(frame), candidates=False, run_detector=False)
+            encoded, scale, _ = node.detect_with_image(
+                plate_of(frame), candidates=False, run_detector=False, timings=timings
+            )
             boxes = [box_of(points, node.pixel_aspect) for points in manual[frame]]
             kept = [d for d in detections[frame] if all(box_overlap(d[1], b) < 0.3 for b in boxes)]
             return encoded, scale, kept + [(points, box, 1.0) for points, box in zip(manual[frame], boxes)]

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -32,6 +32,7 @@ from facerestore.nodes.exr_io import (
     read_header,
     remove_stale_partials,
     rgb_channel_indices,
+    set_io_threads,
     spec_with_channels,
     with_output_compression,
     write_parts,
@@ -185,7 +186,11 @@ def stored_analysis_problem(path: str, fingerprint: dict, determinants: dict, fr
     return analysis, None
 
 
-def obtain_analysis(options: RenderOptions, node, shot: list[FrameJob], progress_enabled: bool):
+def obtain_analysis(
+    options: RenderOptions, node, shot: list[FrameJob], progress_enabled: bool, timings: dict, kept: DecodedFrames
+):
+    """The shot's analysis: the sidecar when it fits, else the shot analysed (and saved). Frames
+    the analysis decodes go into `kept`, for the render to use rather than decode them again."""
     path = options.analysis or default_analysis_path(options)
     fingerprint = file_fingerprint([j.source for j in shot])
     determinants = analysis_determinants(options, node)
@@ -203,20 +208,36 @@ def obtain_analysis(options: RenderOptions, node, shot: list[FrameJob], progress
                 if gone:
                     raise FaceRestoreError(f"--drop-tracks: no track {', '.join(map(str, sorted(gone)))} in {path}")
                 analysis.faces = {f: [t for t in fs if t.track not in set(dropped)] for f, fs in analysis.faces.items()}
-                analysis.settings["dropped_tracks"] = sorted(set(analysis.settings.get("dropped_tracks", [])) | set(dropped))
+                analysis.settings["dropped_tracks"] = sorted(
+                    set(analysis.settings.get("dropped_tracks", [])) | set(dropped)
+                )
                 analysis.save(path)
             return analysis, path
         log.info("note: %s; analysing again", problem)
     paths = {j.frame: j.source for j in shot}
     bar = Progress(len(shot), progress_enabled, "analysing")
+
+    def plate_of(frame) -> np.ndarray:
+        start = time.perf_counter()
+        decoded = kept.get(frame)
+        if decoded is None:
+            decoded = read_frame(paths[frame])
+            kept.offer(frame, decoded)
+        timings["analyse: read"] += time.perf_counter() - start
+        return decoded.rgb()
+
+    detector_timings: dict = defaultdict(float)
     analysis = analyse_shot(
         node,
         [j.frame for j in shot],
-        lambda f: read_frame(paths[f]).rgb(),
+        plate_of,
         lambda done, _: bar.update(done, ""),
         added=options.added_faces,
         dropped=dropped,
+        timings=detector_timings,
     )
+    for stage, seconds in detector_timings.items():
+        timings[f"analyse: {stage}"] += seconds
     bar.close()
     analysis.fingerprint = fingerprint
     analysis.settings["determined_by"] = determinants
@@ -341,8 +362,13 @@ def render_key(options: RenderOptions, node, analysis_path: str) -> str:
         version = "unknown"
     record = {
         "facerestore": version,
-        "output": [options.output_mode, options.mask_channel, options.track_mattes, options.replace_channel,
-                   options.keep_lossy_compression],
+        "output": [
+            options.output_mode,
+            options.mask_channel,
+            options.track_mattes,
+            options.replace_channel,
+            options.keep_lossy_compression,
+        ],
         "params": node.params,
         "pixel_aspect": node.pixel_aspect,
         "model": model_identity(node.params["model"]),
@@ -407,9 +433,7 @@ def check_matte_channels(spec, options: RenderOptions, names: list[str]) -> None
         )
 
 
-def build_output_parts(
-    frame, result, options: RenderOptions, tracks: list[int] = (), key: str = ""
-) -> list[Part]:
+def build_output_parts(frame, result, options: RenderOptions, tracks: list[int] = (), key: str = "") -> list[Part]:
     """The frame's parts as written: the plate's channels, the restored RGB over the face region
     only and the mattes, in one buffer filled once (the plate's other channels are not rebuilt)."""
     spec = with_output_compression(frame.spec, options.keep_lossy_compression)
@@ -452,24 +476,96 @@ def build_output_parts(
     return [main] + extra
 
 
-class FrameReader:
-    """Reads each frame once, ahead of need, in a background thread (OpenImageIO releases the
-    GIL while it decodes), for both the frame being rendered and its temporal neighbours."""
+def machine_threads() -> int:
+    """The cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on macOS
+        return os.cpu_count() or 1
 
-    def __init__(self, sources: dict, background: bool = True) -> None:
+
+def available_memory() -> int | None:
+    """Bytes of memory free for use now, where the system says; else None."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+# Frames the analysis decodes are kept for the render up to this share of the memory free when
+# the render starts, and never more than the cap: a short shot is decoded once, a long one keeps
+# its first frames and decodes the rest again, in bounded memory.
+KEEP_MEMORY_SHARE = 0.25
+KEEP_CAP_BYTES = 2 << 30
+
+
+class DecodedFrames:
+    """Frames decoded by the analysis, kept (in the order offered) until their bytes would pass
+    `budget`; the render takes each once (`take`), which frees it."""
+
+    def __init__(self, wanted: set, budget: int) -> None:
+        self.wanted, self.budget = wanted, budget
+        self.frames: dict = {}
+        self.bytes = 0
+
+    @staticmethod
+    def size(decoded) -> int:
+        return decoded.pixels.nbytes + sum(p.pixels.nbytes for p in decoded.extra_parts)
+
+    def offer(self, frame, decoded) -> None:
+        if frame in self.wanted and frame not in self.frames and self.bytes + self.size(decoded) <= self.budget:
+            self.frames[frame] = decoded
+            self.bytes += self.size(decoded)
+
+    def get(self, frame):
+        return self.frames.get(frame)
+
+    def take(self, frame):
+        decoded = self.frames.pop(frame, None)
+        if decoded is not None:
+            self.bytes -= self.size(decoded)
+        return decoded
+
+
+def keep_budget() -> int:
+    free = available_memory()
+    return KEEP_CAP_BYTES if free is None else min(KEEP_CAP_BYTES, int(free * KEEP_MEMORY_SHARE))
+
+
+class FrameReader:
+    """Reads each frame once, ahead of need, in background threads (OpenImageIO releases the
+    interpreter lock while it decodes: several frames decode at once, each on OpenEXR's own
+    threads too), for both the frame being rendered and its temporal neighbours. Frames the
+    analysis kept (`DecodedFrames`) are handed over instead of read."""
+
+    def __init__(self, sources: dict, background: bool = True, workers: int = 1, kept: DecodedFrames | None = None):
         self.sources, self.background = sources, background
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="facerestore-read")
+        self.kept = kept or DecodedFrames(set(), 0)
+        self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="facerestore-read")
         self.pending: dict = {}
 
     def prefetch(self, frame) -> None:
-        if self.background and frame not in self.pending and frame in self.sources:
+        if frame in self.pending or frame not in self.sources:
+            return
+        decoded = self.kept.take(frame)
+        if decoded is not None:
+            self.pending[frame] = Future()
+            self.pending[frame].set_result(decoded)
+        elif self.background:
             self.pending[frame] = self.pool.submit(read_frame, self.sources[frame])
 
     def get(self, frame):
-        if not self.background and frame not in self.pending:  # read when asked for, in this thread (still once)
+        self.prefetch(frame)
+        if frame not in self.pending:  # read when asked for, in this thread (still once)
             self.pending[frame] = Future()
             self.pending[frame].set_result(read_frame(self.sources[frame]))
-        self.prefetch(frame)
         return self.pending[frame].result()
 
     def forget_up_to(self, renderer, frame) -> None:
@@ -484,31 +580,55 @@ class FrameReader:
 
 
 class FrameWriter:
-    """Writes frames in a background thread, one at a time and in order, so the next frame is
-    computed while the last one is encoded. A failed write stops the render at the next frame
-    (or at the end) with its own error; every frame is still written atomically."""
+    """Writes frames in background threads, up to `in_flight` at once (each encoded on OpenEXR's
+    threads too), so the next frames are computed while the last ones are encoded. Each file is
+    written whole by one thread, so the bytes are those of a write in the foreground. A failed
+    write stops the render at the next frame (or at the end) with its own error; every frame is
+    still written atomically."""
 
-    def __init__(self, background: bool = True) -> None:
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="facerestore-write")
-        self.last, self.background = None, background
+    def __init__(self, background: bool = True, in_flight: int = 1) -> None:
+        self.in_flight, self.background = max(1, in_flight), background
+        self.pool = ThreadPoolExecutor(self.in_flight, thread_name_prefix="facerestore-write")
+        self.writing: deque[Future] = deque()
 
     def write(self, path: str, parts: list) -> None:
         if not self.background:
             write_parts(path, parts)
             return
-        if self.last is not None:
-            self.last.result()  # at most one frame in flight: bounded memory, errors surface early
-        self.last = self.pool.submit(write_parts, path, parts)
+        while self.writing and (len(self.writing) >= self.in_flight or self.writing[0].done()):
+            self.writing.popleft().result()  # bounded memory; errors surface early
+        self.writing.append(self.pool.submit(write_parts, path, parts))
+
+    def finish(self) -> None:
+        """Waits for the frames still being written (their errors raised)."""
+        while self.writing:
+            self.writing.popleft().result()
 
     def __enter__(self) -> FrameWriter:
         return self
 
     def __exit__(self, kind, error, trace) -> None:
         try:
-            if self.last is not None and kind is None:
-                self.last.result()
+            if kind is None:
+                self.finish()
         finally:
             self.pool.shutdown(wait=True)
+
+
+class StageClock:
+    """Splits a render's wall time into stages with no gap: each `lap` gives the time since the
+    last one to a stage, less what nested stages (a node's own timings, added to the same dict)
+    recorded meanwhile. So the stages add up to the wall time."""
+
+    def __init__(self, timings: dict, start: float) -> None:
+        self.timings, self.mark = timings, start
+        self.nested = sum(timings.values())
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        recorded = sum(self.timings.values())
+        self.timings[stage] += (now - self.mark) - (recorded - self.nested)
+        self.mark, self.nested = now, sum(self.timings.values())
 
 
 class Progress:
@@ -554,6 +674,7 @@ def check_render(options: RenderOptions):
 def render(options: RenderOptions, node=None) -> RenderReport:
     """Render a shot. `node` may be passed in to reuse loaded models across calls."""
     wall = time.perf_counter()
+    clock = StageClock(defaultdict(float), wall)
     jobs, first_spec = check_render(options)
     gaps = sequence_gaps(options, jobs)
     created, stale = prepare_output_folders(jobs)
@@ -561,8 +682,9 @@ def render(options: RenderOptions, node=None) -> RenderReport:
         log.info("note: frames %s are not on disk; rendering the %d that are", describe_frames(gaps), len(jobs))
     if stale:
         log.info("note: removed %d half-written frame(s) of killed runs", len(stale))
+    clock.lap("check")
     try:
-        return _render(options, node, jobs, first_spec, wall)
+        return _render(options, node, jobs, first_spec, wall, clock)
     except BaseException:
         remove_if_empty(created)
         raise
@@ -577,16 +699,14 @@ def sequence_gaps(options: RenderOptions, jobs: list[FrameJob]) -> list[int]:
     return [f for f in range(frames[0], frames[-1] + 1) if f not in present]
 
 
-def _render(options: RenderOptions, node, jobs: list[FrameJob], first_spec, wall: float) -> RenderReport:
-    timings: dict[str, float] = defaultdict(float)
-    start = time.perf_counter()
+def _render(options: RenderOptions, node, jobs: list[FrameJob], first_spec, wall: float, clock) -> RenderReport:
     try:
         if node is None:
             colour = ColourPipeline.create(options.ocio, options.colorspace, options.restore_colorspace)
             node = FaceRestoreNode(colour, resolve_torch_device(options.device), **options.node_params)
     except ModelError as exc:
         raise FaceRestoreError(str(exc)) from None
-    timings["load models"] += time.perf_counter() - start
+    clock.lap("load models")
     # Pixel aspect: the parameter when set, else the plate's header (a node passed in keeps its
     # own setting once this render is over).
     own_aspect = node.pixel_aspect
@@ -595,7 +715,7 @@ def _render(options: RenderOptions, node, jobs: list[FrameJob], first_spec, wall
         source = "--pixel-aspect" if node.params["pixel_aspect"] else "the plates' PixelAspectRatio"
         log.info("note: pixel aspect %g (%s): faces are found and restored desqueezed", node.pixel_aspect, source)
     try:
-        return _render_shot(options, node, jobs, first_spec, wall, timings)
+        return _render_shot(options, node, jobs, first_spec, wall, clock)
     finally:
         node.pixel_aspect = own_aspect
 
@@ -612,8 +732,8 @@ def plate_pixel_aspect(spec) -> float:
     return value if low <= value <= high else 1.0
 
 
-def _render_shot(options: RenderOptions, node, jobs: list[FrameJob], first_spec, wall: float, timings) -> RenderReport:
-    start = time.perf_counter()
+def _render_shot(options: RenderOptions, node, jobs: list[FrameJob], first_spec, wall: float, clock) -> RenderReport:
+    timings = clock.timings
     shot, excluded = matching_frames(shot_frames(options, jobs), first_spec, require_exr=not options.allow_non_exr)
     if excluded:
         log.info(
@@ -621,8 +741,12 @@ def _render_shot(options: RenderOptions, node, jobs: list[FrameJob], first_spec,
             "temporal window",
             describe_frames(excluded),
         )
-    analysis, analysis_path = obtain_analysis(options, node, shot, options.progress)
-    timings["analyse"] += time.perf_counter() - start
+    # Frames this render reads: the range and, for the temporal window, the rest of the shot.
+    sources = {j.frame: j.source for j in shot} | {j.frame: j.source for j in jobs}
+    kept = DecodedFrames(set(sources) if not options.analyse_only else set(), keep_budget())
+    clock.lap("check")
+    analysis, analysis_path = obtain_analysis(options, node, shot, options.progress, timings, kept)
+    clock.lap("analyse: track + sidecar")
     tracks = analysis.track_ids()
     known = ", ".join(map(str, tracks)) or "none"
     if node.selected_tracks is not None and not node.selected_tracks <= set(tracks):
@@ -632,7 +756,8 @@ def _render_shot(options: RenderOptions, node, jobs: list[FrameJob], first_spec,
         missing = ", ".join(map(str, sorted(set(node.track_strengths) - set(tracks))))
         raise FaceRestoreError(f"--track-strengths: no track {missing} in this shot (tracks: {known})")
     if options.analyse_only:
-        return RenderReport([], {}, dict(timings), node.device, time.perf_counter() - wall, analysis_path, tracks)
+        clock.lap("finish")
+        return RenderReport([], {}, dict(timings), node.device, clock.mark - wall, analysis_path, tracks)
     if options.track_mattes:
         check_matte_channels(first_spec, options, [f"{options.mask_channel}{t}" for t in tracks])
     lossy = lossy_compression(first_spec)
@@ -644,47 +769,53 @@ def _render_shot(options: RenderOptions, node, jobs: list[FrameJob], first_spec,
             if options.keep_lossy_compression
             else "writing ZIP so pixels outside the matte stay bit-identical (--keep-lossy-compression keeps it)",
         )
-    by_frame = {j.frame: j for j in shot}
     key = render_key(options, node, analysis_path)
     if options.resume:
         skipped = [j for j in jobs if already_rendered(j, analysis_path, key)]
         jobs = [j for j in jobs if j not in skipped]
         if skipped:
             log.info("resume: %d frame(s) already rendered, %d to go", len(skipped), len(jobs))
-    reader = FrameReader(
-        {f: j.source for f, j in by_frame.items()} | {j.frame: j.source for j in jobs}, background=options.overlap_io
-    )
+    # Sized to the machine: decoding and encoding run on OpenEXR's threads, and this many frames
+    # are read and written at once besides (each whole, in one thread: the same bytes as in turn).
+    threads = machine_threads()
+    set_io_threads(threads)
+    reader = FrameReader(sources, background=options.overlap_io, workers=min(threads, 4), kept=kept)
     renderer = ShotRenderer(node, analysis, [j.frame for j in shot], lambda f: reader.get(f).rgb(), timings)
     # Frames a render in order touches next: the job ahead and its temporal reach (two radii).
     reach = 2 * renderer.radius + 1
     progress = Progress(len(jobs), options.progress)
     faces_per_frame = {}
-    with FrameWriter(background=options.overlap_io) as writer, contextlib.closing(reader):
+    clock.lap("check")
+    with FrameWriter(background=options.overlap_io, in_flight=min(threads, 3)) as writer, contextlib.closing(reader):
         for done, job in enumerate(jobs, 1):
             for ahead in jobs[done : done + 1]:
                 reader.prefetch(ahead.frame)
             here = renderer.position.get(job.frame, 0)
             for f in renderer.frames[here : here + reach]:
                 reader.prefetch(f)
-            start = time.perf_counter()
             frame = reader.get(job.frame)
-            timings["read (waiting)"] += time.perf_counter() - start
+            clock.lap("read (waiting)")
             result = renderer.render(job.frame, frame.rgb(), track_mattes=options.track_mattes)
             for stage, seconds in result.timings.items():
                 timings[stage] += seconds
+            # The rest of the frame's restoration: its neighbours' plates, the finite check.
+            clock.lap("restore: other")
             if result.nonfinite_pixels:
                 progress.break_line()
                 log.warning("warning: %s: %d NaN/inf pixels left untouched", job.source, result.nonfinite_pixels)
-            start = time.perf_counter()
-            writer.write(job.target, build_output_parts(frame, result, options, tracks, key))
-            timings["write (waiting)"] += time.perf_counter() - start
+            parts = build_output_parts(frame, result, options, tracks, key)
+            clock.lap("output buffer")
+            writer.write(job.target, parts)
+            clock.lap("write (waiting)")
             reader.forget_up_to(renderer, job.frame)
             faces_per_frame[job.frame] = len(result.faces)
             progress.update(done, f"frame {job.frame if job.frame is not None else ''} faces {len(result.faces)}")
+            clock.lap("progress")
+        writer.finish()
+        clock.lap("write (waiting)")
     progress.close()
-    return RenderReport(
-        jobs, faces_per_frame, dict(timings), node.device, time.perf_counter() - wall, analysis_path, tracks
-    )
+    clock.lap("finish")
+    return RenderReport(jobs, faces_per_frame, dict(timings), node.device, clock.mark - wall, analysis_path, tracks)
 
 
 def format_timings(report: RenderReport) -> str:

@@ -605,3 +605,42 @@ def test_an_anamorphic_shot_is_tracked_as_one_face_and_any_frame_alone_equals_th
     assert Analysis.load(sidecar).settings["determined_by"]["pixel_aspect"] == 2.0
     render_with(node, tmp_path / "a.####.exr", tmp_path / "alone/o.####.exr", analysis=sidecar, frames="3")
     assert np.array_equal(read_buf(tmp_path / "full/o.0003.exr")[1], read_buf(tmp_path / "alone/o.0003.exr")[1])
+
+
+def test_the_stages_add_up_to_the_wall_time(tmp_path, node, colour):
+    """Every part of a render is in one stage of its report (what the benchmark's shares of the
+    wall time rest on): with the analysis made in the render and with it read from its sidecar."""
+    for t in range(1, 5):
+        write_exr(tmp_path / f"p.{t:04d}.exr", faces_plate(colour, positions=((100 + 2 * t, 40),), seed=t))
+    first = render_with(node, tmp_path / "p.####.exr", tmp_path / "a/r.####.exr")
+    again = render_with(node, tmp_path / "p.####.exr", tmp_path / "b/r.####.exr", analysis=first.analysis_path)
+    for report in (first, again):
+        stages = sum(report.timings.values())
+        assert abs(stages - report.wall_seconds) <= 0.05 * report.wall_seconds, (stages, report.wall_seconds)
+        assert min(report.timings.values()) >= 0.0, report.timings
+    assert {"analyse: read", "analyse: detect", "analyse: detect: reduce + encode"} <= set(first.timings)
+    assert {"read (waiting)", "restore", "composite", "output buffer", "write (waiting)"} <= set(first.timings)
+    assert "analyse: detect" not in again.timings  # the sidecar was used
+
+
+def test_a_render_that_analyses_decodes_each_plate_once_and_keeps_a_bounded_number(tmp_path, node, colour, monkeypatch):
+    """The frames the analysis decodes are handed to the render instead of being read again, up
+    to a memory budget: beyond it, the first frames are kept and the rest read again."""
+    from facerestore.plugin import render as render_module
+
+    for t in range(1, 7):
+        write_exr(tmp_path / f"p.{t:04d}.exr", faces_plate(colour, positions=((100 + 2 * t, 40),), seed=t))
+    reads = []
+    original = render_module.read_frame
+    monkeypatch.setattr(render_module, "read_frame", lambda path: reads.append(path) or original(path))
+    once = render_with(node, tmp_path / "p.####.exr", tmp_path / "once/r.####.exr")
+    assert sorted(reads) == sorted(str(tmp_path / f"p.{t:04d}.exr") for t in range(1, 7))
+    reads.clear()
+    frame_bytes = 320 * 240 * 3 * 4
+    monkeypatch.setattr(render_module, "KEEP_CAP_BYTES", 2 * frame_bytes)  # room for two frames
+    render_with(node, tmp_path / "p.####.exr", tmp_path / "two/r.####.exr", analysis=str(tmp_path / "new.json"))
+    assert len(reads) == 6 + 4 and {reads.count(str(tmp_path / f"p.{t:04d}.exr")) for t in (1, 2)} == {1}
+    for t in range(1, 7):
+        expected = read_buf(tmp_path / "once" / f"r.{t:04d}.exr")[1]
+        assert np.array_equal(expected, read_buf(tmp_path / "two" / f"r.{t:04d}.exr")[1])
+    assert once.faces_per_frame == {t: 1 for t in range(1, 7)}
