@@ -452,6 +452,17 @@ class FaceRestoreNode:
         `timings` gets "detect: reduce + encode" (the frame made ready) and "detect" (the network)."""
         timings = timings if timings is not None else defaultdict(float)
         start = time.perf_counter()
+        encoded, scale = self.detection_image(plate_rgb)
+        ready = time.perf_counter()
+        timings["detect: reduce + encode"] += ready - start
+        faces = self.detect_in_image(encoded, scale, candidates) if run_detector else []
+        timings["detect"] += time.perf_counter() - ready
+        return encoded, scale, faces
+
+    def detection_image(self, plate_rgb: np.ndarray) -> tuple[np.ndarray, float | np.ndarray]:
+        """The display-encoded image the detector sees (reduced first when the plate is larger than
+        it takes, so only the reduced image is colour-transformed) and its scale: image pixels per
+        plate pixel (across and down on an anamorphic plate). Safe to run in a reading thread."""
         h, w = plate_rgb.shape[:2]
         aspect = self.pixel_aspect
         # The detector sees the plate desqueezed (an anamorphic plate's faces as they look).
@@ -468,13 +479,16 @@ class FaceRestoreNode:
             encoded = self.colour.display(plate_rgb)
         if aspect != 1.0:  # image pixels per plate pixel, across and down
             scale = np.array([size[0] / w, size[1] / h])
+        return encoded, scale
+
+    def detect_in_image(
+        self, encoded: np.ndarray, scale: float | np.ndarray, candidates: bool = False
+    ) -> list[FaceResult]:
+        """The detector on a `detection_image`; faces in plate pixels."""
+        aspect = self.pixel_aspect
         faces = []
         threshold = 0.0 if candidates else self.params["detection_threshold"]
-        ready = time.perf_counter()
-        timings["detect: reduce + encode"] += ready - start
-        detections = self.detector.detect(encoded) if run_detector else ()
-        timings["detect"] += time.perf_counter() - ready
-        for det in detections:
+        for det in self.detector.detect(encoded):
             if det.score < threshold:
                 continue
             # A square plate's scale stays one number: float32 landmarks stay float32.
@@ -482,7 +496,7 @@ class FaceRestoreNode:
             box = det.box / (np.tile(scale, 2) if aspect != 1.0 else scale)
             size, coarse = self.crop_sizes_for(footprint_of(landmarks, aspect))
             faces.append(FaceResult(box, det.score, landmarks, size, coarse_size=coarse))
-        return encoded, scale, faces
+        return faces
 
     def restore_crops(
         self, plate_rgb: np.ndarray, faces: list[FaceResult], neighbours=(), timings: dict | None = None

@@ -8,6 +8,7 @@ render in order runs the network once per frame. Shared by the render job and th
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -48,19 +49,28 @@ def analyse_shot(
     added=(),
     dropped=(),
     timings: dict | None = None,
+    image_of: Callable[[object], tuple] | None = None,
 ):
     """Track the faces of `frames` (plates from `plate_of`) with the node's detector.
 
     `added`: faces given by hand (`manual_faces.AddedFace`), followed through their segments and
     tracked like detected ones (they win over detections that overlap them). `dropped`: track
     IDs to remove (false faces). Both are recorded in the analysis settings. `timings` gets the
-    detector's stages (`FaceRestoreNode.detect_with_image`)."""
+    detector's stages (`FaceRestoreNode.detect_with_image`). `image_of(frame)`: the frame's
+    `FaceRestoreNode.detection_image` made elsewhere (a render prepares it while reading ahead);
+    by default made here from `plate_of`."""
 
     detections: dict = {}
     timings = timings if timings is not None else defaultdict(float)
 
     def detect(frame):
-        encoded, scale, faces = node.detect_with_image(plate_of(frame), candidates=True, timings=timings)
+        if image_of is None:
+            encoded, scale, faces = node.detect_with_image(plate_of(frame), candidates=True, timings=timings)
+        else:
+            encoded, scale = image_of(frame)
+            start = time.perf_counter()
+            faces = node.detect_in_image(encoded, scale, candidates=True)
+            timings["detect"] += time.perf_counter() - start
         detections[frame] = [(f.landmarks, f.box, f.score) for f in faces]
         return encoded, scale, detections[frame]
 

@@ -4,6 +4,7 @@ and write each frame atomically with progress and per-stage timings."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -12,6 +13,7 @@ import os
 import sys
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -21,7 +23,7 @@ from facerestore.models import byo
 from facerestore.models.device import resolve_torch_device
 from facerestore.models.errors import ModelError
 from facerestore.models.weights import RESTORERS, RETINAFACE_SOURCE
-from facerestore.nodes.colour import ColourPipeline
+from facerestore.nodes.colour import ColourPipeline, colour_pool
 from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.exr_io import (
     Part,
@@ -192,7 +194,7 @@ def obtain_analysis(
     """The shot's analysis: the sidecar when it fits, else the shot analysed (and saved). Frames
     the analysis decodes go into `kept`, for the render to use rather than decode them again."""
     path = options.analysis or default_analysis_path(options)
-    fingerprint = file_fingerprint([j.source for j in shot])
+    fingerprint = file_fingerprint([j.source for j in shot], colour_pool(machine_threads()).map)
     determinants = analysis_determinants(options, node)
     dropped = sorted(set(options.dropped_tracks))
     if options.analysis_frozen and not os.path.isfile(path):
@@ -215,9 +217,11 @@ def obtain_analysis(
             return analysis, path
         log.info("note: %s; analysing again", problem)
     paths = {j.frame: j.source for j in shot}
+    order = [j.frame for j in shot]
+    position = {f: i for i, f in enumerate(order)}
     bar = Progress(len(shot), progress_enabled, "analysing")
 
-    def plate_of(frame) -> np.ndarray:
+    def plate_of(frame) -> np.ndarray:  # the frames a second pass (added faces) asks for again
         start = time.perf_counter()
         decoded = kept.get(frame)
         if decoded is None:
@@ -226,16 +230,43 @@ def obtain_analysis(
         timings["analyse: read"] += time.perf_counter() - start
         return decoded.rgb()
 
+    def prepare(frame):
+        decoded = kept.get(frame) or read_frame(paths[frame])
+        return decoded, node.detection_image(decoded.rgb())
+
+    # The frames ahead are read and their detection images made (reduced, then encoded) in
+    # threads while the detector runs on the current one; each frame decoded here is offered to
+    # the render (`kept`).
+    threads = machine_threads()
+    ahead: dict = {}
     detector_timings: dict = defaultdict(float)
-    analysis = analyse_shot(
-        node,
-        [j.frame for j in shot],
-        plate_of,
-        lambda done, _: bar.update(done, ""),
-        added=options.added_faces,
-        dropped=dropped,
-        timings=detector_timings,
-    )
+    with ThreadPoolExecutor(min(threads, 4), thread_name_prefix="facerestore-analyse") as pool:
+
+        def image_of(frame):
+            start = time.perf_counter()
+            here = position[frame]
+            for other in order[here : here + min(threads, 4) + 1]:
+                if other not in ahead:
+                    ahead[other] = pool.submit(prepare, other)
+            decoded, image = ahead.pop(frame).result()
+            kept.offer(frame, decoded)
+            timings["analyse: read + reduce + encode (waiting)"] += time.perf_counter() - start
+            return image
+
+        try:
+            analysis = analyse_shot(
+                node,
+                order,
+                plate_of,
+                lambda done, _: bar.update(done, ""),
+                added=options.added_faces,
+                dropped=dropped,
+                timings=detector_timings,
+                image_of=image_of,
+            )
+        finally:
+            for future in ahead.values():
+                future.cancel()
     for stage, seconds in detector_timings.items():
         timings[f"analyse: {stage}"] += seconds
     bar.close()
@@ -591,13 +622,15 @@ class FrameWriter:
         self.pool = ThreadPoolExecutor(self.in_flight, thread_name_prefix="facerestore-write")
         self.writing: deque[Future] = deque()
 
-    def write(self, path: str, parts: list) -> None:
+    def write(self, path: str, parts: Callable[[], list]) -> None:
+        """Writes the parts `parts()` makes (made in the writing thread too: filling a 4K frame's
+        output buffer is part of writing it)."""
         if not self.background:
-            write_parts(path, parts)
+            write_parts(path, parts())
             return
         while self.writing and (len(self.writing) >= self.in_flight or self.writing[0].done()):
             self.writing.popleft().result()  # bounded memory; errors surface early
-        self.writing.append(self.pool.submit(write_parts, path, parts))
+        self.writing.append(self.pool.submit(lambda: write_parts(path, parts())))
 
     def finish(self) -> None:
         """Waits for the frames still being written (their errors raised)."""
@@ -803,9 +836,7 @@ def _render_shot(options: RenderOptions, node, jobs: list[FrameJob], first_spec,
             if result.nonfinite_pixels:
                 progress.break_line()
                 log.warning("warning: %s: %d NaN/inf pixels left untouched", job.source, result.nonfinite_pixels)
-            parts = build_output_parts(frame, result, options, tracks, key)
-            clock.lap("output buffer")
-            writer.write(job.target, parts)
+            writer.write(job.target, functools.partial(build_output_parts, frame, result, options, tracks, key))
             clock.lap("write (waiting)")
             reader.forget_up_to(renderer, job.frame)
             faces_per_frame[job.frame] = len(result.faces)
