@@ -81,13 +81,17 @@ class RetinaFaceDetector:
         h, w = image.shape[:2]
         sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
         resized = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA) if (sh, sw) != (h, w) else image
-        # Pad to a multiple of 32 so every feature map lines up with its anchor grid.
-        ph, pw = -sh % 32, -sw % 32
-        padded = np.pad(resized, ((0, ph), (0, pw), (0, 0)), mode="constant")
-        bgr = padded[..., ::-1] * 255.0 - BGR_MEAN
-        tensor = np.ascontiguousarray(bgr.transpose(2, 0, 1)[None], dtype=np.float32)
+        # Padded with zeros to a multiple of 32 so every feature map lines up with its anchor grid;
+        # BGR planes of x * 255 - mean, written straight into the network's input (float32 all
+        # through: the values of a padded, flipped, transposed copy, without making those copies).
+        hh, ww = sh + -sh % 32, sw + -sw % 32
+        tensor = np.empty((1, 3, hh, ww), np.float32)
+        for plane, channel in zip(tensor[0], (2, 1, 0)):
+            mean = BGR_MEAN[2 - channel]
+            np.multiply(resized[..., channel], np.float32(255.0), out=plane[:sh, :sw])
+            plane[:sh, :sw] -= mean
+            plane[sh:, :], plane[:sh, sw:] = -mean, -mean
         loc, conf, landmarks = self.session.run(None, {"input": tensor})
-        hh, ww = padded.shape[:2]
         anchors = anchors_for(hh, ww)
         scores = conf[0, :, 1]
         hit = scores > self.score_threshold

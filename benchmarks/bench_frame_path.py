@@ -1,0 +1,211 @@
+"""The frame path at 1080p and 4K: a render's time outside the networks against what OpenImageIO
+alone needs to read and write the same frames (the copy floor), per frame size and per case (one
+face, four faces, no face), with the share of every stage of the render's report.
+
+The plates are the demo's face (the astronaut, NASA, public domain) pasted 1:1 onto a soft grey
+gradient, half float, ZIP, moving 6 px a frame (`bench_frame_size.plate_with_face`). Each case is
+a whole `render` with its analysis (as a new user runs it), the models loaded once beforehand.
+The copy floor reads each frame (its own pixel type) and writes it again with the same
+compression, one frame after another, on the same OpenImageIO / OpenEXR thread count as the
+render; it is measured just before and just after the render and the two averaged, so the
+machine's load drifts onto both sides alike. Compare the ratios, not the seconds.
+
+Time outside the networks = wall time less the stages that are networks or run beside them:
+`load models`, `restore` (the restorer and its ensemble), `temporal` (the window's flow and
+fusion) and `analyse: detect` (the face detector). The issue's own figure leaves the detector in
+(wall less `load models`, `restore`, `temporal`); both are reported.
+
+    .venv/bin/python -m facerestore.benchmarks.bench_frame_path [--frames 8] [--long 100] [--json out.json]
+
+`--long N` also renders an N-frame 4K shot with one face in a child `facerestore render` and
+reports its peak resident memory (the frames kept from the analysis, those in flight and the
+temporal window: bounded, whatever N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import OpenImageIO as oiio
+
+from facerestore.benchmarks.bench_frame_size import SIZES, plate_with_face, write_plate
+from facerestore.models.device import resolve_torch_device
+from facerestore.nodes.colour import ColourPipeline
+from facerestore.nodes.exr_io import set_io_threads
+from facerestore.nodes.face_restore import FaceRestoreNode
+from facerestore.plugin.render import KEEP_CAP_BYTES, RenderOptions, machine_threads, render
+
+CASES = {"one face": 1, "four faces": 4, "no face": 0}
+NETWORK_STAGES = ("load models", "restore", "temporal", "analyse: detect")
+ISSUE_NETWORK_STAGES = ("load models", "restore", "temporal")
+
+
+def write_shot(folder: Path, colour: ColourPipeline, size: str, faces: int, frames: int) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    width, height = SIZES[size]
+    for t in range(frames):
+        plate = plate_with_face(colour, width, height, shift=6 * t, face=faces > 0, faces=max(faces, 1))
+        write_plate(folder / f"plate.{t + 1:04d}.exr", plate)
+    return str(folder / "plate.####.exr")
+
+
+def copy_floor(paths: list[Path], folder: Path) -> float:
+    """Seconds to read every frame and write it again (same pixel types, same header, so the
+    same compression), one after another."""
+    start = time.perf_counter()
+    for path in paths:
+        inp = oiio.ImageInput.open(str(path))
+        spec = oiio.ImageSpec(inp.spec())
+        pixels = inp.read_image(0, 0, 0, spec.nchannels, spec.format)
+        inp.close()
+        target = str(folder / path.name)
+        out = oiio.ImageOutput.create(target)
+        if not (out.open(target, spec) and out.write_image(pixels) and out.close()):
+            raise SystemExit(f"copy floor: cannot write {target}: {out.geterror()}")
+    return time.perf_counter() - start
+
+
+def measure_case(node, pattern: str, folder: Path, frames: int) -> dict:
+    plates = sorted(Path(pattern).parent.glob("plate.*.exr"))
+    (folder / "copy").mkdir(parents=True, exist_ok=True)
+    before = copy_floor(plates, folder / "copy")
+    report = render(
+        RenderOptions(pattern, str(folder / "out" / "r.####.exr"), progress=False, reanalyse=True), node=node
+    )
+    after = copy_floor(plates, folder / "copy")
+    wall, stages = report.wall_seconds, dict(report.timings)
+    floor = (before + after) / 2
+    outside = wall - sum(stages.get(s, 0.0) for s in NETWORK_STAGES)
+    outside_issue = wall - sum(stages.get(s, 0.0) for s in ISSUE_NETWORK_STAGES)
+    return {
+        "frames": frames,
+        "faces_per_frame": max(report.faces_per_frame.values()),
+        "wall": wall,
+        "stages": stages,
+        "stage_sum": sum(stages.values()),
+        "unreported": wall - sum(stages.values()),
+        "copy_floor": floor,
+        "copy_floor_before_after": [before, after],
+        "outside_networks": outside,
+        "ratio": outside / floor,
+        "outside_issue_definition": outside_issue,
+        "ratio_issue_definition": outside_issue / floor,
+    }
+
+
+def sequential_identical(node, pattern: str, folder: Path, frames: int) -> bool:
+    """The same shot rendered again from its analysis with reading and writing in this thread,
+    one frame after another: every output file the same byte for byte."""
+    analysis = str(folder / "out" / "r.analysis.json")
+    render(
+        RenderOptions(pattern, str(folder / "seq" / "r.####.exr"), progress=False, analysis=analysis, overlap_io=False),
+        node=node,
+    )
+    return all(
+        (folder / "out" / f"r.{t:04d}.exr").read_bytes() == (folder / "seq" / f"r.{t:04d}.exr").read_bytes()
+        for t in range(1, frames + 1)
+    )
+
+
+def long_shot_memory(colour: ColourPipeline, folder: Path, frames: int, device: str) -> dict:
+    """Peak resident memory of `facerestore render` (a child process) on an N-frame 4K shot."""
+    pattern = write_shot(folder / "plates", colour, "4K", 1, frames)
+    command = [sys.executable, "-m", "facerestore.plugin.cli", "render", pattern, "-o",
+               str(folder / "out" / "r.####.exr"), "--device", device, "--quiet"]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"facerestore render failed: {proc.stderr.strip()}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {
+        "frames": frames,
+        "seconds": seconds,
+        # The largest child so far: this one, unless an earlier one was larger (then unknown).
+        "peak_rss_mib": peak / 1024 if peak > before else None,
+        "kept_frames_cap_mib": KEEP_CAP_BYTES / 2**20,
+    }
+
+
+def print_table(results: dict) -> None:
+    print(
+        "| size | case | faces | wall s | outside networks s | copy floor s | ratio | issue's ratio | stages / wall |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for size, cases in results["cases"].items():
+        for case, r in cases.items():
+            print(
+                f"| {size} | {case} | {r['faces_per_frame']} | {r['wall']:.1f} | {r['outside_networks']:.1f} | "
+                f"{r['copy_floor']:.1f} | {r['ratio']:.2f} | {r['ratio_issue_definition']:.2f} | "
+                f"{r['stage_sum'] / r['wall']:.3f} |"
+            )
+    print()
+    for size, cases in results["cases"].items():
+        for case, r in cases.items():
+            shares = ", ".join(
+                f"{stage} {100 * seconds / r['wall']:.0f} %"
+                for stage, seconds in sorted(r["stages"].items(), key=lambda kv: -kv[1])
+                if seconds / r["wall"] >= 0.005
+            )
+            print(f"{size}, {case}: {shares}; unreported {100 * r['unreported'] / r['wall']:.1f} %")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--sizes", default=",".join(SIZES), help="comma list of " + ", ".join(SIZES))
+    parser.add_argument("--cases", default=",".join(CASES), help="comma list of " + ", ".join(CASES))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--long", type=int, default=0, help="also the peak memory of an N-frame 4K render")
+    parser.add_argument("--only-long", action="store_true", help="only the long render's memory")
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+
+    threads = machine_threads()
+    set_io_threads(threads)  # the copy floor's, as the render sets its own
+    colour = ColourPipeline.create()
+    results: dict = {"threads": threads, "device": args.device, "frames": args.frames, "cases": {}}
+    with tempfile.TemporaryDirectory(prefix="facerestore-frame-path-") as tmp:
+        root = Path(tmp)
+        if not args.only_long:
+            node = FaceRestoreNode(colour, resolve_torch_device(args.device))
+            # Warm-up: the networks' first runs at these shapes are not what is timed.
+            warm = write_shot(root / "warm", colour, "1080p", 4, 2)
+            render(RenderOptions(warm, str(root / "warm-out" / "r.####.exr"), progress=False), node=node)
+            for size in args.sizes.split(","):
+                for case in args.cases.split(","):
+                    folder = root / f"{size}-{case.replace(' ', '-')}"
+                    pattern = write_shot(folder / "plates", colour, size, CASES[case], args.frames)
+                    result = measure_case(node, pattern, folder, args.frames)
+                    if (size, case) == ("4K", "one face"):
+                        result["sequential_render_identical"] = sequential_identical(node, pattern, folder, args.frames)
+                    results["cases"].setdefault(size, {})[case] = result
+                    print(
+                        f"{size}, {case}: outside the networks {result['outside_networks']:.1f} s, "
+                        f"copy floor {result['copy_floor']:.1f} s (x{result['ratio']:.2f})",
+                        flush=True,
+                    )
+            print_table(results)
+            identical = results["cases"].get("4K", {}).get("one face", {}).get("sequential_render_identical")
+            if identical is not None:
+                print(f"4K one face rendered again one frame after another: files identical: {identical}")
+        if args.long:
+            results["long"] = long_shot_memory(colour, root / "long", args.long, args.device)
+            long = results["long"]
+            peak = f"{long['peak_rss_mib']:.0f} MiB" if long["peak_rss_mib"] else "not measurable here"
+            print(f"4K, {long['frames']} frames, one face: {long['seconds']:.0f} s, peak resident memory {peak}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
