@@ -37,7 +37,7 @@ from facerestore.nodes.colour import ColourPipeline
 from facerestore.nodes.exr_io import Part, read_frame, write_parts
 from facerestore.nodes.face_restore import FaceRestoreNode
 from facerestore.nodes.tracking import Analysis
-from facerestore.plugin.render import RenderOptions, render
+from facerestore.plugin.render import RenderOptions, once_per_shot, render
 
 PRODUCT = "facerestore"
 PER_FRAME = "facerestore per-frame"
@@ -87,9 +87,10 @@ def run_product(
         diff = np.abs(rgb[outside] - src.pixels[..., :3][outside])
         untouched_max = max(untouched_max, float(diff.max()) if diff.size else 0.0)
         frames.append(np.clip(colour.encode(rgb), 0, 1))
-    per_frame_stages = {k: v for k, v in report.timings.items() if k not in ("load models", "analyse")}
+    per_frame_stages = {k: v for k, v in report.timings.items() if not once_per_shot(k)}
     stages = {k: 1000 * v / count for k, v in per_frame_stages.items()}
-    stages["analyse (whole shot, once)"] = 1000 * report.timings.get("analyse", 0.0) / count
+    analyse = sum(v for k, v in report.timings.items() if k.startswith("analyse"))
+    stages["analyse (whole shot, once)"] = 1000 * analyse / count
     seconds = sum(per_frame_stages.values()) / count
     return MethodResult(name, frames, seconds, stages, analysis_path=report.analysis_path), untouched_max
 

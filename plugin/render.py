@@ -849,12 +849,18 @@ def _render_shot(options: RenderOptions, node, jobs: list[FrameJob], first_spec,
     return RenderReport(jobs, faces_per_frame, dict(timings), node.device, clock.mark - wall, analysis_path, tracks)
 
 
+def once_per_shot(stage: str) -> bool:
+    """Stages a render runs once for the whole shot (the rest run per frame)."""
+    return stage in ("check", "load models", "finish") or stage.startswith("analyse")
+
+
 def format_timings(report: RenderReport) -> str:
     n = max(1, len(report.jobs))
     lines = [f"rendered {len(report.jobs)} frame(s) on {report.device} in {report.wall_seconds:.1f}s"]
     if report.analysis_path:
         lines.append(f"  analysis     {report.analysis_path} (tracks: {', '.join(map(str, report.tracks)) or 'none'})")
+    width = max([12] + [len(stage) for stage in report.timings])
     for stage, seconds in report.timings.items():
-        per = "" if stage in ("load models", "analyse") else f"  ({1000 * seconds / n:.0f} ms/frame)"
-        lines.append(f"  {stage:<12} {seconds:7.2f}s{per}")
+        per = "" if once_per_shot(stage) else f"  ({1000 * seconds / n:.0f} ms/frame)"
+        lines.append(f"  {stage:<{width}} {seconds:7.2f}s{per}")
     return "\n".join(lines)
