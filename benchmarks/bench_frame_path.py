@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,11 +49,15 @@ ISSUE_NETWORK_STAGES = ("load models", "restore", "temporal")
 
 
 def write_shot(folder: Path, colour: ColourPipeline, size: str, faces: int, frames: int) -> str:
+    """The shot's plates in `folder`, made unless they are there already (from an earlier run
+    with the same --plates folder: making a 4K plate takes seconds)."""
     folder.mkdir(parents=True, exist_ok=True)
     width, height = SIZES[size]
     for t in range(frames):
-        plate = plate_with_face(colour, width, height, shift=6 * t, face=faces > 0, faces=max(faces, 1))
-        write_plate(folder / f"plate.{t + 1:04d}.exr", plate)
+        path = folder / f"plate.{t + 1:04d}.exr"
+        if not path.is_file():
+            plate = plate_with_face(colour, width, height, shift=6 * t, face=faces > 0, faces=max(faces, 1))
+            write_plate(path, plate)
     return str(folder / "plate.####.exr")
 
 
@@ -115,8 +120,15 @@ def sequential_identical(node, pattern: str, folder: Path, frames: int) -> bool:
 
 
 def long_shot_memory(colour: ColourPipeline, folder: Path, frames: int, device: str) -> dict:
-    """Peak resident memory of `facerestore render` (a child process) on an N-frame 4K shot."""
-    pattern = write_shot(folder / "plates", colour, "4K", 1, frames)
+    """Peak resident memory of `facerestore render` (a child process) on an N-frame 4K shot: eight
+    plates made, then copied back and forth (1..8, 8..1, ...), so the face keeps moving smoothly
+    (making each 4K plate takes seconds)."""
+    made = sorted(Path(write_shot(folder / "made", colour, "4K", 1, 8)).parent.glob("plate.*.exr"))
+    (folder / "plates").mkdir()
+    cycle = made + made[::-1]
+    for t in range(frames):
+        shutil.copyfile(cycle[t % len(cycle)], folder / "plates" / f"plate.{t + 1:04d}.exr")
+    pattern = str(folder / "plates" / "plate.####.exr")
     command = [sys.executable, "-m", "facerestore.plugin.cli", "render", pattern, "-o",
                str(folder / "out" / "r.####.exr"), "--device", device, "--quiet"]  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -166,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--long", type=int, default=0, help="also the peak memory of an N-frame 4K render")
     parser.add_argument("--only-long", action="store_true", help="only the long render's memory")
+    parser.add_argument("--plates", help="keep the plates in this folder and reuse them in later runs")
+    parser.add_argument("--plates-only", action="store_true", help="make the plates (--plates) and stop")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
 
@@ -176,23 +190,31 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="facerestore-frame-path-") as tmp:
         root = Path(tmp)
         if not args.only_long:
+            plates = Path(args.plates) if args.plates else root / "plates"
+            shots = {
+                (size, case): write_shot(
+                    plates / f"{size}-{case.replace(' ', '-')}", colour, size, CASES[case], args.frames
+                )
+                for size in args.sizes.split(",")
+                for case in args.cases.split(",")
+            }
+            warm = write_shot(plates / "warm-up", colour, "1080p", 4, 2)
+            if args.plates_only:
+                return 0
             node = FaceRestoreNode(colour, resolve_torch_device(args.device))
             # Warm-up: the networks' first runs at these shapes are not what is timed.
-            warm = write_shot(root / "warm", colour, "1080p", 4, 2)
             render(RenderOptions(warm, str(root / "warm-out" / "r.####.exr"), progress=False), node=node)
-            for size in args.sizes.split(","):
-                for case in args.cases.split(","):
-                    folder = root / f"{size}-{case.replace(' ', '-')}"
-                    pattern = write_shot(folder / "plates", colour, size, CASES[case], args.frames)
-                    result = measure_case(node, pattern, folder, args.frames)
-                    if (size, case) == ("4K", "one face"):
-                        result["sequential_render_identical"] = sequential_identical(node, pattern, folder, args.frames)
-                    results["cases"].setdefault(size, {})[case] = result
-                    print(
-                        f"{size}, {case}: outside the networks {result['outside_networks']:.1f} s, "
-                        f"copy floor {result['copy_floor']:.1f} s (x{result['ratio']:.2f})",
-                        flush=True,
-                    )
+            for (size, case), pattern in shots.items():
+                folder = root / f"{size}-{case.replace(' ', '-')}"
+                result = measure_case(node, pattern, folder, args.frames)
+                if (size, case) == ("4K", "one face"):
+                    result["sequential_render_identical"] = sequential_identical(node, pattern, folder, args.frames)
+                results["cases"].setdefault(size, {})[case] = result
+                print(
+                    f"{size}, {case}: outside the networks {result['outside_networks']:.1f} s, "
+                    f"copy floor {result['copy_floor']:.1f} s (x{result['ratio']:.2f})",
+                    flush=True,
+                )
             print_table(results)
             identical = results["cases"].get("4K", {}).get("one face", {}).get("sequential_render_identical")
             if identical is not None:
