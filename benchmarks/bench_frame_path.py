@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             for (size, case), pattern in shots.items():
                 folder = root / f"{size}-{case.replace(' ', '-')}"
                 result = measure_case(node, pattern, folder, args.frames)
-                if (size, case) == ("4K", "one face"):
+                if case == "one face":
                     result["sequential_render_identical"] = sequential_identical(node, pattern, folder, args.frames)
                 results["cases"].setdefault(size, {})[case] = result
                 print(
@@ -216,9 +216,10 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
             print_table(results)
-            identical = results["cases"].get("4K", {}).get("one face", {}).get("sequential_render_identical")
-            if identical is not None:
-                print(f"4K one face rendered again one frame after another: files identical: {identical}")
+            for size, cases in results["cases"].items():
+                if "one face" in cases:
+                    identical = cases["one face"]["sequential_render_identical"]
+                    print(f"{size}, one face, rendered again one frame after another: files identical: {identical}")
         if args.long:
             results["long"] = long_shot_memory(colour, root / "long", args.long, args.device)
             long = results["long"]
