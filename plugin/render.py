@@ -558,11 +558,29 @@ class DecodedFrames:
     def get(self, frame):
         return self.frames.get(frame)
 
+    def keep_only(self, frames: set) -> None:
+        """Forget every frame but these (the render will not read the others)."""
+        self.wanted &= frames
+        for frame in [f for f in self.frames if f not in frames]:
+            self.take(frame)
+
     def take(self, frame):
         decoded = self.frames.pop(frame, None)
         if decoded is not None:
             self.bytes -= self.size(decoded)
         return decoded
+
+
+def frames_needed(order: list, jobs: list[FrameJob], reach: int) -> set:
+    """The frames a render of `jobs` reads: each job's frame and the shot's frames within `reach`
+    of it (a frame's temporal neighbours need their own neighbours' plates: two radii)."""
+    position = {f: i for i, f in enumerate(order)}
+    needed = {j.frame for j in jobs}
+    for job in jobs:
+        here = position.get(job.frame)
+        if here is not None:
+            needed.update(order[max(0, here - reach) : here + reach + 1])
+    return needed
 
 
 def keep_budget() -> int:
@@ -776,7 +794,9 @@ def _render_shot(options: RenderOptions, node, jobs: list[FrameJob], first_spec,
         )
     # Frames this render reads: the range and, for the temporal window, the rest of the shot.
     sources = {j.frame: j.source for j in shot} | {j.frame: j.source for j in jobs}
-    kept = DecodedFrames(set(sources) if not options.analyse_only else set(), keep_budget())
+    reach = 2 * (node.params["temporal_window"] // 2)
+    needed = set() if options.analyse_only else frames_needed([j.frame for j in shot], jobs, reach)
+    kept = DecodedFrames(needed, keep_budget())
     clock.lap("check")
     analysis, analysis_path = obtain_analysis(options, node, shot, options.progress, timings, kept)
     clock.lap("analyse: track + sidecar")
@@ -808,6 +828,7 @@ def _render_shot(options: RenderOptions, node, jobs: list[FrameJob], first_spec,
         jobs = [j for j in jobs if j not in skipped]
         if skipped:
             log.info("resume: %d frame(s) already rendered, %d to go", len(skipped), len(jobs))
+            kept.keep_only(frames_needed([j.frame for j in shot], jobs, reach))
     # Sized to the machine: decoding and encoding run on OpenEXR's threads, and this many frames
     # are read and written at once besides (each whole, in one thread: the same bytes as in turn).
     threads = machine_threads()

@@ -635,6 +635,10 @@ def test_a_render_that_analyses_decodes_each_plate_once_and_keeps_a_bounded_numb
     monkeypatch.setattr(render_module, "read_frame", lambda path: reads.append(path) or original(path))
     once = render_with(node, tmp_path / "p.####.exr", tmp_path / "once/r.####.exr")
     assert sorted(reads) == sorted(str(tmp_path / f"p.{t:04d}.exr") for t in range(1, 7))
+    # A render of the last frame alone: its window (two radii back) kept from the analysis, not read again.
+    reads.clear()
+    render_with(node, tmp_path / "p.####.exr", tmp_path / "last/r.####.exr", frames="6", reanalyse=True)
+    assert sorted(reads) == sorted(str(tmp_path / f"p.{t:04d}.exr") for t in range(1, 7))
     reads.clear()
     frame_bytes = 320 * 240 * 3 * 4
     monkeypatch.setattr(render_module, "KEEP_CAP_BYTES", 2 * frame_bytes)  # room for two frames
