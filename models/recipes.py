@@ -19,12 +19,21 @@ class Recipe:
     full: training.TrainConfig | training_v2.TrainV2Config
     summary: str
     needs_faces: bool = False  # --faces: the licensed faces `facerestore data build` wrote
-    resumable: bool = True  # --resume: checkpoints to go on from
+
+    @property
+    def resumable(self) -> bool:
+        """Whether its trainer checkpoints (`--resume`): the broad trainer does, the protocol one not."""
+        return isinstance(self.reduced, training_v2.TrainV2Config)
 
     @property
     def trains(self) -> str:
         """The model the recipe writes."""
-        return training_v2.model_name(self.reduced) if self.resumable else "facerestore-face-x4"
+        return training_v2.model_name(self.reduced) if self.resumable else training.MODEL_NAME
+
+    def run(self, config, out_dir, device: str, resume: bool, progress) -> dict:
+        if self.resumable:
+            return training_v2.train_v2(config, out_dir, device, resume=resume, progress=progress)
+        return training.train(config, out_dir, device, progress=progress)
 
 
 X4, WINDOW, V2 = "facerestore-face-x4", "facerestore-face-x4-window", "facerestore-face-v2"
@@ -35,7 +44,6 @@ RECIPES = (
         training.REDUCED,
         training.FULL,
         "the first stage of facerestore-face-x4: realesr-animevideov3 on the benchmark's protocol",
-        resumable=False,
     ),
     Recipe(X4, "broad", training_v2.BROAD_X4, training_v2.FULL_BROAD_X4, "its last stage, on the broad degradations"),
     Recipe(

@@ -48,6 +48,8 @@ from facerestore.models.errors import ModelError
 from facerestore.models.restorer import build_network, registry_entry
 from facerestore.models.weights import FACERESTORE_FACE_X4, sha256_file, write_atomically
 
+MODEL_NAME = FACERESTORE_FACE_X4.name
+
 
 @dataclass
 class TrainConfig:
@@ -262,7 +264,7 @@ def train(config: TrainConfig, out_dir: Path, device: str = "cpu", progress=prin
                 f"({entry['seconds']} s)"
             )
 
-    weights_path = out_dir / "facerestore-face-x4.pth"
+    weights_path = out_dir / f"{MODEL_NAME}.pth"
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu().float().contiguous() for k, v in net.state_dict().items()}, buffer)
     write_atomically(weights_path, buffer.getvalue())

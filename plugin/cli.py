@@ -15,8 +15,6 @@ from facerestore.models import byo, face_data, recipes
 from facerestore.models.device import resolve_torch_device
 from facerestore.models.errors import ModelError
 from facerestore.models.restorer import ensure_converted_weights, ensure_onnx
-from facerestore.models.training import train
-from facerestore.models.training_v2 import train_v2
 from facerestore.models.weights import (
     ALIGNMENT_TEMPLATE,
     DEFAULT_RESTORER,
@@ -328,10 +326,7 @@ def run_train(args) -> int:
     progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     try:
         device = resolve_torch_device(args.device)
-        if not recipe.resumable:
-            record = train(config, Path(args.out), device, progress=progress)
-        else:
-            record = train_v2(config, Path(args.out), device, resume=args.resume, progress=progress)
+        record = recipe.run(config, Path(args.out), device, args.resume, progress)
     except ModelError as exc:
         raise FaceRestoreError(str(exc)) from None
     print(f"weights: {Path(args.out) / record['weights']} (sha256 {record['sha256']})")
