@@ -92,11 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         "host_without_clip_range_s_per_frame": per_window / args.frames,
         "host_without_clip_range_over_cli": per_window / cli,
     }
+    report(figures, args.json)
+    return 0
+
+
+def report(figures: dict, json_path: str | None) -> None:
+    """The figures, one a line, and as JSON at `json_path` when given."""
     for name, value in figures.items():
         print(f"{name}: {value:.3f}" if isinstance(value, float) else f"{name}: {value}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
-    return 0
+    if json_path:
+        Path(json_path).write_text(json.dumps(figures, indent=1) + "\n")
 
 
 if __name__ == "__main__":

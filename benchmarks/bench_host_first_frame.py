@@ -12,14 +12,13 @@ one render. Reported: seconds for each and the ratio 48 / 6 (issue 35's target: 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from facerestore.benchmarks.bench_host import BUNDLE_BINARY, build_host, timed
+from facerestore.benchmarks.bench_host import BUNDLE_BINARY, build_host, report, timed
 from facerestore.nodes.colour import ColourPipeline
 from facerestore.plugin.demo import DEMO_FRAMES, DEMO_SIZE, demo_frame_display
 
@@ -72,10 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         "first_render_48_frames_s": long,
         "ratio_48_over_6": long / short,
     }
-    for name, value in figures.items():
-        print(f"{name}: {value:.3f}" if isinstance(value, float) else f"{name}: {value}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
+    report(figures, args.json)
     return 0
 
 

@@ -490,14 +490,19 @@ typedef struct {
     int row_bytes;
 } Image;
 
-static int fetch_image(OfxImageClipHandle clip, OfxTime time, Image *image) {
-    if (g_effects->clipGetImage(clip, time, NULL, &image->handle) != kOfxStatOK) return -1;
+/* An image of `clip`: `region` NULL asks for the region of interest announced for the render. */
+static int fetch_region(OfxImageClipHandle clip, OfxTime time, const OfxRectD *region, Image *image) {
+    if (g_effects->clipGetImage(clip, time, region, &image->handle) != kOfxStatOK) return -1;
     void *data = NULL;
     g_props->propGetPointer(image->handle, kOfxImagePropData, 0, &data);
     g_props->propGetIntN(image->handle, kOfxImagePropBounds, 4, &image->bounds.x1);
     g_props->propGetInt(image->handle, kOfxImagePropRowBytes, 0, &image->row_bytes);
     image->data = data;
     return data ? 0 : -1;
+}
+
+static int fetch_image(OfxImageClipHandle clip, OfxTime time, Image *image) {
+    return fetch_region(clip, time, NULL, image);
 }
 
 static float *pixel(const Image *image, int x, int y) {
@@ -723,13 +728,7 @@ static void progress_end(OfxImageEffectHandle effect) {
 static int fetch_whole_frame(OfxImageClipHandle clip, OfxTime time, Image *image) {
     OfxRectD rod;
     if (g_effects->clipGetRegionOfDefinition(clip, time, &rod) != kOfxStatOK) return -1;
-    if (g_effects->clipGetImage(clip, time, &rod, &image->handle) != kOfxStatOK) return -1;
-    void *data = NULL;
-    g_props->propGetPointer(image->handle, kOfxImagePropData, 0, &data);
-    g_props->propGetIntN(image->handle, kOfxImagePropBounds, 4, &image->bounds.x1);
-    g_props->propGetInt(image->handle, kOfxImagePropRowBytes, 0, &image->row_bytes);
-    image->data = data;
-    return data ? 0 : -1;
+    return fetch_region(clip, time, &rod, image);
 }
 
 /* Tells the worker to drop an analysis in progress (cancelled, or a frame missing). */
