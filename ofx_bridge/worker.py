@@ -231,6 +231,17 @@ def new_analysis_path() -> str:
     return os.path.join(folder, f"shot-{uuid.uuid4().hex[:16]}.analysis.json")
 
 
+def refuse_to_replace(path: str) -> None:
+    """The Analysis file may name an existing analysis, which Analyse shot replaces; anything
+    else there (a plate picked by mistake, a folder) is refused before the shot is read."""
+    if not path or not os.path.lexists(path):
+        return
+    try:
+        Analysis.load(path)
+    except FaceRestoreError:
+        raise FaceRestoreError(f"{path} is there and is not a facerestore analysis; refusing to replace it") from None
+
+
 def analyse(request: dict) -> dict:
     """One batch of a shot's frames, in order from its first frame; the last batch writes the
     analysis and answers where, with a summary for the node's Status."""
@@ -250,8 +261,10 @@ def analyse(request: dict) -> dict:
     if times and times[0] == frames[0]:  # a (new) analysis starts
         if instance in _analysing:
             _analysing.pop(instance).streaming.stop()
+        path = str(request.get("path") or "")
+        refuse_to_replace(path)
         node = node_for(json.dumps({k: v for k, v in sorted(params.items())}))
-        _analysing[instance] = Analysing(node, frames, str(request.get("path") or ""))
+        _analysing[instance] = Analysing(node, frames, path)
     running = _analysing.get(instance)
     if running is None:
         raise FaceRestoreError("shot analysis must start at the clip's first frame and end at its last")
@@ -317,7 +330,10 @@ def render(request: dict) -> dict:
     else:
         mtime = os.stat(analysis_path).st_mtime_ns
         analysis = stored_analysis(analysis_path, mtime)
-        changed = changed_determinants(analysis, analysis_determinants(node))
+        current = analysis_determinants(node)
+        # Faces added by hand (`facerestore render --add-face`) belong to the analysis, not the node.
+        current["added_faces"] = analysis.settings.get("determined_by", {}).get("added_faces", [])
+        changed = changed_determinants(analysis, current)
         if centre not in analysis.faces:
             why = f"frame {centre} is not in the analysis {analysis_path}"
         elif changed:

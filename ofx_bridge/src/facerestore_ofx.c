@@ -694,7 +694,8 @@ static void set_string_param(OfxImageEffectHandle effect, const char *id, const 
 
 /* Per-instance state, in the instance's kOfxPropInstanceData. */
 typedef struct {
-    int preview_posted; /* the "preview" persistent message is on the node */
+    int preview_posted;  /* the "preview" persistent message is on the node */
+    char preview_why[512]; /* for the reason it gives (posted again only when that changes) */
 } InstanceState;
 
 static InstanceState *instance_state(OfxImageEffectHandle effect) {
@@ -898,7 +899,9 @@ static int is_final_render(OfxPropertySetHandle in_args) {
 static void show_preview_state(OfxImageEffectHandle effect, int preview, const char *why) {
     InstanceState *state = instance_state(effect);
     if (!g_messages2 || !state) return;
+    if (preview && state->preview_posted && strcmp(state->preview_why, why) == 0) return;
     if (preview) {
+        snprintf(state->preview_why, sizeof state->preview_why, "%s", why);
         g_messages2->setPersistentMessage(effect, kOfxMessageWarning, "FaceRestorePreview",
                                           "FaceRestore preview (%s): faces tracked over this frame's own window. "
                                           "Press Analyse shot for the final result.",

@@ -4,6 +4,7 @@ tests/hosts). Real bundle, real worker, real models; pixels compared with `facer
 The test host is strict: every run here also checks that the plug-in fetched no image it had not
 announced (getFramesNeeded) for that render, nor outside a render or a user's Analyse shot."""
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -399,10 +400,8 @@ def worker(tmp_path):
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(30)
             conn.connect(str(path))
-            try:
+            with contextlib.suppress(BrokenPipeError):  # an oversized request: answered and closed before it all went
                 conn.sendall(data)
-            except BrokenPipeError:  # an oversized request: answered and closed before it all went
-                pass
             received = b""
             while b"\n" not in received:
                 chunk = conn.recv(65536)
@@ -529,6 +528,15 @@ def test_analyse_shot_stops_when_the_user_cancels_and_the_node_keeps_what_it_had
     assert [e["mode"] for e in entries if e["op"] == "render"] == ["preview"]  # the render after it
 
 
+def test_analyse_shot_never_replaces_a_file_that_is_not_an_analysis(host, shot, tmp_path):
+    plate = tmp_path / "plate.exr"
+    shutil.copy(shot / "s.0001.exr", plate)
+    before = plate.read_bytes()
+    proc = run_host(host, shot, tmp_path / "o.raw", "--analyse", f"analysis={plate}")
+    assert "analyse status 1" in proc.stdout and "is not a facerestore analysis; refusing to replace it" in proc.stdout
+    assert plate.read_bytes() == before
+
+
 def test_a_final_render_is_never_silently_a_preview(host, shot, tmp_path, node):
     """A host's final render (to disk, batch, farm) of a shot that is not analysed, or whose
     analysis no longer fits the node's settings, fails with a message that says what to do."""
@@ -550,6 +558,24 @@ def test_a_final_render_is_never_silently_a_preview(host, shot, tmp_path, node):
     )
     missing = run_host(host, shot, tmp_path / "o.raw", "--final", f"analysis={tmp_path / 'none.json'}")
     assert missing.returncode == 3 and "no analysis at" in missing.stdout
+
+
+def test_a_cli_sidecar_with_faces_added_by_hand_is_the_analysed_shot_in_the_host(host, shot, tmp_path, node):
+    """Faces added with `--add-face` are part of the sidecar, not a setting of the node: the
+    host's final render takes the sidecar as it is and equals the CLI's frame."""
+    from facerestore.nodes.manual_faces import parse_added_face
+    from facerestore.plugin.render import RenderOptions, render
+
+    options = RenderOptions(
+        input=str(shot / "s.####.exr"),
+        output=str(tmp_path / "r.####.exr"),
+        progress=False,
+        added_faces=(parse_added_face("1:140,90,190,140"),),
+    )
+    report = render(options, node=node)
+    proc = run_host(host, shot, tmp_path / "o.raw", "--final", f"analysis={report.analysis_path}", "colorspace=ACEScg")
+    assert proc.returncode == 0, proc.stdout
+    assert differences_from_cli(tmp_path / "o.raw", tmp_path / "r.0003.exr") == (0.0, 0.0)
 
 
 def test_a_host_that_holds_frames_beyond_the_clip_renders_every_frame_as_the_cli(host, shot, tmp_path, node):
