@@ -74,14 +74,27 @@ typedef struct {
 #include "params.h"
 #define N_PARAMS (int)(sizeof(PARAMS) / sizeof(PARAMS[0]))
 
+/* `text` as a printf format that prints it as it is: hosts get the whole message in the format,
+ * with no arguments (Natron 2.5 printed "FaceRestore: " and lost the text given as an argument). */
+static void as_format(const char *text, char *out, size_t n) {
+    size_t k = 0;
+    for (; *text && k + 2 < n; text++) {
+        if (*text == '%') out[k++] = '%';
+        out[k++] = *text;
+    }
+    out[k] = 0;
+}
+
 static void report(OfxImageEffectHandle effect, const char *fmt, ...) {
-    char text[2048];
+    char text[2048], format[4200];
     va_list args;
     va_start(args, fmt);
-    vsnprintf(text, sizeof text, fmt, args);
+    int used = snprintf(text, sizeof text, "FaceRestore: ");
+    vsnprintf(text + used, sizeof text - used, fmt, args);
     va_end(args);
-    if (g_messages) g_messages->message(effect, kOfxMessageError, "", "FaceRestore: %s", text);
-    fprintf(stderr, "FaceRestore: %s\n", text);
+    as_format(text, format, sizeof format);
+    if (g_messages) g_messages->message(effect, kOfxMessageError, "", format);
+    fprintf(stderr, "%s\n", text);
 }
 
 static double now_seconds(void) {
@@ -901,11 +914,14 @@ static void show_preview_state(OfxImageEffectHandle effect, int preview, const c
     if (!g_messages2 || !state) return;
     if (preview && state->preview_posted && strcmp(state->preview_why, why) == 0) return;
     if (preview) {
+        char text[1024], format[2100];
         snprintf(state->preview_why, sizeof state->preview_why, "%s", why);
-        g_messages2->setPersistentMessage(effect, kOfxMessageWarning, "FaceRestorePreview",
-                                          "FaceRestore preview (%s): faces tracked over this frame's own window. "
-                                          "Press Analyse shot for the final result.",
-                                          why);
+        snprintf(text, sizeof text,
+                 "FaceRestore preview (%s): faces tracked over this frame's own window. Press Analyse shot for the "
+                 "final result.",
+                 why);
+        as_format(text, format, sizeof format);
+        g_messages2->setPersistentMessage(effect, kOfxMessageWarning, "FaceRestorePreview", format);
         state->preview_posted = 1;
     } else if (state->preview_posted) {
         g_messages2->clearPersistentMessage(effect);

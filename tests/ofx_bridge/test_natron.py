@@ -10,6 +10,7 @@ and the matte in alpha against face.mask), and Natron's log must have no `[Bug]`
 prints one for every image a plug-in fetches that it did not announce)."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -122,5 +123,7 @@ def test_natron_refuses_a_final_render_of_an_unanalysed_shot(natron_shot, tmp_pa
     proc = run_natron(natron_shot, tmp_path)
     log = proc.stdout + proc.stderr
     assert "a final render needs the analysed shot" in log
+    # The host's own message log has the whole text, not only the plug-in's stderr.
+    assert re.search(r"\] \S+: FaceRestore: the shot is not analysed: a final render needs", log), log
     assert not any((tmp_path / f"n.{t:04d}.exr").exists() for t in range(1, FRAMES + 1))  # never a preview
     assert "[bug]" not in log.lower()
