@@ -39,7 +39,7 @@ from facerestore.nodes.align import (
 from facerestore.nodes.colour import ColourPipeline, all_finite, neutralise_nonfinite, nonfinite_mask
 from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.grain import grain, missing_grain
-from facerestore.nodes.spec import NodeSpec, Param
+from facerestore.nodes.spec import HostControl, NodeSpec, Param
 from facerestore.nodes.temporal import fuse, fuse_outputs
 
 FACE_RESTORE = NodeSpec(
@@ -186,9 +186,28 @@ HOST_PARAMS = (
     Param(
         "analysis",
         "Analysis file",
-        "Shot analysis from `facerestore render` (tracks, smoothed landmarks); empty = analyse the frames around "
-        "each frame.",
+        "The shot's analysis (tracks, smoothed landmarks), written by Analyse shot or `facerestore render`; "
+        "empty = previews until the shot is analysed.",
         "",
+    ),
+)
+
+# What a host node shows beside them: the shot's analysis on demand, and what the frames are.
+HOST_CONTROLS = (
+    HostControl(
+        "analyse_shot",
+        "Analyse shot",
+        "Track the faces over the whole clip once (the host's progress bar; cancel keeps what the node had) "
+        "and store it in Analysis file (empty: a new file in facerestore's cache). Until then frames are "
+        "previews tracked over their own window; after it every frame equals `facerestore render`'s.",
+        "button",
+    ),
+    HostControl(
+        "analysis_status",
+        "Status",
+        "Whether the frames are previews or the analysed shot; written by the node.",
+        "status",
+        "Not analysed: frames are previews (faces tracked over each frame's own window). Press Analyse shot.",
     ),
 )
 

@@ -14,9 +14,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from facerestore.models.weights import RETINAFACE_SOURCE
 from facerestore.nodes.align import footprint_of
 from facerestore.nodes.errors import FaceRestoreError
-from facerestore.nodes.face_restore import CropJob, FaceResult, RestoreResult
+from facerestore.nodes.face_restore import CANDIDATE_THRESHOLD, CropJob, FaceResult, RestoreResult
 from facerestore.nodes.manual_faces import box_of, follow
 from facerestore.nodes.tracking import TrackerSettings, analyse
 
@@ -39,6 +40,31 @@ def faces_from_analysis(analysis, frame, sizes: dict[int, tuple[int, int]]) -> l
         FaceResult(f.box, f.score, f.landmarks, sizes[f.track][0], f.track, coarse_size=sizes[f.track][1])
         for f in analysis.faces.get(frame, [])
     ]
+
+
+# A determinant added later reads as the value every earlier analysis was made with.
+DETERMINANT_DEFAULTS = {"pixel_aspect": 1.0}
+
+
+def analysis_determinants(node, added_faces=()) -> dict:
+    """Everything a shot's tracks depend on; a change to any of them means analysing again."""
+
+    return {
+        "detection_threshold": node.params["detection_threshold"],
+        "candidate_threshold": CANDIDATE_THRESHOLD,
+        "colour": node.colour.identity(),
+        "detector": f"RetinaFace mobilenet 0.25 ({RETINAFACE_SOURCE.sha256[:16]})",
+        "added_faces": [face.to_json() for face in added_faces],
+        # Only when not square, so the sidecars of square plates written before it still fit.
+        **({"pixel_aspect": node.pixel_aspect} if node.pixel_aspect != 1.0 else {}),
+    }
+
+
+def changed_determinants(analysis, determinants: dict) -> list[str]:
+    """The determinants that differ from those `analysis` was made with."""
+    stored = {**DETERMINANT_DEFAULTS, **analysis.settings.get("determined_by", {})}
+    determinants = {**DETERMINANT_DEFAULTS, **determinants}
+    return [key for key, value in determinants.items() if stored.get(key) != value]
 
 
 def analyse_shot(

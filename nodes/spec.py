@@ -31,6 +31,18 @@ class Param:
 
 
 @dataclass(frozen=True)
+class HostControl:
+    """A control a host node shows beside the parameters, holding no value of the node's: a
+    button (`kind` "button") or a line of text the host node writes ("status", `default` first)."""
+
+    id: str
+    label: str
+    hint: str
+    kind: str
+    default: str = ""
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     id: str  # reverse-DNS, permanent
     version: tuple[int, int]  # major: broke compatibility; minor: fixed or faster

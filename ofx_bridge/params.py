@@ -3,14 +3,15 @@
 OFX node, the CLI and the host adapters cannot drift apart.
 
 Besides the node's own parameters, the OFX node shows the three a host node adds (how the result is
-returned, the plate's colourspace and the shot's analysis file); the worker reads them."""
+returned, the plate's colourspace and the shot's analysis file); the worker reads them. Then the
+host controls: the Analyse shot button and the Status line (`FR_ANALYSE_*`, `FR_STATUS_*`)."""
 
 from __future__ import annotations
 
 import math
 import sys
 
-from facerestore.nodes.face_restore import FACE_RESTORE, HOST_PARAMS
+from facerestore.nodes.face_restore import FACE_RESTORE, HOST_CONTROLS, HOST_PARAMS
 
 # The node's own parameters and the three a host node adds around them (HOST_PARAMS).
 OFX_PARAMS = FACE_RESTORE.params + HOST_PARAMS
@@ -70,6 +71,15 @@ def header(params=OFX_PARAMS) -> str:
             )
         lines.append(f"    {{{common}, {fields}}},")
     lines.append("};")
+    for control in HOST_CONTROLS:
+        prefix = {"button": "FR_ANALYSE", "status": "FR_STATUS"}[control.kind]
+        lines += [
+            f"#define {prefix}_ID {c_string(control.id)}",
+            f"#define {prefix}_LABEL {c_string(control.label)}",
+            f"#define {prefix}_HINT {c_string(control.hint)}",
+        ]
+        if control.kind == "status":
+            lines.append(f"#define {prefix}_DEFAULT {c_string(control.default)}")
     return "\n".join(lines) + "\n"
 
 

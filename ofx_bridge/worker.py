@@ -5,13 +5,15 @@ instance. Control is one JSON line per request and per answer on a Unix socket; 
 POSIX shared memory (`/dev/shm/NAME`): the window's frames, then room for the result, each
 RGBA float32, rows top to bottom. Models load once per set of parameters and stay loaded.
 
-Host speed: without an analysis file, the worker keeps per-shot state across renders, keyed by
-the parameters and the source clip's frame range. The first render of a shot answers `need:
-analysis`; the plug-in then streams the clip's frames in order (`op: analyse`, a few at a time)
-and the worker tracks the whole shot once, as `facerestore render` does, recording each frame's
-content digest. Later renders use that analysis while every frame of their window still has its
-digest (else: analyse again), and reuse each frame's restored crops (LRU), so a frame's
-neighbours are not restored again: any frame, in any order, equals the CLI's full render.
+A shot is analysed on demand: the node's Analyse shot button makes the plug-in stream the clip's
+frames in order (`op: analyse`, a few at a time, from the host's instanceChanged action, where
+the OpenFX spec lets it fetch any frame); the worker tracks the whole shot once, as `facerestore
+render` does, and writes the analysis file. A render with a current analysis file equals the
+CLI's full render, and reuses each unchanged frame's restored crops (LRU), so a frame's
+neighbours are not restored again. A render without one is a preview: the faces are tracked
+over the frames the render was given (its own temporal window, all the host announced), so the
+first frame costs the same whatever the shot's length; a final render (`final: true`) without
+a current analysis is refused, never silently a preview.
 """
 
 from __future__ import annotations
@@ -30,16 +32,18 @@ import struct
 import sys
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from functools import lru_cache
 
 import numpy as np
 
 from facerestore.models.device import resolve_torch_device
+from facerestore.models.weights import cache_dir
 from facerestore.nodes.colour import ColourPipeline
 from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.face_restore import FACE_RESTORE, FaceRestoreNode
-from facerestore.nodes.shot import ShotRenderer, analyse_shot
+from facerestore.nodes.shot import ShotRenderer, analyse_shot, analysis_determinants, changed_determinants
 from facerestore.nodes.tracking import Analysis
 
 NODE_PARAMS = {p.id for p in FACE_RESTORE.params}
@@ -58,11 +62,7 @@ class BadRequest(Exception):
     """A request the worker answers with an error and then closes the connection on."""
 
 
-class NeedAnalysis(Exception):
-    """The shot has no current analysis: the plug-in streams its frames (`op: analyse`) first."""
-
-
-MAX_SHOTS = 64  # shots kept (an analysis is small; restored crops are bounded by bytes below)
+MAX_SHOTS = 64  # analysed shots whose restored crops are kept (bounded by bytes below)
 MAX_CACHED_FRAMES = 48  # restored crops kept per shot
 FEED_TIMEOUT = 600.0  # an analysis the plug-in stopped feeding ends after this
 
@@ -83,7 +83,7 @@ def trim_crop_caches() -> None:
     used shots' oldest frames go first."""
     sizes = {key: cached_bytes(shot) for key, shot in _shots.items()}
     total = sum(sizes.values())
-    for key, shot in _shots.items():  # least recently used first
+    for shot in _shots.values():  # least recently used first
         while total > MAX_CACHED_BYTES and shot.outputs:
             before = cached_bytes(shot)
             shot.outputs.popitem(last=False)
@@ -167,30 +167,50 @@ class StreamedAnalysis:
 
 
 class Shot:
-    """What the worker keeps of one shot between renders."""
+    """What the worker keeps of one analysed shot between renders: restored crops by frame."""
 
-    def __init__(self, frames: list) -> None:
-        self.frames = frames
-        self.analysis = None
-        self.digests: dict = {}
-        self.streaming: StreamedAnalysis | None = None
+    def __init__(self) -> None:
         self.outputs: OrderedDict = OrderedDict()  # (frame, crop parameters) -> (digest, restored crops)
-        # The host's frames differed from the ones it had just streamed for the analysis: its
-        # upstream gives different pixels on every evaluation, so this shot is tracked over each
-        # render's window instead.
-        self.unsteady = False
+        self.digests: dict = {}  # frame -> content digest last seen
 
 
-_shots: OrderedDict = OrderedDict()
-# What a shot's tracking depends on: the plate's colourspace (what the detector sees) and the
-# detection threshold. Restored crops also depend on these (the restorer and its inputs).
-ANALYSIS_PARAMS = ("colorspace", "detection_threshold", "pixel_aspect")
-CROP_PARAMS = ANALYSIS_PARAMS + ("model", "backend", "fidelity", "temporal_window", "ensemble", "tracks")
+_shots: OrderedDict = OrderedDict()  # (instance, analysis file, its mtime) -> Shot
+# What restored crops depend on besides the frame: the restorer and what it is given.
+CROP_PARAMS = (
+    "colorspace",
+    "detection_threshold",
+    "pixel_aspect",
+    "model",
+    "backend",
+    "fidelity",
+    "temporal_window",
+    "ensemble",
+    "tracks",
+)
 MAX_CACHED_BYTES = 2 << 30  # restored crops kept, all shots together
 
 
-def shot_for(request: dict) -> Shot:
-    clip_range = request.get("range")
+def shot_state(key: tuple) -> Shot:
+    if key not in _shots:
+        _shots[key] = Shot()
+        while len(_shots) > MAX_SHOTS:
+            _shots.popitem(last=False)
+    _shots.move_to_end(key)
+    return _shots[key]
+
+
+class Analysing:
+    """An Analyse shot in progress for one plug-in instance."""
+
+    def __init__(self, node, frames: list, path: str) -> None:
+        self.node, self.path = node, path
+        self.streaming = StreamedAnalysis(node, frames)
+
+
+_analysing: dict = {}  # plug-in instance -> Analysing
+
+
+def clip_frames(clip_range) -> list[int]:
     if (
         not isinstance(clip_range, list)
         or len(clip_range) != 2
@@ -200,41 +220,73 @@ def shot_for(request: dict) -> Shot:
     first, last = (int(round(float(t))) for t in clip_range)
     if last < first or last - first > 100_000:
         raise BadRequest(f"bad clip range {clip_range!r}")
-    params = request["params"]
-    # Per plug-in instance: two nodes on different plates with the same range never share a shot.
-    key = (str(request.get("instance", "")), json.dumps([params.get(p) for p in ANALYSIS_PARAMS]), first, last)
-    if key not in _shots:
-        _shots[key] = Shot(list(range(first, last + 1)))
-        while len(_shots) > MAX_SHOTS:
-            _, dropped = _shots.popitem(last=False)
-            if dropped.streaming:
-                dropped.streaming.stop()
-    _shots.move_to_end(key)
-    return _shots[key]
+    return list(range(first, last + 1))
 
 
-def analyse(request: dict) -> None:
-    """One batch of a shot's frames, in order from its first frame."""
+def new_analysis_path() -> str:
+    """Where Analyse shot writes when the node names no file: FACERESTORE_ANALYSIS_DIR, else the
+    cache's analyses/ folder; a new name each time, so no other node's file is replaced."""
+    folder = os.environ.get("FACERESTORE_ANALYSIS_DIR") or os.path.join(cache_dir(), "analyses")
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, f"shot-{uuid.uuid4().hex[:16]}.analysis.json")
+
+
+def refuse_to_replace(path: str) -> None:
+    """The Analysis file may name an existing analysis, which Analyse shot replaces; anything
+    else there (a plate picked by mistake, a folder) is refused before the shot is read."""
+    if not path or not os.path.lexists(path):
+        return
+    try:
+        Analysis.load(path)
+    except FaceRestoreError:
+        raise FaceRestoreError(f"{path} is there and is not a facerestore analysis; refusing to replace it") from None
+
+
+def analyse(request: dict) -> dict:
+    """One batch of a shot's frames, in order from its first frame; the last batch writes the
+    analysis and answers where, with a summary for the node's Status."""
+    instance = str(request.get("instance", ""))
+    if request.get("cancel"):
+        running = _analysing.pop(instance, None)
+        if running:
+            running.streaming.stop()
+        log_request({"op": "analyse", "cancelled": running is not None})
+        return {}
+    frames = clip_frames(request.get("range"))
     times = [int(round(float(t))) for t in request["times"]]
     height, width = int(request["height"]), int(request["width"])
     shared = open_segment(str(request["shm"]), (len(times), height, width, 4))
     params = dict(request["params"])
     params.pop("output", None), params.pop("analysis", None)
-    params_key = json.dumps({k: v for k, v in sorted(params.items())})
-    shot = shot_for(request)
-    if times and times[0] == shot.frames[0]:  # a (new) analysis starts
-        if shot.streaming:
-            shot.streaming.stop()
-        shot.analysis, shot.digests, shot.outputs = None, {}, OrderedDict()
-        shot.streaming = StreamedAnalysis(node_for(params_key), shot.frames)
-    for i, frame in enumerate(times):
-        if shot.streaming is None:
-            raise FaceRestoreError("shot analysis must start at the clip's first frame and end at its last")
-        plate = np.ascontiguousarray(shared[i, :, :, :3])
-        if shot.streaming.feed(frame, plate):
-            shot.analysis, shot.streaming = shot.streaming.result, None
-        shot.digests[frame] = digest(plate)
-    log_request({"op": "analyse", "frames": times, "complete": shot.analysis is not None})
+    if times and times[0] == frames[0]:  # a (new) analysis starts
+        if instance in _analysing:
+            _analysing.pop(instance).streaming.stop()
+        path = str(request.get("path") or "")
+        refuse_to_replace(path)
+        node = node_for(json.dumps({k: v for k, v in sorted(params.items())}))
+        _analysing[instance] = Analysing(node, frames, path)
+    running = _analysing.get(instance)
+    if running is None:
+        raise FaceRestoreError("shot analysis must start at the clip's first frame and end at its last")
+    try:
+        done = False
+        for i, frame in enumerate(times):
+            done = running.streaming.feed(frame, np.ascontiguousarray(shared[i, :, :, :3]))
+    except Exception:
+        _analysing.pop(instance, None)
+        running.streaming.stop()
+        raise
+    log_request({"op": "analyse", "frames": times, "complete": done})
+    if not done:
+        return {}
+    del _analysing[instance]
+    analysis = running.streaming.result
+    analysis.settings["determined_by"] = analysis_determinants(running.node)
+    path = running.path or new_analysis_path()
+    analysis.save(path)
+    tracks = len(analysis.track_ids())
+    summary = f"frames {frames[0]}-{frames[-1]}, {tracks} face track{'s' if tracks != 1 else ''}; renders equal facerestore render's"
+    return {"path": path, "summary": summary}
 
 
 @lru_cache(maxsize=4)
@@ -250,7 +302,7 @@ def stored_analysis(path: str, mtime_ns: int):
     return Analysis.load(path)
 
 
-def render(request: dict) -> None:
+def render(request: dict) -> dict:
     times = [float(t) for t in request["times"]]
     height, width = int(request["height"]), int(request["width"])
     shared = open_segment(str(request["shm"]), (len(times) + 1, height, width, 4))
@@ -259,40 +311,52 @@ def render(request: dict) -> None:
     analysis_path = params.pop("analysis", "")
     node = node_for(json.dumps({k: v for k, v in sorted(params.items())}))
     frame_of = {int(round(t)): i for i, t in enumerate(times)}
-    centre = int(round(times[request["centre"]]))
+    centre_time = times[request["centre"]]
+    centre = int(round(centre_time))
 
     def plate_of(frame) -> np.ndarray:
         if frame not in frame_of:
             raise FaceRestoreError(f"the host did not provide frame {frame}, which the temporal window needs")
         return np.ascontiguousarray(shared[frame_of[frame], :, :, :3])
 
-    shot = None
-    if analysis_path:
-        analysis = stored_analysis(analysis_path, os.stat(analysis_path).st_mtime_ns)
+    analysis, why = None, None
+    if abs(centre_time - centre) > 1e-6:
+        # Motion blur or a retime downstream: not a frame of the shot, tracked over its window.
+        why = "a time between frames"
+    elif not analysis_path:
+        why = "the shot is not analysed"
+    elif not os.path.exists(analysis_path):
+        why = f"no analysis at {analysis_path}"
+    else:
+        mtime = os.stat(analysis_path).st_mtime_ns
+        analysis = stored_analysis(analysis_path, mtime)
+        current = analysis_determinants(node)
+        # Faces added by hand (`facerestore render --add-face`) belong to the analysis, not the node.
+        current["added_faces"] = analysis.settings.get("determined_by", {}).get("added_faces", [])
+        changed = changed_determinants(analysis, current)
         if centre not in analysis.faces:
-            raise FaceRestoreError(f"frame {centre} is not in the analysis {analysis_path}")
-        frames = analysis.frames
-    elif request.get("range") is not None:
-        shot = shot_for(request)
-        # Only the clip's own frames count: a host may hand out held frames beyond its ends.
-        first, last = shot.frames[0], shot.frames[-1]
-        window = {frame: digest(plate_of(frame)) for frame in frame_of if first <= frame <= last}
-        changed = shot.analysis is None or any(shot.digests.get(f) != d for f, d in window.items())
-        if changed and request.get("after_analysis") and shot.analysis is not None:
-            shot.unsteady = True
-        if changed and not shot.unsteady:
-            shot.analysis = None  # a frame changed since (or never analysed): track the shot again
-            log_request({"op": "render", "frame": centre, "need": "analysis"})
-            raise NeedAnalysis()
-        if shot.unsteady:
-            shot = None  # below: tracked over this render's window
-        else:
-            analysis, frames = shot.analysis, shot.frames
-    if shot is None and not analysis_path:
-        # No stored analysis (or an unsteady upstream): track the faces over the frames the host
-        # gave, the same for any frame rendered in any order.
+            why = f"frame {centre} is not in the analysis {analysis_path}"
+        elif changed:
+            why = f"the analysis was made with another {', '.join(changed)}"
+        if why:
+            analysis = None
+    if why and request.get("final") and why != "a time between frames":
+        raise FaceRestoreError(
+            f"{why}: a final render needs the analysed shot. Press Analyse shot on the node (or set Analysis file "
+            "to the sidecar of a `facerestore render` of these plates), then render again"
+        )
+    shot = window = None
+    if analysis is None:  # a preview: tracked over the frames this render was given
         frames = sorted(frame_of)
         analysis = analyse_shot(node, frames, plate_of)
+    else:
+        frames = analysis.frames
+        shot = shot_state((str(request.get("instance", "")), analysis_path, mtime))
+        window = {frame: digest(plate_of(frame)) for frame in frame_of if frame in analysis.faces}
+        if any(shot.digests.get(f, d) != d for f, d in window.items()):
+            # A frame changed upstream: a restored crop also depends on its neighbours' plates.
+            shot.outputs.clear()
+        shot.digests.update(window)
     renderer = ShotRenderer(node, analysis, frames, plate_of)
     crop_key = json.dumps([params.get(p) for p in CROP_PARAMS])
     if shot is not None:  # crops restored by earlier renders, for frames that have not changed
@@ -301,8 +365,15 @@ def render(request: dict) -> None:
         )
     reused = set(renderer.outputs)
     result = renderer.render(centre)
-    log_request({"op": "render", "frame": centre, "per_shot": shot is not None,
-                 "restored": sorted(set(renderer.outputs) - reused)})
+    log_request(
+        {
+            "op": "render",
+            "frame": centre,
+            "mode": "preview" if why else "shot",
+            "frames": sorted(frame_of),
+            "restored": sorted(set(renderer.outputs) - reused),
+        }
+    )
     if shot is not None:
         for frame, crops in renderer.outputs.items():
             if frame in window:
@@ -320,6 +391,7 @@ def render(request: dict) -> None:
         out[..., :3] = result.rgb
         out[..., 3] = result.matte if output_mode == "both" else source[..., 3]
     shared.flush()
+    return {"mode": "preview", "why": why} if why else {"mode": "shot"}
 
 
 def open_segment(name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -384,8 +456,8 @@ def preload_analysis(request: dict) -> None:
     so it can neither block the request nor every other render waiting for the lock."""
     params = request.get("params")
     path = params.get("analysis") if isinstance(params, dict) else None
-    if request.get("op") != "render" or not path:
-        return
+    if request.get("op") != "render" or not path or not os.path.lexists(str(path)):
+        return  # no file: the render says so (a preview, or a final render refused)
     try:
         info = os.stat(str(path))
     except OSError as exc:
@@ -430,10 +502,8 @@ def _serve_connection(conn: socket.socket) -> None:
                 die_once_for_tests()
                 preload_analysis(request)
                 with _lock:
-                    (analyse if request["op"] == "analyse" else render)(request)
+                    answer |= (analyse if request["op"] == "analyse" else render)(request)
                 answer["ok"] = True
-            except NeedAnalysis:
-                answer |= {"ok": False, "need": "analysis", "error": "the shot has not been analysed"}
             except BadRequest as exc:
                 answer |= {"ok": False, "error": str(exc)}
                 close = True

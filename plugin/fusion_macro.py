@@ -100,6 +100,11 @@ def macro_text(spec: dict) -> str:
         )
         for p in published
     ]
+    # The OFX node's Analyse shot button (Fusion's progress bar) and Status line, published as they are.
+    inputs += [
+        (c["id"], Table("InstanceInput", ("SourceOp", OFX_TOOL), ("Source", c["id"]), ("Name", c["label"])))
+        for c in spec["ofx_controls"]
+    ]
     inputs.append(("MainInput1", Table("InstanceInput", ("SourceOp", INPUT_ROUTER), ("Source", "Input"))))
     outputs = [
         ("MainOutput1", Table("InstanceOutput", ("SourceOp", RGB_TOOL), ("Source", "Output"))),

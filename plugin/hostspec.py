@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from facerestore.nodes.face_restore import FACE_RESTORE, HOST_PARAMS
+from facerestore.nodes.face_restore import FACE_RESTORE, HOST_CONTROLS, HOST_PARAMS
 from facerestore.nodes.spec import Param
 from facerestore.plugin.fusion_macro import macro_text
 from facerestore.plugin.nuke_gizmo import gizmo_text
@@ -57,6 +57,10 @@ def spec_json() -> dict:
         "params": [param_json(p, cli=True) for p in FACE_RESTORE.params],
         # Parameters of the OFX node only: render-through passes the plate and analysis as files.
         "ofx_params": [param_json(p, cli=False) for p in HOST_PARAMS],
+        # The OFX node's Analyse shot button and Status line: host adapters show them as they are.
+        "ofx_controls": [
+            {"id": c.id, "label": c.label, "hint": c.hint, "kind": c.kind, "default": c.default} for c in HOST_CONTROLS
+        ],
         "matte_channel": "face.mask",
     }
 

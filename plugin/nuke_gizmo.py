@@ -4,7 +4,8 @@ Inside: the OpenFX node (class `OFXcom.facerestore.FaceRestore_v1`, output `both
 matte in alpha) and a Copy node that takes the plate (B, input 0) and copies the restored RGB and
 the matte, into the `face.mask` layer, from the OFX node (A, input 1): the plate's own alpha and
 other layers pass through untouched. The spec's parameters are Link knobs onto the OFX node's,
-so there is one value per parameter; the inner node carries the spec's defaults.
+so there is one value per parameter; the inner node carries the spec's defaults. The OFX node's
+Analyse shot button and Status line are linked the same way.
 
 The input order of the Copy node follows the .nk stack rule as nkparser reads it (first pushed =
 input 0); Nuke itself was not available to confirm it (see README, Nuke: known limits).
@@ -60,6 +61,9 @@ def gizmo_text(spec: dict) -> str:
             lines.append(python_button("pick_faces", "Pick faces...", "pick_faces", "List the shot's face tracks.", False))
     for name in ("colorspace", "analysis"):
         lines.append(f" addUserKnob {{41 {name} l {quoted(ofx_params[name]['label'])} T {OFX_NODE}.{name}}}")
+    # The OFX node's Analyse shot button (Nuke's progress bar, cancel) and Status line, linked.
+    for control in spec["ofx_controls"]:
+        lines.append(f" addUserKnob {{41 {control['id']} l {quoted(control['label'])} T {OFX_NODE}.{control['id']}}}")
     lines += [
         " addUserKnob {20 render_through_tab l \"Render through\"}",
         " addUserKnob {26 render_through_note l \"\" +STARTLINE T \"Renders the input range with the facerestore "

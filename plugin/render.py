@@ -22,7 +22,7 @@ import numpy as np
 from facerestore.models import byo
 from facerestore.models.device import resolve_torch_device
 from facerestore.models.errors import ModelError
-from facerestore.models.weights import RESTORERS, RETINAFACE_SOURCE
+from facerestore.models.weights import RESTORERS
 from facerestore.nodes.colour import ColourPipeline, colour_pool
 from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.exr_io import (
@@ -39,10 +39,11 @@ from facerestore.nodes.exr_io import (
     with_output_compression,
     write_parts,
 )
-from facerestore.nodes.face_restore import CANDIDATE_THRESHOLD, PIXEL_ASPECT_RANGE, FaceRestoreNode
+from facerestore.nodes.face_restore import PIXEL_ASPECT_RANGE, FaceRestoreNode
 from facerestore.nodes.manual_faces import check_added_faces
 from facerestore.nodes.sequence import FramePattern, describe_frames, parse_frame_range
-from facerestore.nodes.shot import ShotRenderer, analyse_shot
+from facerestore.nodes.shot import ShotRenderer, analyse_shot, changed_determinants
+from facerestore.nodes.shot import analysis_determinants as shot_determinants
 from facerestore.nodes.tracking import Analysis, file_fingerprint
 
 # Notes and warnings go through logging, apart from the progress bar: `-q` silences the bar and the
@@ -148,21 +149,9 @@ def shot_frames(options: RenderOptions, jobs: list[FrameJob]) -> list[FrameJob]:
 
 
 # Determinants written only when they differ from these (so older sidecars still fit).
-DETERMINANT_DEFAULTS = {"pixel_aspect": 1.0}
-
-
 def analysis_determinants(options: RenderOptions, node) -> dict:
     """Everything the stored tracks depend on; a change to any of them means analysing again."""
-
-    return {
-        "detection_threshold": node.params["detection_threshold"],
-        "candidate_threshold": CANDIDATE_THRESHOLD,
-        "colour": node.colour.identity(),
-        "detector": f"RetinaFace mobilenet 0.25 ({RETINAFACE_SOURCE.sha256[:16]})",
-        "added_faces": [face.to_json() for face in options.added_faces],
-        # Only when not square, so the sidecars of square plates written before it still fit.
-        **({"pixel_aspect": node.pixel_aspect} if node.pixel_aspect != 1.0 else {}),
-    }
+    return shot_determinants(node, options.added_faces)
 
 
 def stored_analysis_problem(path: str, fingerprint: dict, determinants: dict, frames: list):
@@ -178,11 +167,7 @@ def stored_analysis_problem(path: str, fingerprint: dict, determinants: dict, fr
     changed = [name for name in fingerprint if analysis.fingerprint.get(name) != fingerprint[name]]
     if changed:
         return None, f"{path} was made for other plates ({changed[0]}{' and more' if len(changed) > 1 else ''} changed)"
-    stored = analysis.settings.get("determined_by", {})
-    # A key added later reads as the value every earlier sidecar was made with.
-    stored = {**DETERMINANT_DEFAULTS, **stored}
-    determinants = {**DETERMINANT_DEFAULTS, **determinants}
-    differs = [key for key, value in determinants.items() if stored.get(key) != value]
+    differs = changed_determinants(analysis, determinants)
     if differs:
         return None, f"{path} was made with another {', '.join(differs)}"
     return analysis, None

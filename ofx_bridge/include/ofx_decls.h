@@ -57,6 +57,8 @@ typedef struct OfxPlugin {
 #define kOfxStatErrBadHandle 9
 #define kOfxStatErrBadIndex 10
 #define kOfxStatErrValue 11
+#define kOfxStatReplyYes 12
+#define kOfxStatReplyNo 13
 #define kOfxStatReplyDefault 14
 
 typedef struct OfxPropertySuiteV1 {
@@ -121,11 +123,34 @@ typedef struct OfxMessageSuiteV1 {
     OfxStatus (*message)(void *handle, const char *messageType, const char *messageId, const char *format, ...);
 } OfxMessageSuiteV1;
 
+/* V2 adds messages that stay on the node until cleared (a host shows them on the node). */
+typedef struct OfxMessageSuiteV2 {
+    OfxStatus (*message)(void *handle, const char *messageType, const char *messageId, const char *format, ...);
+    OfxStatus (*setPersistentMessage)(void *handle, const char *messageType, const char *messageId, const char *format,
+                                      ...);
+    OfxStatus (*clearPersistentMessage)(void *handle);
+} OfxMessageSuiteV2;
+
+/* Progress (optional suite). progressUpdate answers kOfxStatReplyNo when the user cancelled;
+ * from instanceChanged, hosts raise it as a modal bar with a cancel button (API 1.4). */
+typedef struct OfxProgressSuiteV1 {
+    OfxStatus (*progressStart)(void *effectInstance, const char *label);
+    OfxStatus (*progressUpdate)(void *effectInstance, double progress);
+    OfxStatus (*progressEnd)(void *effectInstance);
+} OfxProgressSuiteV1;
+
+typedef struct OfxProgressSuiteV2 {
+    OfxStatus (*progressStart)(void *effectInstance, const char *message, const char *messageId);
+    OfxStatus (*progressUpdate)(void *effectInstance, double progress);
+    OfxStatus (*progressEnd)(void *effectInstance);
+} OfxProgressSuiteV2;
+
 /* Suites, APIs, actions */
 #define kOfxPropertySuite "OfxPropertySuite"
 #define kOfxImageEffectSuite "OfxImageEffectSuite"
 #define kOfxParameterSuite "OfxParameterSuite"
 #define kOfxMessageSuite "OfxMessageSuite"
+#define kOfxProgressSuite "OfxProgressSuite"
 #define kOfxImageEffectPluginApi "OfxImageEffectPluginAPI"
 
 #define kOfxActionLoad "OfxActionLoad"
@@ -136,12 +161,18 @@ typedef struct OfxMessageSuiteV1 {
 #define kOfxImageEffectActionDescribeInContext "OfxImageEffectActionDescribeInContext"
 #define kOfxImageEffectActionGetClipPreferences "OfxImageEffectActionGetClipPreferences"
 #define kOfxImageEffectActionGetFramesNeeded "OfxImageEffectActionGetFramesNeeded"
+#define kOfxImageEffectActionGetRegionsOfInterest "OfxImageEffectActionGetRegionsOfInterest"
 #define kOfxImageEffectActionRender "OfxImageEffectActionRender"
+#define kOfxActionInstanceChanged "OfxActionInstanceChanged"
 
 /* Properties */
 #define kOfxPropLabel "OfxPropLabel"
 #define kOfxPropName "OfxPropName"
 #define kOfxPropTime "OfxPropTime"
+#define kOfxPropType "OfxPropType"
+#define kOfxPropInstanceData "OfxPropInstanceData"
+#define kOfxPropChangeReason "OfxPropChangeReason"
+#define kOfxPropIsInteractive "OfxPropIsInteractive"
 #define kOfxPropPluginDescription "OfxPropPluginDescription"
 #define kOfxImageEffectPluginPropGrouping "OfxImageEffectPluginPropGrouping"
 #define kOfxImageEffectPropContext "OfxImageEffectPropContext"
@@ -155,6 +186,8 @@ typedef struct OfxMessageSuiteV1 {
 #define kOfxImageEffectPropCudaRenderSupported "OfxImageEffectPropCudaRenderSupported"
 #define kOfxImageEffectPropCudaEnabled "OfxImageEffectPropCudaEnabled"
 #define kOfxImageEffectPropRenderWindow "OfxImageEffectPropRenderWindow"
+#define kOfxImageEffectPropRegionOfInterest "OfxImageEffectPropRegionOfInterest"
+#define kOfxImageEffectPropInteractiveRenderStatus "OfxImageEffectPropInteractiveRenderStatus"
 #define kOfxImageEffectPropFrameRange "OfxImageEffectPropFrameRange"
 #define kOfxImageEffectPropComponents "OfxImageEffectPropComponents"
 #define kOfxImageEffectPropPixelDepth "OfxImageEffectPropPixelDepth"
@@ -175,6 +208,9 @@ typedef struct OfxMessageSuiteV1 {
 #define kOfxParamPropAnimates "OfxParamPropAnimates"
 #define kOfxParamPropIncrement "OfxParamPropIncrement"
 #define kOfxParamPropDigits "OfxParamPropDigits"
+#define kOfxParamPropEnabled "OfxParamPropEnabled"
+#define kOfxParamPropEvaluateOnChange "OfxParamPropEvaluateOnChange"
+#define kOfxParamPropStringMode "OfxParamPropStringMode"
 
 /* Values */
 #define kOfxImageEffectContextFilter "OfxImageEffectContextFilter"
@@ -189,7 +225,12 @@ typedef struct OfxMessageSuiteV1 {
 #define kOfxParamTypeInteger "OfxParamTypeInteger"
 #define kOfxParamTypeChoice "OfxParamTypeChoice"
 #define kOfxParamTypeString "OfxParamTypeString"
+#define kOfxParamTypePushButton "OfxParamTypePushButton"
+#define kOfxParamStringIsLabel "OfxParamStringIsLabel"
+#define kOfxTypeParameter "OfxTypeParameter"
+#define kOfxChangeUserEdited "OfxChangeUserEdited"
 #define kOfxMessageError "OfxMessageError"
+#define kOfxMessageWarning "OfxMessageWarning"
 
 #ifdef __cplusplus
 }

@@ -40,7 +40,10 @@ static OfxHost *g_host;
 static const OfxPropertySuiteV1 *g_props;
 static const OfxImageEffectSuiteV1 *g_effects;
 static const OfxParameterSuiteV1 *g_params;
-static const OfxMessageSuiteV1 *g_messages; /* optional */
+static const OfxMessageSuiteV1 *g_messages;   /* optional */
+static const OfxMessageSuiteV2 *g_messages2;  /* optional: persistent messages */
+static const OfxProgressSuiteV1 *g_progress1; /* optional, as is V2 (preferred) */
+static const OfxProgressSuiteV2 *g_progress2;
 
 /* One worker per host process, used by one render at a time. */
 static pthread_mutex_t g_worker_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -71,14 +74,27 @@ typedef struct {
 #include "params.h"
 #define N_PARAMS (int)(sizeof(PARAMS) / sizeof(PARAMS[0]))
 
+/* `text` as a printf format that prints it as it is: hosts get the whole message in the format,
+ * with no arguments (Natron 2.5 printed "FaceRestore: " and lost the text given as an argument). */
+static void as_format(const char *text, char *out, size_t n) {
+    size_t k = 0;
+    for (; *text && k + 2 < n; text++) {
+        if (*text == '%') out[k++] = '%';
+        out[k++] = *text;
+    }
+    out[k] = 0;
+}
+
 static void report(OfxImageEffectHandle effect, const char *fmt, ...) {
-    char text[2048];
+    char text[2048], format[4200];
     va_list args;
     va_start(args, fmt);
-    vsnprintf(text, sizeof text, fmt, args);
+    int used = snprintf(text, sizeof text, "FaceRestore: ");
+    vsnprintf(text + used, sizeof text - used, fmt, args);
     va_end(args);
-    if (g_messages) g_messages->message(effect, kOfxMessageError, "", "FaceRestore: %s", text);
-    fprintf(stderr, "FaceRestore: %s\n", text);
+    as_format(text, format, sizeof format);
+    if (g_messages) g_messages->message(effect, kOfxMessageError, "", format);
+    fprintf(stderr, "%s\n", text);
 }
 
 static double now_seconds(void) {
@@ -421,6 +437,18 @@ static OfxStatus describe_in_context(OfxImageEffectHandle effect, OfxPropertySet
             break;
         }
     }
+    /* The shot's analysis on demand, and a line that says what the frames are. */
+    OfxPropertySetHandle pp;
+    if (g_params->paramDefine(param_set, kOfxParamTypePushButton, FR_ANALYSE_ID, &pp) != kOfxStatOK)
+        return kOfxStatErrUnknown;
+    g_props->propSetString(pp, kOfxPropLabel, 0, FR_ANALYSE_LABEL);
+    g_props->propSetString(pp, kOfxParamPropHint, 0, FR_ANALYSE_HINT);
+    if (g_params->paramDefine(param_set, kOfxParamTypeString, FR_STATUS_ID, &pp) != kOfxStatOK) return kOfxStatErrUnknown;
+    g_props->propSetString(pp, kOfxPropLabel, 0, FR_STATUS_LABEL);
+    g_props->propSetString(pp, kOfxParamPropHint, 0, FR_STATUS_HINT);
+    g_props->propSetString(pp, kOfxParamPropDefault, 0, FR_STATUS_DEFAULT);
+    g_props->propSetString(pp, kOfxParamPropStringMode, 0, kOfxParamStringIsLabel);
+    g_props->propSetInt(pp, kOfxParamPropAnimates, 0, 0);
     return kOfxStatOK;
 }
 
@@ -447,6 +475,20 @@ static OfxStatus get_frames_needed(OfxImageEffectHandle effect, OfxPropertySetHa
     return kOfxStatOK;
 }
 
+/* Faces are found anywhere in the frame: every frame the render fetches is the whole source. */
+static OfxStatus get_regions_of_interest(OfxImageEffectHandle effect, OfxPropertySetHandle in_args,
+                                         OfxPropertySetHandle out_args) {
+    OfxTime time = 0;
+    OfxImageClipHandle clip;
+    OfxRectD rod;
+    g_props->propGetDouble(in_args, kOfxPropTime, 0, &time);
+    if (g_effects->clipGetHandle(effect, kOfxImageEffectSimpleSourceClipName, &clip, NULL) != kOfxStatOK ||
+        g_effects->clipGetRegionOfDefinition(clip, time, &rod) != kOfxStatOK)
+        return kOfxStatReplyDefault;
+    g_props->propSetDoubleN(out_args, "OfxImageClipPropRoI_" kOfxImageEffectSimpleSourceClipName, 4, &rod.x1);
+    return kOfxStatOK;
+}
+
 static OfxStatus get_clip_preferences(OfxPropertySetHandle out_args) {
     g_props->propSetString(out_args, "OfxImageClipPropComponents_" kOfxImageEffectOutputClipName, 0,
                            kOfxImageComponentRGBA);
@@ -461,14 +503,19 @@ typedef struct {
     int row_bytes;
 } Image;
 
-static int fetch_image(OfxImageClipHandle clip, OfxTime time, Image *image) {
-    if (g_effects->clipGetImage(clip, time, NULL, &image->handle) != kOfxStatOK) return -1;
+/* An image of `clip`: `region` NULL asks for the region of interest announced for the render. */
+static int fetch_region(OfxImageClipHandle clip, OfxTime time, const OfxRectD *region, Image *image) {
+    if (g_effects->clipGetImage(clip, time, region, &image->handle) != kOfxStatOK) return -1;
     void *data = NULL;
     g_props->propGetPointer(image->handle, kOfxImagePropData, 0, &data);
     g_props->propGetIntN(image->handle, kOfxImagePropBounds, 4, &image->bounds.x1);
     g_props->propGetInt(image->handle, kOfxImagePropRowBytes, 0, &image->row_bytes);
     image->data = data;
     return data ? 0 : -1;
+}
+
+static int fetch_image(OfxImageClipHandle clip, OfxTime time, Image *image) {
+    return fetch_region(clip, time, NULL, image);
 }
 
 static float *pixel(const Image *image, int x, int y) {
@@ -571,75 +618,321 @@ static int ask_worker(OfxImageEffectHandle effect, const char *request, long id,
     return got;
 }
 
-/* The shot's frames streamed to the worker in order, a few at a time, so it tracks the whole
- * shot once (as `facerestore render` does). 1: analysed; 0: aborted by the host; -1: a frame
- * was not available (the render then tracks over its own window); -2: the worker failed or
- * refused (err says how; the render fails with it). Called with the worker lock held. */
-static int stream_shot(OfxImageEffectHandle effect, OfxImageClipHandle clip, const double range[2], OfxRectI bounds,
-                       OfxParamSetHandle param_set, OfxTime time, double timeout, char *err, size_t n) {
+/* The worker, ready for a request: a worker that died while idle is replaced, and the answer to
+ * a request the host aborted is skipped first. 0: ready; -1: err says why not. Called with the
+ * worker lock held. */
+static int worker_ready(char *err, size_t n) {
+    char reason[128];
+    if (g_worker_fd >= 0 && worker_exit_reason(reason, sizeof reason)) stop_worker(); /* died while idle */
+    if (g_worker_fd >= 0 && g_abandoned_id) {
+        int skipped;
+        while ((skipped = read_line(NULL, worker_timeout(), err, n)) == 1) {
+            long id = line_id();
+            consume_line();
+            if (id == g_abandoned_id) break;
+        }
+        g_abandoned_id = 0;
+        if (skipped != 1) stop_worker(); /* it never answered: start afresh */
+        err[0] = 0;
+    }
+    return g_worker_fd >= 0 || start_worker(err, n) == 0 ? 0 : -1;
+}
+
+/* The answer line (in g_line) to request `id`: 1 if it says ok, else 0 with its error in err. */
+static int answer_ok(long id, char *err, size_t n) {
+    const char *ok = json_value("ok"), *error = json_value("error");
+    if (ok && strncmp(ok, "true", 4) == 0 && line_id() == id) return 1;
+    snprintf(err, n, "%s", error && *error == '"' ? error + 1 : g_line);
+    char *end = strrchr(err, '"');
+    if (end) *end = 0;
+    return 0;
+}
+
+/* A string value of the answer line, JSON escapes decoded (\uXXXX as UTF-8); "" when absent. */
+static void answer_string(const char *key, char *out, size_t n) {
+    const char *p = json_value(key);
+    size_t k = 0;
+    if (p && *p == '"') {
+        for (p++; *p && *p != '"' && k + 4 < n; p++) {
+            if (*p != '\\') {
+                out[k++] = *p;
+                continue;
+            }
+            p++;
+            if (*p == 'u') {
+                unsigned code = 0;
+                if (sscanf(p + 1, "%4x", &code) != 1) break;
+                p += 4;
+                if (code < 0x80) {
+                    out[k++] = (char)code;
+                } else if (code < 0x800) {
+                    out[k++] = (char)(0xc0 | code >> 6);
+                    out[k++] = (char)(0x80 | (code & 0x3f));
+                } else {
+                    out[k++] = (char)(0xe0 | code >> 12);
+                    out[k++] = (char)(0x80 | ((code >> 6) & 0x3f));
+                    out[k++] = (char)(0x80 | (code & 0x3f));
+                }
+            } else if (*p) {
+                out[k++] = *p == 'n' ? '\n' : *p == 't' ? '\t' : *p;
+            } else {
+                break;
+            }
+        }
+    }
+    out[k] = 0;
+}
+
+static int string_param(OfxImageEffectHandle effect, const char *id, char *out, size_t n) {
+    OfxParamSetHandle param_set;
+    OfxParamHandle param;
+    char *value = NULL;
+    out[0] = 0;
+    g_effects->getParamSet(effect, &param_set);
+    if (g_params->paramGetHandle(param_set, id, &param, NULL) != kOfxStatOK || g_params->paramGetValue(param, &value))
+        return -1;
+    snprintf(out, n, "%s", value ? value : "");
+    return 0;
+}
+
+static void set_string_param(OfxImageEffectHandle effect, const char *id, const char *value) {
+    OfxParamSetHandle param_set;
+    OfxParamHandle param;
+    g_effects->getParamSet(effect, &param_set);
+    if (g_params->paramGetHandle(param_set, id, &param, NULL) == kOfxStatOK && g_params->paramSetValue)
+        g_params->paramSetValue(param, value);
+}
+
+/* ---- the shot's analysis ("Analyse shot") ---- */
+
+/* Per-instance state, in the instance's kOfxPropInstanceData. */
+typedef struct {
+    int preview_posted;  /* the "preview" persistent message is on the node */
+    char preview_why[512]; /* for the reason it gives (posted again only when that changes) */
+} InstanceState;
+
+static InstanceState *instance_state(OfxImageEffectHandle effect) {
+    OfxPropertySetHandle props;
+    void *state = NULL;
+    if (g_effects->getPropertySet(effect, &props) == kOfxStatOK) g_props->propGetPointer(props, kOfxPropInstanceData, 0, &state);
+    return state;
+}
+
+static void progress_start(OfxImageEffectHandle effect, const char *label) {
+    if (g_progress2) g_progress2->progressStart(effect, label, "FaceRestoreAnalyse");
+    else if (g_progress1) g_progress1->progressStart(effect, label);
+}
+
+/* 1 to go on, 0 when the user cancelled (the host answers kOfxStatReplyNo). */
+static int progress_update(OfxImageEffectHandle effect, double done) {
+    OfxStatus status = kOfxStatOK;
+    if (g_progress2) status = g_progress2->progressUpdate(effect, done);
+    else if (g_progress1) status = g_progress1->progressUpdate(effect, done);
+    return status != kOfxStatReplyNo;
+}
+
+static void progress_end(OfxImageEffectHandle effect) {
+    if (g_progress2) g_progress2->progressEnd(effect);
+    else if (g_progress1) g_progress1->progressEnd(effect);
+}
+
+/* Images may be fetched here: the spec allows it in instanceChanged for a user edit. Each one is
+ * asked for with an explicit region (the clip's whole region of definition), so a host has no
+ * region of interest to look up outside a render. */
+static int fetch_whole_frame(OfxImageClipHandle clip, OfxTime time, Image *image) {
+    OfxRectD rod;
+    if (g_effects->clipGetRegionOfDefinition(clip, time, &rod) != kOfxStatOK) return -1;
+    return fetch_region(clip, time, &rod, image);
+}
+
+/* Tells the worker to drop an analysis in progress (cancelled, or a frame missing). */
+static void cancel_analysis(OfxImageEffectHandle effect) {
+    char request[256], err[256];
+    long id = ++g_request_id;
+    snprintf(request, sizeof request, "{\"id\":%ld,\"op\":\"analyse\",\"instance\":\"%p\",\"cancel\":true}\n", id,
+             (void *)effect);
+    if (ask_worker(NULL, request, id, worker_timeout(), err, sizeof err) == 1) consume_line();
+    else stop_worker();
+}
+
+/* The shot's frames streamed to the worker in order, a few at a time, with the host's progress
+ * bar; the worker tracks the whole shot once, as `facerestore render` does, and writes the
+ * analysis to `path` (empty: a new file of its own, whose name comes back in `written`).
+ * 1: analysed; 0: cancelled; -1: failed (err says why). Called with the worker lock held. */
+static int stream_shot(OfxImageEffectHandle effect, OfxImageClipHandle clip, const double range[2], const char *path,
+                       char *written, size_t written_n, char *summary, size_t summary_n, char *err, size_t n) {
     enum { BATCH = 4 };
-    int width = bounds.x2 - bounds.x1, height = bounds.y2 - bounds.y1;
-    size_t plane = (size_t)width * height * 4 * sizeof(float);
+    OfxParamSetHandle param_set;
+    g_effects->getParamSet(effect, &param_set);
+    OfxRectI bounds = {0};
+    int total = (int)(range[1] - range[0]) + 1;
     for (double t = range[0]; t <= range[1]; t += BATCH) {
+        if (!progress_update(effect, (t - range[0]) / total)) {
+            cancel_analysis(effect);
+            return 0;
+        }
         Image frames[BATCH];
         double times[BATCH];
         int count = 0, missing = 0;
         for (; count < BATCH && t + count <= range[1]; count++) {
             frames[count] = (Image){0};
-            if (fetch_image(clip, t + count, &frames[count]) != 0) {
+            if (fetch_whole_frame(clip, t + count, &frames[count]) != 0) {
                 missing = 1;
                 if (frames[count].handle) g_effects->clipReleaseImage(frames[count].handle);
                 break;
             }
+            if (t == range[0] && count == 0) bounds = frames[0].bounds; /* the shot's frame size */
             times[count] = t + count;
         }
         int result = -1;
         if (missing) {
             snprintf(err, n, "the host gave no frame %g of the clip", t + count);
+            cancel_analysis(effect);
         } else {
+            int width = bounds.x2 - bounds.x1, height = bounds.y2 - bounds.y1;
+            size_t total_bytes = (size_t)width * height * 4 * sizeof(float) * count;
             char shm_name[80];
             int fd = -1;
-            size_t total = plane * count;
-            float *shared = make_segment(shm_name, sizeof shm_name, &fd, total, frames, count, bounds);
+            float *shared = make_segment(shm_name, sizeof shm_name, &fd, total_bytes, frames, count, bounds);
             if (!shared) {
-                snprintf(err, n, "cannot allocate %zu bytes of shared memory: %s", total, strerror(errno));
+                snprintf(err, n, "cannot allocate %zu bytes of shared memory: %s", total_bytes, strerror(errno));
+                cancel_analysis(effect);
             } else {
                 static char request[16384];
+                char quoted_path[4200];
+                json_string(quoted_path, sizeof quoted_path, path);
                 long id = ++g_request_id;
                 int k = snprintf(request, sizeof request,
                                  "{\"id\":%ld,\"op\":\"analyse\",\"instance\":\"%p\",\"shm\":\"%s\",\"width\":%d,"
-                                 "\"height\":%d,\"range\":[%.17g,%.17g],\"times\":[",
-                                 id, (void *)effect, shm_name + 1, width, height, range[0], range[1]);
+                                 "\"height\":%d,\"range\":[%.17g,%.17g],\"path\":%s,\"times\":[",
+                                 id, (void *)effect, shm_name + 1, width, height, range[0], range[1], quoted_path);
                 for (int f = 0; f < count; f++) k += snprintf(request + k, sizeof request - k, "%s%.17g", f ? "," : "", times[f]);
                 snprintf(request + k, sizeof request - k, "],\"params\":{");
-                append_param_json(request, sizeof request - 2, param_set, time, clip);
+                append_param_json(request, sizeof request - 2, param_set, range[0], clip);
                 strcat(request, "}\n");
-                result = ask_worker(effect, request, id, timeout, err, n);
+                result = ask_worker(NULL, request, id, worker_timeout(), err, n);
                 if (result == 1) {
-                    const char *ok = json_value("ok"), *error = json_value("error");
-                    if (!(ok && strncmp(ok, "true", 4) == 0 && line_id() == id)) {
-                        snprintf(err, n, "%s", error && *error == '"' ? error + 1 : g_line);
-                        char *end = strrchr(err, '"');
-                        if (end) *end = 0;
-                        result = -2;
+                    if (!answer_ok(id, err, n)) {
+                        result = -1;
+                    } else if (json_value("path")) { /* the last batch: analysed and written */
+                        answer_string("path", written, written_n);
+                        answer_string("summary", summary, summary_n);
                     }
                     consume_line();
-                } else if (result < 0) {
+                } else {
                     stop_worker();
-                    result = -2;
+                    result = -1;
                 }
             }
-            free_segment(shm_name, fd, shared, total);
+            free_segment(shm_name, fd, shared, total_bytes);
         }
         for (int f = 0; f < count; f++) g_effects->clipReleaseImage(frames[f].handle);
-        if (result != 1) return result;
+        if (result != 1) return -1;
     }
+    progress_update(effect, 1.0);
     return 1;
+}
+
+/* The "Analyse shot" button: the whole clip tracked once, stored in the Analysis file, and the
+ * Status parameter rewritten (a parameter change: hosts drop the frames they cached as
+ * previews and render again, now equal to `facerestore render`). */
+static OfxStatus analyse_shot(OfxImageEffectHandle effect) {
+    OfxImageClipHandle clip;
+    OfxPropertySetHandle clip_props;
+    double range[2] = {0, -1};
+    if (g_effects->clipGetHandle(effect, kOfxImageEffectSimpleSourceClipName, &clip, &clip_props) != kOfxStatOK ||
+        g_props->propGetDoubleN(clip_props, kOfxImageEffectPropFrameRange, 2, range) != kOfxStatOK ||
+        !(range[1] >= range[0]) || range[1] - range[0] > 100000) {
+        report(effect, "Analyse shot: the host gives no frame range for the Source clip");
+        return kOfxStatFailed;
+    }
+    range[0] = ceil(range[0]);
+    range[1] = floor(range[1]);
+    char path[4096], written[4096] = "", summary[512] = "", err[1024] = "";
+    string_param(effect, "analysis", path, sizeof path);
+    progress_start(effect, "FaceRestore: analysing the shot");
+    pthread_mutex_lock(&g_worker_lock);
+    int result = worker_ready(err, sizeof err) == 0
+                     ? stream_shot(effect, clip, range, path, written, sizeof written, summary, sizeof summary, err,
+                                   sizeof err)
+                     : -1;
+    pthread_mutex_unlock(&g_worker_lock);
+    progress_end(effect);
+    if (result < 0) {
+        report(effect, "Analyse shot: %s", err);
+        return kOfxStatFailed;
+    }
+    if (result == 0) { /* cancelled: the node keeps what it had */
+        fprintf(stderr, "FaceRestore: Analyse shot cancelled\n");
+        return kOfxStatOK;
+    }
+    if (strcmp(written, path) != 0) set_string_param(effect, "analysis", written);
+    /* The time makes the text new at every analysis, so the host re-renders even when the same
+     * file is written again. */
+    char status[1024], stamp[32];
+    time_t now = time(NULL);
+    strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", localtime(&now));
+    snprintf(status, sizeof status, "Analysed %s: %s", stamp, summary);
+    set_string_param(effect, FR_STATUS_ID, status);
+    return kOfxStatOK;
+}
+
+static OfxStatus instance_changed(OfxImageEffectHandle effect, OfxPropertySetHandle in_args) {
+    char *type = NULL, *name = NULL, *reason = NULL;
+    g_props->propGetString(in_args, kOfxPropType, 0, &type);
+    g_props->propGetString(in_args, kOfxPropName, 0, &name);
+    g_props->propGetString(in_args, kOfxPropChangeReason, 0, &reason);
+    if (!type || !name || strcmp(type, kOfxTypeParameter) != 0) return kOfxStatReplyDefault;
+    /* Only a user's press: the spec allows fetching images in instanceChanged for user edits. */
+    if (strcmp(name, FR_ANALYSE_ID) == 0 && reason && strcmp(reason, kOfxChangeUserEdited) == 0)
+        return analyse_shot(effect);
+    if (strcmp(name, "analysis") == 0 && reason && strcmp(reason, kOfxChangeUserEdited) == 0) {
+        char path[4096], status[4200];
+        string_param(effect, "analysis", path, sizeof path);
+        if (path[0]) snprintf(status, sizeof status, "Analysis file set: %s", path);
+        else snprintf(status, sizeof status, "%s", FR_STATUS_DEFAULT);
+        set_string_param(effect, FR_STATUS_ID, status);
+        return kOfxStatOK;
+    }
+    return kOfxStatReplyDefault;
+}
+
+/* A final render (the host renders to disk or in batch) rather than a viewer's: the render says
+ * so (kOfxImageEffectPropInteractiveRenderStatus), else the host does (kOfxPropIsInteractive). */
+static int is_final_render(OfxPropertySetHandle in_args) {
+    int interactive = 1;
+    if (g_props->propGetInt(in_args, kOfxImageEffectPropInteractiveRenderStatus, 0, &interactive) == kOfxStatOK)
+        return !interactive;
+    if (g_props->propGetInt(g_host->host, kOfxPropIsInteractive, 0, &interactive) == kOfxStatOK) return !interactive;
+    return 0;
+}
+
+/* The node says whether its frames are previews: a persistent warning (message suite V2) while
+ * they are, cleared once they are not. */
+static void show_preview_state(OfxImageEffectHandle effect, int preview, const char *why) {
+    InstanceState *state = instance_state(effect);
+    if (!g_messages2 || !state) return;
+    if (preview && state->preview_posted && strcmp(state->preview_why, why) == 0) return;
+    if (preview) {
+        char text[1024], format[2100];
+        snprintf(state->preview_why, sizeof state->preview_why, "%s", why);
+        snprintf(text, sizeof text,
+                 "FaceRestore preview (%s): faces tracked over this frame's own window. Press Analyse shot for the "
+                 "final result.",
+                 why);
+        as_format(text, format, sizeof format);
+        g_messages2->setPersistentMessage(effect, kOfxMessageWarning, "FaceRestorePreview", format);
+        state->preview_posted = 1;
+    } else if (state->preview_posted) {
+        g_messages2->clearPersistentMessage(effect);
+        state->preview_posted = 0;
+    }
 }
 
 static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_args) {
     OfxTime time = 0;
     g_props->propGetDouble(in_args, kOfxPropTime, 0, &time);
+    int final = is_final_render(in_args);
     OfxImageClipHandle source_clip, output_clip;
     g_effects->clipGetHandle(effect, kOfxImageEffectSimpleSourceClipName, &source_clip, NULL);
     g_effects->clipGetHandle(effect, kOfxImageEffectOutputClipName, &output_clip, NULL);
@@ -650,6 +943,7 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
         return kOfxStatFailed;
     }
     int width = centre.bounds.x2 - centre.bounds.x1, height = centre.bounds.y2 - centre.bounds.y1;
+    /* Only the frames getFramesNeeded announced for this time. */
     int reach = 2 * window_radius(effect, time);
     Image frames[64];
     double times[64];
@@ -676,39 +970,16 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     char shm_name[80];
     int shm_fd = -1;
     OfxStatus status = kOfxStatFailed;
+    char err[1024] = "", why[512] = "";
+    int preview = 0;
     float *shared = make_segment(shm_name, sizeof shm_name, &shm_fd, total, frames, count, centre.bounds);
     if (!shared) {
         report(effect, "cannot allocate %zu bytes of shared memory: %s", total, strerror(errno));
         goto done;
     }
-    /* The source clip's frame range: the worker keeps the shot's analysis and restored frames
-     * across renders under it. */
-    double clip_range[2] = {0, -1};
-    OfxPropertySetHandle source_props;
-    if (g_effects->clipGetPropertySet(source_clip, &source_props) == kOfxStatOK)
-        g_props->propGetDoubleN(source_props, kOfxImageEffectPropFrameRange, 2, clip_range);
-    /* Whole frames only: a fractional time (motion blur, a retime) is not a frame of the shot. */
-    int per_shot = clip_range[1] >= clip_range[0] && clip_range[1] - clip_range[0] <= 100000 &&
-                   fabs(time - floor(time + 0.5)) < 1e-6;
-    int after_analysis = 0;
 
     pthread_mutex_lock(&g_worker_lock);
-    char err[1024] = "";
-    double timeout = worker_timeout();
-    char reason[128];
-    if (g_worker_fd >= 0 && worker_exit_reason(reason, sizeof reason)) stop_worker(); /* died while idle */
-    if (g_worker_fd >= 0 && g_abandoned_id) { /* skip the answer to a render the host aborted */
-        int skipped;
-        while ((skipped = read_line(NULL, timeout, err, sizeof err)) == 1) {
-            long id = line_id();
-            consume_line();
-            if (id == g_abandoned_id) break;
-        }
-        g_abandoned_id = 0;
-        if (skipped != 1) stop_worker(); /* it never answered: start afresh */
-        err[0] = 0;
-    }
-    if (g_worker_fd < 0 && start_worker(err, sizeof err) != 0) {
+    if (worker_ready(err, sizeof err) != 0) {
         pthread_mutex_unlock(&g_worker_lock);
         report(effect, "%s", err);
         goto done;
@@ -716,61 +987,26 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
     OfxParamSetHandle param_set;
     g_effects->getParamSet(effect, &param_set);
     static char request[16384];
-    long id = 0;
-    int got = -1;
-    for (int attempt = 0; attempt < 3; attempt++) {
-        id = ++g_request_id;
-        int k = snprintf(request, sizeof request,
-                         "{\"id\":%ld,\"op\":\"render\",\"instance\":\"%p\",\"shm\":\"%s\",\"width\":%d,"
-                         "\"height\":%d,\"centre\":%d,",
-                         id, (void *)effect, shm_name + 1, width, height, centre_index);
-        if (per_shot)
-            k += snprintf(request + k, sizeof request - k, "\"range\":[%.17g,%.17g],%s", clip_range[0], clip_range[1],
-                          after_analysis ? "\"after_analysis\":true," : "");
-        k += snprintf(request + k, sizeof request - k, "\"times\":[");
-        for (int f = 0; f < count; f++) k += snprintf(request + k, sizeof request - k, "%s%.17g", f ? "," : "", times[f]);
-        k += snprintf(request + k, sizeof request - k, "],\"params\":{");
-        append_param_json(request, sizeof request - 2, param_set, time, source_clip);
-        strcat(request, "}\n");
-        got = ask_worker(effect, request, id, timeout, err, sizeof err);
-        const char *need = got == 1 && per_shot ? json_value("need") : NULL;
-        if (!need || strncmp(need, "\"analysis\"", 10) != 0) break; /* the answer stays for below */
-        consume_line();
-        if (attempt > 0) { /* analysed, and still not current (frames that change every time): */
-            per_shot = 0;  /* render over the window alone */
-            continue;
-        }
-        /* First render of this shot (or a frame changed): stream the clip to the worker once. */
-        int streamed = stream_shot(effect, source_clip, clip_range, centre.bounds, param_set, time, timeout, err,
-                                   sizeof err);
-        if (streamed == 0) {
-            got = 0;
-            break;
-        }
-        if (streamed == -2) {
-            got = -1; /* the worker failed or refused: say so (the next render starts afresh) */
-            break;
-        }
-        if (streamed < 0) per_shot = 0; /* a frame the host cannot give: render over the window alone */
-        after_analysis = 1;
-        if (g_worker_fd < 0 && start_worker(err, sizeof err) != 0) {
-            got = -1;
-            break;
-        }
-        err[0] = 0;
-    }
+    long id = ++g_request_id;
+    int k = snprintf(request, sizeof request,
+                     "{\"id\":%ld,\"op\":\"render\",\"instance\":\"%p\",\"shm\":\"%s\",\"width\":%d,"
+                     "\"height\":%d,\"centre\":%d,\"final\":%s,\"times\":[",
+                     id, (void *)effect, shm_name + 1, width, height, centre_index, final ? "true" : "false");
+    for (int f = 0; f < count; f++) k += snprintf(request + k, sizeof request - k, "%s%.17g", f ? "," : "", times[f]);
+    k += snprintf(request + k, sizeof request - k, "],\"params\":{");
+    append_param_json(request, sizeof request - 2, param_set, time, source_clip);
+    strcat(request, "}\n");
+    int got = ask_worker(effect, request, id, worker_timeout(), err, sizeof err);
     if (got == 0) { /* aborted by the host: its answer will be skipped */
         status = kOfxStatOK;
     } else if (got < 0) {
         stop_worker(); /* the next render starts a fresh one */
     } else {
-        const char *ok = json_value("ok"), *error = json_value("error");
-        if (ok && strncmp(ok, "true", 4) == 0 && line_id() == id) {
+        if (answer_ok(id, err, sizeof err)) {
             status = kOfxStatOK;
-        } else {
-            snprintf(err, sizeof err, "%s", error && *error == '"' ? error + 1 : g_line);
-            char *end = strrchr(err, '"');
-            if (end) *end = 0;
+            const char *mode = json_value("mode");
+            preview = mode && strncmp(mode, "\"preview\"", 9) == 0;
+            answer_string("why", why, sizeof why);
         }
         consume_line();
     }
@@ -780,6 +1016,7 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
         goto done;
     }
     if (got == 1) {
+        show_preview_state(effect, preview, why);
         const float *result = shared + (size_t)count * width * height * 4;
         OfxRectI window;
         g_props->propGetIntN(in_args, kOfxImageEffectPropRenderWindow, 4, &window.x1);
@@ -829,6 +1066,24 @@ done:
     return status;
 }
 
+static OfxStatus create_instance(OfxImageEffectHandle effect) {
+    OfxPropertySetHandle props;
+    InstanceState *state = calloc(1, sizeof *state);
+    if (!state || g_effects->getPropertySet(effect, &props) != kOfxStatOK) {
+        free(state);
+        return kOfxStatFailed;
+    }
+    g_props->propSetPointer(props, kOfxPropInstanceData, 0, state);
+    return kOfxStatOK;
+}
+
+static OfxStatus destroy_instance(OfxImageEffectHandle effect) {
+    OfxPropertySetHandle props;
+    free(instance_state(effect));
+    if (g_effects->getPropertySet(effect, &props) == kOfxStatOK) g_props->propSetPointer(props, kOfxPropInstanceData, 0, NULL);
+    return kOfxStatOK;
+}
+
 static OfxStatus main_entry(const char *action, const void *handle, OfxPropertySetHandle in_args,
                             OfxPropertySetHandle out_args) {
     OfxImageEffectHandle effect = (OfxImageEffectHandle)handle;
@@ -838,6 +1093,9 @@ static OfxStatus main_entry(const char *action, const void *handle, OfxPropertyS
         g_effects = g_host->fetchSuite(g_host->host, kOfxImageEffectSuite, 1);
         g_params = g_host->fetchSuite(g_host->host, kOfxParameterSuite, 1);
         g_messages = g_host->fetchSuite(g_host->host, kOfxMessageSuite, 1);
+        g_messages2 = g_host->fetchSuite(g_host->host, kOfxMessageSuite, 2);
+        g_progress2 = g_host->fetchSuite(g_host->host, kOfxProgressSuite, 2);
+        if (!g_progress2) g_progress1 = g_host->fetchSuite(g_host->host, kOfxProgressSuite, 1);
         return (g_props && g_effects && g_params) ? kOfxStatOK : kOfxStatErrMissingHostFeature;
     }
     if (strcmp(action, kOfxActionUnload) == 0) {
@@ -848,10 +1106,13 @@ static OfxStatus main_entry(const char *action, const void *handle, OfxPropertyS
     }
     if (strcmp(action, kOfxActionDescribe) == 0) return describe(effect);
     if (strcmp(action, kOfxImageEffectActionDescribeInContext) == 0) return describe_in_context(effect, in_args);
-    if (strcmp(action, kOfxActionCreateInstance) == 0 || strcmp(action, kOfxActionDestroyInstance) == 0)
-        return kOfxStatOK;
+    if (strcmp(action, kOfxActionCreateInstance) == 0) return create_instance(effect);
+    if (strcmp(action, kOfxActionDestroyInstance) == 0) return destroy_instance(effect);
     if (strcmp(action, kOfxImageEffectActionGetClipPreferences) == 0) return get_clip_preferences(out_args);
     if (strcmp(action, kOfxImageEffectActionGetFramesNeeded) == 0) return get_frames_needed(effect, in_args, out_args);
+    if (strcmp(action, kOfxImageEffectActionGetRegionsOfInterest) == 0)
+        return get_regions_of_interest(effect, in_args, out_args);
+    if (strcmp(action, kOfxActionInstanceChanged) == 0) return instance_changed(effect, in_args);
     if (strcmp(action, kOfxImageEffectActionRender) == 0) return render(effect, in_args);
     return kOfxStatReplyDefault;
 }

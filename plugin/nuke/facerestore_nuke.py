@@ -168,7 +168,7 @@ def pick_faces(node: nuke.Node) -> None:
             nuke.message("FaceRestore: %s" % exc)
             return
     if not os.path.exists(sidecar):
-        nuke.message("FaceRestore: no shot analysis yet (%s); render through once, or set Analysis file" % sidecar)
+        nuke.message("FaceRestore: no shot analysis yet (%s); press Analyse shot, render through once, or set Analysis file" % sidecar)
         return
     try:
         tracks = host.list_tracks(sidecar)

@@ -169,6 +169,19 @@ def test_the_host_speed_benchmark_runs_the_bundle_and_the_cli(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(shutil.which("cc") is None or sys.platform != "linux", reason="needs cc on Linux")
+def test_the_first_frame_benchmark_times_a_short_and_a_long_shot(tmp_path):
+    from facerestore.benchmarks import bench_host_first_frame
+
+    assert bench_host_first_frame.main(["--json", str(tmp_path / "first.json")]) == 0
+    figures = json.loads((tmp_path / "first.json").read_text())
+    assert figures["first_render_6_frames_s"] > 0 and figures["first_render_48_frames_s"] > 0
+    assert figures["ratio_48_over_6"] == pytest.approx(
+        figures["first_render_48_frames_s"] / figures["first_render_6_frames_s"]
+    )
+
+
+@pytest.mark.slow
 def test_the_farm_scaling_benchmark_gives_the_same_frames_with_every_worker_count(tmp_path):
     from facerestore.benchmarks import bench_farm
 

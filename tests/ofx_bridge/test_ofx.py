@@ -1,18 +1,22 @@
 """The OpenFX bundle, driven by a test host written for these tests (no real host application
-can run here: tests/ofx_host/test_host.c stands in for one). Real bundle, real worker, real
-models; pixels compared with `facerestore render`."""
+can run here: tests/ofx_host/test_host.c stands in for one; Natron, where built, is in
+tests/hosts). Real bundle, real worker, real models; pixels compared with `facerestore render`.
+The test host is strict: every run here also checks that the plug-in fetched no image it had not
+announced (getFramesNeeded) for that render, nor outside a render or a user's Analyse shot."""
 
+import contextlib
 import ctypes
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import OpenImageIO as oiio
 import pytest
 
-from facerestore.nodes.face_restore import FACE_RESTORE
+from facerestore.nodes.face_restore import FACE_RESTORE, HOST_CONTROLS
 
 from helpers import ROOT, faces_plate, write_exr
 
@@ -44,26 +48,50 @@ def host(tmp_path_factory):
     return exe
 
 
-@pytest.fixture(scope="module")
-def shot(tmp_path_factory, colour):
-    """Five frames of a moving face as float EXRs, and the same pixels as the host's raw frames."""
-    folder = tmp_path_factory.mktemp("ofx_shot")
-    for t in range(1, 6):
-        plate = faces_plate(colour, width=W, height=H, face_width=64, positions=((60 + 2 * t, 20),), seed=t)
+def write_shot(folder, colour, frames, position) -> None:
+    """`frames` frames of a moving face as float EXRs, and the same pixels as the host's raw frames."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for t in range(1, frames + 1):
+        plate = faces_plate(colour, width=W, height=H, face_width=64, positions=(position(t),), seed=t)
         write_exr(folder / f"s.{t:04d}.exr", plate, half=False)
         rgba = np.concatenate([plate, np.ones((H, W, 1), np.float32)], axis=2).astype(np.float32)
         rgba.tofile(folder / f"frame.{t}.raw")
+
+
+@pytest.fixture(scope="module")
+def shot(tmp_path_factory, colour):
+    """Five frames of a moving face."""
+    folder = tmp_path_factory.mktemp("ofx_shot")
+    write_shot(folder, colour, 5, lambda t: (60 + 2 * t, 20))
     return folder
 
 
-def run_host(host, shot, out, *args, env=None, time=3, timeout=600, binary=BINARY):
-    """Runs the test host; the result also carries the host's pid, which names its shm segments."""
+@pytest.fixture(scope="module")
+def long_shot(tmp_path_factory, colour):
+    """Twelve frames of a face moving further, where a window alone tracks differently from the
+    whole shot; and the CLI's full render of it."""
+    from facerestore.nodes.face_restore import FaceRestoreNode
+    from facerestore.plugin.render import RenderOptions, render
+
+    folder = tmp_path_factory.mktemp("ofx_long_shot")
+    write_shot(folder, colour, 12, lambda t: (40 + 5 * t, 20 + t))
+    render(
+        RenderOptions(input=str(folder / "s.####.exr"), output=str(folder / "cli" / "r.####.exr"), progress=False),
+        node=FaceRestoreNode(colour),
+    )
+    return folder
+
+
+def run_host(host, shot, out, *args, env=None, time=3, timeout=600, binary=BINARY, last=5):
+    """Runs the test host; the result also carries the host's pid, which names its shm segments.
+    Analyses go to a folder of the test's (FACERESTORE_ANALYSIS_DIR), not the user's cache."""
+    env = {"FACERESTORE_ANALYSIS_DIR": str(Path(str(out)).parent / "analyses"), **(env or {})}
     with subprocess.Popen(
-        [str(host), str(binary), str(shot), str(W), str(H), "1", "5", str(time), str(out), *map(str, args)],
+        [str(host), str(binary), str(shot), str(W), str(H), "1", str(last), str(time), str(out), *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=dict(os.environ, **(env or {})),
+        env=dict(os.environ, **env),
     ) as popen:
         try:
             stdout, stderr = popen.communicate(timeout=timeout)
@@ -73,7 +101,20 @@ def run_host(host, shot, out, *args, env=None, time=3, timeout=600, binary=BINAR
             raise
     proc = subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
     proc.pid = popen.pid
+    assert "undeclared fetch" not in stdout, stdout  # every image was one the plug-in announced
     return proc
+
+
+def host_values(proc) -> dict:
+    """The node's Analysis file and Status as the host holds them after Analyse shot."""
+    prefix = "value "
+    return dict(line[len(prefix) :].split(" = ", 1) for line in proc.stdout.splitlines() if line.startswith(prefix))
+
+
+def worker_log(path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def differences_from_cli(raw_path, exr_path) -> tuple[float, float]:
@@ -119,9 +160,13 @@ def test_describe_offers_the_node_parameters_and_temporal_frames(host, shot, tmp
     lines = proc.stdout.splitlines()
     params = {line.split()[1] for line in lines if line.startswith("param ")}
     assert {p.id for p in FACE_RESTORE.params} <= params  # the OFX node renders the same spec
-    assert params - {p.id for p in FACE_RESTORE.params} == {"output", "colorspace", "analysis"}
+    assert params - {p.id for p in FACE_RESTORE.params} == {"output", "colorspace", "analysis"} | {
+        c.id for c in HOST_CONTROLS
+    }
+    assert "param analyse_shot OfxParamTypePushButton" in lines and "param analysis_status OfxParamTypeString" in lines
     assert "context OfxImageEffectContextFilter" in lines and "clip Source" in lines and "clip Output" in lines
     assert "frames needed 1 5" in lines  # time 3, window 3: two radii either side
+    assert f"region of interest 0 0 {W} {H}" in lines  # the whole frame: faces are found anywhere
 
 
 def test_the_declared_parameters_are_the_node_spec(host, shot, tmp_path):
@@ -153,7 +198,10 @@ def test_the_declared_parameters_are_the_node_spec(host, shot, tmp_path):
             digits, step = int(numbers["digits"]), float(numbers["step"])
             assert step <= (p.maximum - p.minimum) / 100 and round(step, digits) == step
             assert round(p.default, digits) == p.default, (p.id, digits)
-    assert len(declared) == len(FACE_RESTORE.params) + len(HOST_PARAMS)
+    for control in HOST_CONTROLS:
+        assert declared[control.id].startswith(f"label={control.label}")
+    assert declared["analysis_status"].endswith(f" default={HOST_CONTROLS[1].default}")
+    assert len(declared) == len(FACE_RESTORE.params) + len(HOST_PARAMS) + len(HOST_CONTROLS)
 
 
 def test_render_matches_facerestore_render(host, shot, tmp_path, node):
@@ -178,12 +226,20 @@ def test_an_anamorphic_clip_is_restored_as_the_cli_restores_it(host, shot, tmp_p
 
     node.params["pixel_aspect"] = 2.0
     try:
-        render(RenderOptions(input=str(shot / "s.####.exr"), output=str(tmp_path / "r.####.exr"), progress=False,
-                             analysis=str(tmp_path / "a.json")), node=node)
+        render(
+            RenderOptions(
+                input=str(shot / "s.####.exr"),
+                output=str(tmp_path / "r.####.exr"),
+                progress=False,
+                analysis=str(tmp_path / "a.json"),
+            ),
+            node=node,
+        )
     finally:
         node.params["pixel_aspect"] = 0.0
     env = {"FACERESTORE_TEST_PIXEL_ASPECT": "2"}
-    proc = run_host(host, shot, tmp_path / "o.raw", "colorspace=ACEScg", env=env)
+    proc = run_host(host, shot, tmp_path / "o.raw", "colorspace=ACEScg", f"analysis={tmp_path / 'a.json'}", env=env)
+    assert "persistent" not in proc.stdout  # the analysed shot, not a preview
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rgb, matte = differences_from_cli(tmp_path / "o.raw", tmp_path / "r.0003.exr")
     assert rgb <= 1e-6 and matte <= 1e-6
@@ -238,8 +294,19 @@ def test_an_installed_bundle_finds_its_worker_at_load_time_wherever_it_is(host, 
     python.chmod(0o755)
     shared = tmp_path / "shared plugins"
     subprocess.run(
-        [sys.executable, "-m", "facerestore.plugin.cli", "install", "ofx", "--path", str(shared), "--python", str(python)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "facerestore.plugin.cli",
+            "install",
+            "ofx",
+            "--path",
+            str(shared),
+            "--python",
+            str(python),
+        ],
+        check=True,
+        capture_output=True,
     )
     marker.unlink()
     installed = shared / "FaceRestore.ofx.bundle" / "Contents" / "Linux-x86-64" / "FaceRestore.ofx"
@@ -249,7 +316,9 @@ def test_an_installed_bundle_finds_its_worker_at_load_time_wherever_it_is(host, 
     # Without the Resources file, the environment or `facerestore` on PATH: an error that says
     # where it looked.
     (installed.parent.parent / "Resources" / "worker.json").unlink()
-    lost = run_host(host, shot, tmp_path / "o.raw", binary=installed, env={"FACERESTORE_WORKER_CMD": "", "PATH": "/usr/bin:/bin"})
+    lost = run_host(
+        host, shot, tmp_path / "o.raw", binary=installed, env={"FACERESTORE_WORKER_CMD": "", "PATH": "/usr/bin:/bin"}
+    )
     assert lost.returncode == 3 and "worker.json (missing)" in lost.stdout and "facerestore worker" in lost.stdout
 
 
@@ -260,8 +329,9 @@ KILL_WORKER = "pkill -KILL -P $PPID -f 'ofx_bridge[.]worker' && sleep 0.5"
 def test_a_worker_that_died_between_renders_does_not_end_the_host(host, shot, tmp_path):
     # The test host keeps SIGPIPE's default action: writing to the dead worker's socket used
     # to end the host process (exit 141) and leave its segment and socket behind.
-    proc = run_host(host, shot, tmp_path / "o.raw", "--renders", "2", "--between", KILL_WORKER,
-                    env={"TMPDIR": str(tmp_path)})
+    proc = run_host(
+        host, shot, tmp_path / "o.raw", "--renders", "2", "--between", KILL_WORKER, env={"TMPDIR": str(tmp_path)}
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "between-renders command failed" not in proc.stdout  # a worker was there to kill
     assert "render 1 status 0" in proc.stdout and "render 2 status 0" in proc.stdout  # a fresh worker
@@ -276,7 +346,12 @@ def test_a_stopped_worker_costs_one_bounded_render_then_a_fresh_worker_serves(ho
     flag = tmp_path / "stopped"
     started = clock.monotonic()
     proc = run_host(
-        host, shot, tmp_path / "o.raw", "--renders", "2", timeout=120,
+        host,
+        shot,
+        tmp_path / "o.raw",
+        "--renders",
+        "2",
+        timeout=120,
         env={"FACERESTORE_WORKER_STOP_ONCE": str(flag), "FACERESTORE_WORKER_TIMEOUT": "15", "TMPDIR": str(tmp_path)},
     )
     assert flag.exists()
@@ -325,10 +400,8 @@ def worker(tmp_path):
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(30)
             conn.connect(str(path))
-            try:
+            with contextlib.suppress(BrokenPipeError):  # an oversized request: answered and closed before it all went
                 conn.sendall(data)
-            except BrokenPipeError:  # an oversized request: answered and closed before it all went
-                pass
             received = b""
             while b"\n" not in received:
                 chunk = conn.recv(65536)
@@ -371,84 +444,188 @@ def test_the_worker_answers_every_bad_request_and_closes(worker, tmp_path):
     assert target.read_bytes() == b"keep"
 
 
-def test_sequential_host_renders_without_an_analysis_equal_the_cli_full_render(host, tmp_path, node, colour):
-    """A host renders a 12-frame shot frame by frame with no analysis file: the worker tracks the
-    whole clip once (streamed by the plug-in), restores each frame once, and every frame equals
-    the CLI's full render (a window alone would track frame 1 over frames 1-5 only)."""
-    import json
+def test_the_first_render_is_a_preview_over_its_own_window_whatever_the_shot_length(host, tmp_path, colour):
+    """The first frame costs the same for 6 frames as for 48: the render fetches only its own
+    window (what getFramesNeeded announced), tracks the faces over it, and says it is a preview.
+    Nothing of the rest of the clip is read (the worker's log lists every frame it was given)."""
+    for frames in (6, 48):
+        folder = tmp_path / f"shot{frames}"
+        write_shot(folder, colour, frames, lambda t: (40 + (t % 12) * 5, 20))
+        log = tmp_path / f"worker{frames}.log"
+        proc = run_host(
+            host, folder, tmp_path / f"o{frames}.raw", time=1, last=frames, env={"FACERESTORE_WORKER_LOG": str(log)}
+        )
+        assert proc.returncode == 0 and "render 1 status 0" in proc.stdout, proc.stdout
+        entries = worker_log(log)
+        assert [e["op"] for e in entries] == ["render"]  # no analysis, no streaming
+        assert entries[0]["mode"] == "preview" and entries[0]["frames"] == [1, 2, 3, 4, 5]  # t = 1, two radii of 2
+        assert "persistent OfxMessageWarning: FaceRestore preview (the shot is not analysed)" in proc.stdout
+        out = np.fromfile(tmp_path / f"o{frames}.raw", np.float32).reshape(H, W, 4)
+        assert out[..., 3].max() > 0.9  # a real preview: the face found and restored
 
+
+def test_after_analyse_shot_every_frame_equals_the_cli_full_render(host, long_shot, tmp_path):
+    """Analyse shot (the host's instanceChanged, a user's press) streams the clip to the worker
+    once, with the host's progress bar; the analysis goes to a file the node now names, the Status
+    line changes (the host drops its cached previews), and every frame rendered in order, final or
+    not, equals the CLI's full render (a window alone would track frame 1 over frames 1-5 only)."""
+    log = tmp_path / "worker.log"
+    proc = run_host(
+        host,
+        long_shot,
+        tmp_path / "o.raw",
+        "--analyse",
+        "--sequence",
+        "--final",
+        "colorspace=ACEScg",
+        time=1,
+        last=12,
+        env={"FACERESTORE_WORKER_LOG": str(log)},
+    )
+    assert proc.returncode == 0 and "analyse status 0" in proc.stdout, proc.stdout + proc.stderr
+    for t in range(1, 13):
+        rgb, matte = differences_from_cli(tmp_path / f"o.raw.{t}", long_shot / "cli" / f"r.{t:04d}.exr")
+        assert rgb <= 1e-6 and matte <= 1e-6, t
+    progress = [
+        float(line.split()[1])
+        for line in proc.stdout.splitlines()
+        if line.startswith("progress 0.") or line.startswith("progress 1.")
+    ]
+    assert progress == sorted(progress) and progress[0] == 0.0 and progress[-1] == 1.0 and len(progress) >= 4
+    assert proc.stdout.index("progress start") < proc.stdout.index("progress end") < proc.stdout.index("render 1")
+    values = host_values(proc)
+    written = Path(values["analysis"])
+    assert written.parent == tmp_path / "analyses" and written.is_file()
+    assert (
+        values["analysis_status"].startswith("Analysed ") and "frames 1-12, 1 face track" in values["analysis_status"]
+    )
+    entries = worker_log(log)
+    assert [f for e in entries if e["op"] == "analyse" for f in e["frames"]] == list(range(1, 13))  # once, in order
+    renders = [e for e in entries if e["op"] == "render"]
+    assert len(renders) == 12 and all(e["mode"] == "shot" for e in renders)
+    assert sorted(f for e in renders for f in e["restored"]) == list(range(1, 13))  # each frame restored once
+    assert "persistent OfxMessageWarning" not in proc.stdout
+
+
+def test_analyse_shot_stops_when_the_user_cancels_and_the_node_keeps_what_it_had(host, long_shot, tmp_path):
+    log = tmp_path / "worker.log"
+    proc = run_host(
+        host,
+        long_shot,
+        tmp_path / "o.raw",
+        "--analyse",
+        time=1,
+        last=12,
+        env={"FACERESTORE_WORKER_LOG": str(log), "FACERESTORE_TEST_CANCEL_AT": "0.3"},
+    )
+    assert proc.returncode == 0 and "progress cancelled" in proc.stdout and "progress end" in proc.stdout, proc.stdout
+    entries = worker_log(log)
+    analysed = [f for e in entries if e["op"] == "analyse" for f in e.get("frames", [])]
+    assert analysed and analysed[-1] < 12  # stopped part-way: not every frame was read
+    assert {"op": "analyse", "cancelled": True} in entries
+    assert host_values(proc) == {"analysis": "", "analysis_status": HOST_CONTROLS[1].default}
+    assert not (tmp_path / "analyses").exists() or not any((tmp_path / "analyses").iterdir())
+    assert [e["mode"] for e in entries if e["op"] == "render"] == ["preview"]  # the render after it
+
+
+def test_analyse_shot_never_replaces_a_file_that_is_not_an_analysis(host, shot, tmp_path):
+    plate = tmp_path / "plate.exr"
+    shutil.copy(shot / "s.0001.exr", plate)
+    before = plate.read_bytes()
+    proc = run_host(host, shot, tmp_path / "o.raw", "--analyse", f"analysis={plate}")
+    assert "analyse status 1" in proc.stdout and "is not a facerestore analysis; refusing to replace it" in proc.stdout
+    assert plate.read_bytes() == before
+
+
+def test_a_final_render_is_never_silently_a_preview(host, shot, tmp_path, node):
+    """A host's final render (to disk, batch, farm) of a shot that is not analysed, or whose
+    analysis no longer fits the node's settings, fails with a message that says what to do."""
     from facerestore.plugin.render import RenderOptions, render
 
-    long_shot = tmp_path / "shot"
-    long_shot.mkdir()
-    for t in range(1, 13):
-        plate = faces_plate(colour, width=W, height=H, face_width=64, positions=((40 + 5 * t, 20 + t),), seed=t)
-        write_exr(long_shot / f"s.{t:04d}.exr", plate, half=False)
-        np.concatenate([plate, np.ones((H, W, 1), np.float32)], axis=2).astype(np.float32).tofile(
-            long_shot / f"frame.{t}.raw")
-    render(RenderOptions(input=str(long_shot / "s.####.exr"), output=str(tmp_path / "r.####.exr"), progress=False),
-           node=node)
-    log = tmp_path / "worker.log"
-    proc = subprocess.run(
-        [str(host), str(BINARY), str(long_shot), str(W), str(H), "1", "12", "1", str(tmp_path / "o.raw"),
-         "--sequence", "colorspace=ACEScg"],
-        capture_output=True, text=True, timeout=600, env=dict(os.environ, FACERESTORE_WORKER_LOG=str(log)),
+    refused = run_host(host, shot, tmp_path / "o.raw", "--final")
+    assert refused.returncode == 3 and "a final render needs the analysed shot" in refused.stdout
+    assert "Press Analyse shot" in refused.stdout
+    report = render(
+        RenderOptions(input=str(shot / "s.####.exr"), output=str(tmp_path / "r.####.exr"), progress=False), node=node
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    for t in range(1, 13):
-        rgb, matte = differences_from_cli(tmp_path / f"o.raw.{t}", tmp_path / f"r.{t:04d}.exr")
-        assert rgb <= 1e-6 and matte <= 1e-6, t
-    entries = [json.loads(line) for line in log.read_text().splitlines()]
-    analysed = [f for e in entries if e["op"] == "analyse" for f in e["frames"]]
-    assert analysed == list(range(1, 13))  # the clip streamed once, in order
-    renders = [e for e in entries if e["op"] == "render" and "need" not in e]
-    assert len(renders) == 12 and all(e["per_shot"] for e in renders)
-    restored = sorted(f for e in renders for f in e["restored"])
-    assert restored == list(range(1, 13))  # each frame restored once, not once per neighbour
+    stale = run_host(
+        host, shot, tmp_path / "o.raw", "--final", f"analysis={report.analysis_path}", "detection_threshold=0.5"
+    )
+    assert stale.returncode == 3 and "made with another detection_threshold" in stale.stdout
+    viewer = run_host(host, shot, tmp_path / "o.raw", f"analysis={report.analysis_path}", "detection_threshold=0.5")
+    assert (
+        viewer.returncode == 0 and "preview (the analysis was made with another detection_threshold)" in viewer.stdout
+    )
+    missing = run_host(host, shot, tmp_path / "o.raw", "--final", f"analysis={tmp_path / 'none.json'}")
+    assert missing.returncode == 3 and "no analysis at" in missing.stdout
+
+
+def test_a_cli_sidecar_with_faces_added_by_hand_is_the_analysed_shot_in_the_host(host, shot, tmp_path, node):
+    """Faces added with `--add-face` are part of the sidecar, not a setting of the node: the
+    host's final render takes the sidecar as it is and equals the CLI's frame."""
+    from facerestore.nodes.manual_faces import parse_added_face
+    from facerestore.plugin.render import RenderOptions, render
+
+    options = RenderOptions(
+        input=str(shot / "s.####.exr"),
+        output=str(tmp_path / "r.####.exr"),
+        progress=False,
+        added_faces=(parse_added_face("1:140,90,190,140"),),
+    )
+    report = render(options, node=node)
+    proc = run_host(host, shot, tmp_path / "o.raw", "--final", f"analysis={report.analysis_path}", "colorspace=ACEScg")
+    assert proc.returncode == 0, proc.stdout
+    assert differences_from_cli(tmp_path / "o.raw", tmp_path / "r.0003.exr") == (0.0, 0.0)
 
 
 def test_a_host_that_holds_frames_beyond_the_clip_renders_every_frame_as_the_cli(host, shot, tmp_path, node):
     """Hosts hand out the first and last frames for times beyond a clip's ends: those held
-    frames are not part of the shot and must not make the worker ask for its analysis again
-    (it did, and the plug-in then read past its answer buffer and crashed the host)."""
+    frames are not part of the shot."""
     from facerestore.plugin.render import RenderOptions, render
 
-    render(RenderOptions(input=str(shot / "s.####.exr"), output=str(tmp_path / "r.####.exr"), progress=False), node=node)
-    proc = run_host(host, shot, tmp_path / "o.raw", "--sequence", "colorspace=ACEScg",
-                    env={"FACERESTORE_TEST_HOLD_FRAMES": "1"})
-    assert proc.returncode == 0 and proc.stdout.count("status 0") == 5, proc.stdout + proc.stderr
+    render(
+        RenderOptions(input=str(shot / "s.####.exr"), output=str(tmp_path / "r.####.exr"), progress=False), node=node
+    )
+    proc = run_host(
+        host,
+        shot,
+        tmp_path / "o.raw",
+        "--analyse",
+        "--sequence",
+        "colorspace=ACEScg",
+        env={"FACERESTORE_TEST_HOLD_FRAMES": "1"},
+    )
+    assert proc.returncode == 0 and proc.stdout.count("status 0") == 6, proc.stdout + proc.stderr
     for t in range(1, 6):
         assert differences_from_cli(tmp_path / f"o.raw.{t}", tmp_path / f"r.{t:04d}.exr")[0] <= 1e-6, t
 
 
-def test_an_upstream_that_changes_on_every_evaluation_is_analysed_once_then_rendered_per_window(host, shot, tmp_path):
-    import json
-
-    log = tmp_path / "worker.log"
-    proc = run_host(host, shot, tmp_path / "o.raw", "--sequence",
-                    env={"FACERESTORE_TEST_UNSTEADY_FRAMES": "1", "FACERESTORE_WORKER_LOG": str(log)})
-    assert proc.returncode == 0 and proc.stdout.count("status 0") == 5, proc.stdout
-    entries = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [f for e in entries if e["op"] == "analyse" for f in e["frames"]] == [1, 2, 3, 4, 5]  # once, not per frame
-    renders = [e for e in entries if e["op"] == "render" and "need" not in e]
-    assert len(renders) == 5 and not any(e["per_shot"] for e in renders)
-
-
-def test_a_render_at_a_fractional_time_leaves_the_shot_state_alone(host, shot, tmp_path):
+def test_a_render_at_a_fractional_time_is_tracked_over_its_own_window(host, shot, tmp_path, node):
     """Motion blur or a retime downstream asks for t = 3.5: not a frame of the shot, so it is
-    tracked over its own window and the shot's analysis is neither built nor marked unsteady."""
-    import json
+    tracked over its own window, even in a final render with an analysis."""
+    from facerestore.plugin.render import RenderOptions, render
 
+    report = render(
+        RenderOptions(input=str(shot / "s.####.exr"), output=str(tmp_path / "r.####.exr"), progress=False), node=node
+    )
     log = tmp_path / "worker.log"
-    proc = run_host(host, shot, tmp_path / "o.raw", time=3.5, env={"FACERESTORE_WORKER_LOG": str(log)})
+    proc = run_host(
+        host,
+        shot,
+        tmp_path / "o.raw",
+        "--final",
+        f"analysis={report.analysis_path}",
+        time=3.5,
+        env={"FACERESTORE_WORKER_LOG": str(log)},
+    )
     assert proc.returncode == 0, proc.stdout
-    entries = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [e["op"] for e in entries] == ["render"] and entries[0]["per_shot"] is False
+    entries = worker_log(log)
+    assert [e["op"] for e in entries] == ["render"] and entries[0]["mode"] == "preview"
 
 
-def test_a_frame_changed_between_renders_is_analysed_again(host, shot, tmp_path, node, colour):
-    """The worker's shot state is keyed by frame content: an upstream change in the window
-    (here frame 4 replaced between two renders of frame 3) makes it track the shot again."""
+def test_a_frame_changed_between_renders_is_restored_again(host, shot, tmp_path, node, colour):
+    """Restored crops are reused by frame content: an upstream change in the window (here frame
+    4 replaced between two renders of frame 3) makes the worker restore that frame again."""
     from facerestore.plugin.render import RenderOptions, render
 
     changed = tmp_path / "shot"
@@ -457,17 +634,29 @@ def test_a_frame_changed_between_renders_is_analysed_again(host, shot, tmp_path,
     rgba = np.concatenate([plate, np.ones((H, W, 1), np.float32)], axis=2).astype(np.float32)
     rgba.tofile(tmp_path / "new4.raw")
     write_exr(changed / "s.0004.exr", plate, half=False)
-    render(RenderOptions(input=str(changed / "s.####.exr"), output=str(tmp_path / "r.####.exr"), progress=False),
-           node=node)
+    report = render(
+        RenderOptions(input=str(changed / "s.####.exr"), output=str(tmp_path / "r.####.exr"), progress=False),
+        node=node,
+    )
     # The host's raw frames are still the old ones: frame 4 changes between its two renders.
-    proc = run_host(host, changed, tmp_path / "o.raw", "--renders", "2", "colorspace=ACEScg",
-                    "--between", f"cp {tmp_path / 'new4.raw'} {changed / 'frame.4.raw'}")
+    proc = run_host(
+        host,
+        changed,
+        tmp_path / "o.raw",
+        "--renders",
+        "2",
+        "colorspace=ACEScg",
+        f"analysis={report.analysis_path}",
+        "--between",
+        f"cp {tmp_path / 'new4.raw'} {changed / 'frame.4.raw'}",
+    )
     assert proc.returncode == 0 and proc.stdout.count("status 0") == 2, proc.stdout
     assert differences_from_cli(tmp_path / "o.raw", tmp_path / "r.0003.exr")[0] <= 1e-6
 
 
-def test_a_host_that_gives_no_clip_range_renders_over_the_window(host, shot, tmp_path):
-    proc = run_host(host, shot, tmp_path / "o.raw", env={"FACERESTORE_TEST_NO_FRAME_RANGE": "1"})
-    assert proc.returncode == 0, proc.stdout
+def test_a_host_that_gives_no_clip_range_renders_previews_and_cannot_analyse(host, shot, tmp_path):
+    proc = run_host(host, shot, tmp_path / "o.raw", "--analyse", env={"FACERESTORE_TEST_NO_FRAME_RANGE": "1"})
+    assert "analyse status 1" in proc.stdout and "no frame range for the Source clip" in proc.stdout
+    assert proc.returncode == 0, proc.stdout  # its renders are previews
     out = np.fromfile(tmp_path / "o.raw", np.float32).reshape(H, W, 4)
     assert out[..., 3].max() > 0.9  # the face was found and restored from the window alone

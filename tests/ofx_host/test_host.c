@@ -4,12 +4,18 @@
  * getFramesNeeded -> render (N times) -> destroyInstance -> unload.
  *
  * test_host BUNDLE.ofx FRAMES_DIR WIDTH HEIGHT FIRST LAST TIME OUT.raw [--renders N] [--threads N]
- *           [--between 'shell command'] [--mask FILE] [name=value ...]
+ *           [--between 'shell command'] [--mask FILE] [--analyse] [--final] [name=value ...]
  * Frames are FRAMES_DIR/frame.<t>.raw: RGBA float32, rows top to bottom. --threads N renders from
  * N threads at once (as a host with instance-safe threading may), writing OUT.raw.<thread>;
- * --between runs a command between two renders. SIGPIPE keeps its default action, as in hosts
- * that do not ignore it. Exit 0 = rendered, 3 = a render failed cleanly (its message printed),
- * 2 = the plug-in could not be loaded. */
+ * --between runs a command between two renders. --analyse presses the node's Analyse shot button
+ * (instanceChanged, a user edit) before rendering, with a progress suite that prints each update
+ * and answers "cancel" once progress reaches $FACERESTORE_TEST_CANCEL_AT. --final renders as a
+ * host's final render (kOfxImageEffectPropInteractiveRenderStatus 0; otherwise 1, a viewer's).
+ * A strict host: each render asks getFramesNeeded first, and an image the plug-in asks for that
+ * was not announced for that render (or outside render and a user's instanceChanged) is refused
+ * and printed as "undeclared fetch". SIGPIPE keeps its default action, as in hosts that do not
+ * ignore it. Exit 0 = rendered, 3 = a render failed cleanly (its message printed), 2 = the
+ * plug-in could not be loaded. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <pthread.h>
@@ -151,6 +157,10 @@ static const char *g_mask_path; /* --mask FILE: float alpha, rows top to bottom 
 static int g_width, g_height;
 static double g_first, g_last;
 static __thread char g_last_message[4096];
+/* What this thread's current action lets the plug-in fetch from the Source clip. */
+enum { FETCH_NONE, FETCH_RENDER, FETCH_USER_EDIT };
+static __thread int g_fetch_context = FETCH_NONE;
+static __thread double g_declared[2]; /* frames announced for the render in progress */
 
 static OfxStatus effect_props(OfxImageEffectHandle e, OfxPropertySetHandle *p) {
     *p = &e->props;
@@ -195,7 +205,6 @@ static int read_flipped(const char *path, int channels, float *data) {
 }
 
 static OfxStatus clip_image(OfxImageClipHandle clip, OfxTime t, const OfxRectD *region, OfxPropertySetHandle *out) {
-    (void)region;
     size_t n = (size_t)g_width * g_height * 4;
     float *data = calloc(n, sizeof(float));
     int channels = 4;
@@ -208,6 +217,17 @@ static OfxStatus clip_image(OfxImageClipHandle clip, OfxTime t, const OfxRectD *
             return kOfxStatFailed;
         }
     } else {
+        int declared = g_fetch_context == FETCH_USER_EDIT ||
+                       (g_fetch_context == FETCH_RENDER && t >= g_declared[0] && t <= g_declared[1]);
+        if (!declared || (g_fetch_context == FETCH_USER_EDIT && !region)) {
+            printf("undeclared fetch: %s at %g (%s)\n", clip->name, t,
+                   g_fetch_context == FETCH_RENDER ? "not announced by getFramesNeeded"
+                   : g_fetch_context == FETCH_USER_EDIT ? "no region outside a render"
+                                                        : "outside render and instanceChanged");
+            fflush(stdout);
+            free(data);
+            return kOfxStatFailed;
+        }
         if (getenv("FACERESTORE_TEST_HOLD_FRAMES")) /* as hosts that hold the first and last frames */
             t = t < g_first ? g_first : (t > g_last ? g_last : t);
         if (t < g_first || t > g_last) {
@@ -220,8 +240,6 @@ static OfxStatus clip_image(OfxImageClipHandle clip, OfxTime t, const OfxRectD *
             free(data);
             return kOfxStatFailed;
         }
-        if (getenv("FACERESTORE_TEST_UNSTEADY_FRAMES")) /* an upstream that differs on every evaluation */
-            data[0] += (float)(rand() % 1000) * 1e-7f;
     }
     PropSet *image = calloc(1, sizeof *image);
     set_ptr(image, kOfxImagePropData, 0, data);
@@ -328,9 +346,21 @@ static OfxStatus param_get_at(OfxParamHandle h, OfxTime t, ...) {
     va_end(args);
     return s;
 }
+/* The plug-in sets string parameters only (the Analysis file and the Status line). */
+static OfxStatus param_set(OfxParamHandle h, ...) {
+    if (strcmp(h->type, kOfxParamTypeString) != 0) return kOfxStatErrUnsupported;
+    va_list args;
+    va_start(args, h);
+    const char *value = va_arg(args, const char *);
+    va_end(args);
+    snprintf(h->override, sizeof h->override, "%s", value);
+    h->has_override = 1;
+    printf("set %s = %s\n", h->name, value);
+    return kOfxStatOK;
+}
 /* Entries the plug-in never calls stay NULL: a call would crash this test host, loudly. */
-static const OfxParameterSuiteV1 PARAM_SUITE = {param_define, param_handle, paramset_props, param_props,
-                                                param_get,    param_get_at};
+static const OfxParameterSuiteV1 PARAM_SUITE = {param_define, param_handle, paramset_props, param_props, param_get,
+                                                param_get_at, NULL,         NULL,           param_set};
 
 static OfxStatus message(void *handle, const char *type, const char *id, const char *format, ...) {
     (void)handle, (void)id;
@@ -342,11 +372,58 @@ static OfxStatus message(void *handle, const char *type, const char *id, const c
     return kOfxStatOK;
 }
 static const OfxMessageSuiteV1 MESSAGE_SUITE = {message};
+static OfxStatus persistent_message(void *handle, const char *type, const char *id, const char *format, ...) {
+    (void)handle, (void)id;
+    char text[4096];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(text, sizeof text, format, args);
+    va_end(args);
+    printf("persistent %s: %s\n", type, text);
+    return kOfxStatOK;
+}
+static OfxStatus clear_persistent_message(void *handle) {
+    (void)handle;
+    printf("persistent cleared\n");
+    return kOfxStatOK;
+}
+static const OfxMessageSuiteV2 MESSAGE_SUITE_V2 = {message, persistent_message, clear_persistent_message};
 
-static PropSet g_host_props;
+/* A progress bar that prints, and whose user presses cancel at $FACERESTORE_TEST_CANCEL_AT. */
+static int g_progress_running;
+static OfxStatus progress_start(void *effect, const char *label) {
+    (void)effect;
+    if (g_progress_running) printf("progress started twice\n");
+    g_progress_running = 1;
+    printf("progress start %s\n", label);
+    return kOfxStatOK;
+}
+static OfxStatus progress_update(void *effect, double done) {
+    (void)effect;
+    const char *cancel_at = getenv("FACERESTORE_TEST_CANCEL_AT");
+    printf("progress %.3f\n", done);
+    fflush(stdout);
+    if (!g_progress_running) printf("progress update outside start/end\n");
+    if (cancel_at && done >= atof(cancel_at)) {
+        printf("progress cancelled\n");
+        return kOfxStatReplyNo;
+    }
+    return kOfxStatOK;
+}
+static OfxStatus progress_end(void *effect) {
+    (void)effect;
+    g_progress_running = 0;
+    printf("progress end\n");
+    return kOfxStatOK;
+}
+static const OfxProgressSuiteV1 PROGRESS_SUITE = {progress_start, progress_update, progress_end};
+
+static PropSet g_host_props; /* kOfxPropIsInteractive: 1, set in main */
 static const void *fetch_suite(OfxPropertySetHandle host, const char *name, int version) {
     (void)host;
+    if (!strcmp(name, kOfxMessageSuite) && version == 2) return &MESSAGE_SUITE_V2;
     if (version != 1) return NULL;
+    if (!strcmp(name, kOfxProgressSuite)) return &PROGRESS_SUITE;
     if (!strcmp(name, kOfxPropertySuite)) return &PROPERTY_SUITE;
     if (!strcmp(name, kOfxImageEffectSuite)) return &EFFECT_SUITE;
     if (!strcmp(name, kOfxParameterSuite)) return &PARAM_SUITE;
@@ -364,6 +441,7 @@ typedef struct {
     char out_path[1024];
     int failed;
     int sequence; /* render every frame of the clip in order, each to OUT.<frame> */
+    int final;    /* a final render, not a viewer's */
 } RenderJob;
 
 static pthread_mutex_t g_print_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -377,8 +455,18 @@ static void *render_job(void *arg) {
         set_dbl(&render_args, kOfxPropTime, 0, time);
         int window[4] = {0, 0, g_width, g_height};
         set_int_n(&render_args, kOfxImageEffectPropRenderWindow, 4, window);
+        set_int(&render_args, kOfxImageEffectPropInteractiveRenderStatus, 0, !job->final);
+        /* As hosts do: the frames this render may fetch are the ones announced for its time. */
+        PropSet needed_args = {0}, needed = {0};
+        set_dbl(&needed_args, kOfxPropTime, 0, time);
+        g_declared[0] = g_declared[1] = time;
+        if (job->plugin->mainEntry(kOfxImageEffectActionGetFramesNeeded, job->instance, &needed_args, &needed) ==
+            kOfxStatOK)
+            get_dbl_n(&needed, "OfxImageClipPropFrameRange_Source", 2, g_declared);
         g_last_message[0] = 0;
+        g_fetch_context = FETCH_RENDER;
         OfxStatus status = job->plugin->mainEntry(kOfxImageEffectActionRender, job->instance, &render_args, NULL);
+        g_fetch_context = FETCH_NONE;
         pthread_mutex_lock(&g_print_lock);
         printf("render %d status %d\n", r + 1, status);
         if (status != kOfxStatOK) printf("render failed: %s\n", g_last_message);
@@ -416,7 +504,7 @@ int main(int argc, char **argv) {
     g_last = atof(argv[6]);
     double time = atof(argv[7]);
     const char *out_path = argv[8];
-    int renders = 1, threads = 1, sequence = 0;
+    int renders = 1, threads = 1, sequence = 0, analyse = 0, final = 0;
     const char *between = NULL;
 
     void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
@@ -433,6 +521,7 @@ int main(int argc, char **argv) {
     OfxPlugin *plugin = get(0);
     printf("plugin %s %s %u.%u\n", plugin->pluginApi, plugin->pluginIdentifier, plugin->pluginVersionMajor,
            plugin->pluginVersionMinor);
+    set_int(&g_host_props, kOfxPropIsInteractive, 0, 1);
     plugin->setHost(&HOST);
     if (plugin->mainEntry(kOfxActionLoad, NULL, NULL, NULL) != kOfxStatOK) return 2;
     Effect *descriptor = calloc(1, sizeof *descriptor);
@@ -492,6 +581,14 @@ int main(int argc, char **argv) {
             sequence = 1;
             continue;
         }
+        if (!strcmp(argv[a], "--analyse")) {
+            analyse = 1;
+            continue;
+        }
+        if (!strcmp(argv[a], "--final")) {
+            final = 1;
+            continue;
+        }
         if (!strcmp(argv[a], "--threads") && a + 1 < argc) {
             threads = atoi(argv[++a]);
             continue;
@@ -536,6 +633,31 @@ int main(int argc, char **argv) {
     double range[2] = {0, 0};
     get_dbl_n(&out_args, "OfxImageClipPropFrameRange_Source", 2, range);
     printf("frames needed %g %g\n", range[0], range[1]);
+    PropSet roi_args = {0}, rois = {0};
+    set_dbl(&roi_args, kOfxPropTime, 0, time);
+    double roi[4] = {0};
+    if (plugin->mainEntry(kOfxImageEffectActionGetRegionsOfInterest, instance, &roi_args, &rois) == kOfxStatOK &&
+        !get_dbl_n(&rois, "OfxImageClipPropRoI_Source", 4, roi))
+        printf("region of interest %g %g %g %g\n", roi[0], roi[1], roi[2], roi[3]);
+    if (analyse) { /* the user presses Analyse shot */
+        PropSet changed = {0};
+        set_str(&changed, kOfxPropType, 0, kOfxTypeParameter);
+        set_str(&changed, kOfxPropName, 0, "analyse_shot");
+        set_str(&changed, kOfxPropChangeReason, 0, kOfxChangeUserEdited);
+        set_dbl(&changed, kOfxPropTime, 0, time);
+        g_fetch_context = FETCH_USER_EDIT;
+        OfxStatus status = plugin->mainEntry(kOfxActionInstanceChanged, instance, &changed, NULL);
+        g_fetch_context = FETCH_NONE;
+        printf("analyse status %d\n", status);
+        if (status != kOfxStatOK) printf("analyse failed: %s\n", g_last_message);
+    }
+    for (int i = 0; i < instance->params.count; i++) { /* what the node shows after it */
+        Param *p = &instance->params.params[i];
+        if (strcmp(p->name, "analysis_status") && strcmp(p->name, "analysis")) continue;
+        char *value = NULL;
+        param_get(p, &value);
+        printf("value %s = %s\n", p->name, value ? value : "");
+    }
 
     fflush(stdout);
     if (threads < 1 || threads > 16) threads = 1;
@@ -543,7 +665,7 @@ int main(int argc, char **argv) {
     pthread_t ids[16];
     for (int i = 0; i < threads; i++) {
         jobs[i] = (RenderJob){plugin, instance, time, sequence ? (int)(g_last - g_first) + 1 : renders, between, "", 0,
-                              sequence};
+                              sequence, final};
         if (threads == 1)
             snprintf(jobs[i].out_path, sizeof jobs[i].out_path, "%s", out_path);
         else

@@ -150,7 +150,12 @@ def test_the_macro_wraps_the_ofx_node_and_publishes_every_parameter_with_its_def
     assert ofx.type_name == SPEC["node"]["fusion_ofx_id"] == "ofx.com.facerestore.FaceRestore"
     ofx_only = {p["id"]: p for p in SPEC["ofx_params"]}
     published = SPEC["params"] + [ofx_only["colorspace"], ofx_only["analysis"]]
-    assert [k for k in macro["Inputs"] if k != "MainInput1"] == [p["id"] for p in published]
+    controls = [c["id"] for c in SPEC["ofx_controls"]]
+    assert controls == ["analyse_shot", "analysis_status"]
+    assert [k for k in macro["Inputs"] if k != "MainInput1"] == [p["id"] for p in published] + controls
+    for control in SPEC["ofx_controls"]:  # the OFX node's Analyse shot button and Status, as they are
+        knob = macro["Inputs"][control["id"]]
+        assert (knob["SourceOp"], knob["Source"], knob["Name"]) == (OFX_TOOL, control["id"], control["label"])
     for param in published:
         default = param["choices"].index(param["default"]) if param["type"] == "choice" else param["default"]
         knob = macro["Inputs"][param["id"]]

@@ -77,6 +77,8 @@ def test_the_gizmo_is_generated_from_the_spec_and_wraps_the_ofx_node_with_the_ma
         typed = inner.as_number() if param["type"] in ("float", "int") else inner.as_string()
         typed = inner.raw if typed is None else typed
         assert typed == param["default"], param["id"]
+    for control in SPEC["ofx_controls"]:  # Analyse shot and Status: the OFX node's own knobs, linked
+        assert f"{{41 {control['id']} l " in " ".join(links) and f"T FaceRestoreOFX.{control['id']}}}" in " ".join(links)
     copy = nodes["MatteToLayer"]
     assert copy.class_name == "Copy" and copy.get("from3") == "rgba.alpha" and copy.get("to3") == "face.mask"
     # B (input 0, passed through: plate alpha and layers) is the plate; A is the OFX node.
