@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import hashlib
 import json
 import os
@@ -575,6 +576,21 @@ def claim_socket_path(path: str) -> None:
 
 
 ACCEPT_BACKOFF = 0.5  # seconds to wait after a failed accept() (out of descriptors) before the next
+# accept() wakes this often to look for a stop: a signal the kernel hands to another thread
+# (the serving threads, torch's) only runs its Python handler once the main thread runs again.
+STOP_POLL = 0.5
+
+
+class Stopping:
+    """SIGINT or SIGTERM asks the accept loop to end; the loop, not the handler, cleans up."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self.ask)
+
+    def ask(self, signum, frame) -> None:
+        self.asked = True
 
 
 def serve(args) -> int:
@@ -590,11 +606,17 @@ def serve(args) -> int:
         os.umask(old_umask)
     own = os.lstat(args.socket)
     server.listen(8)
+    server.settimeout(STOP_POLL)
+    stopping = Stopping()
+    # `kill -USR1` writes every thread's stack to the host's log: a worker that seems stuck says where.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     failing = False
     try:
-        while True:
+        while not stopping.asked:
             try:
                 conn, _ = server.accept()
+            except TimeoutError:
+                continue
             except OSError as exc:  # EMFILE, ENFILE, ENOMEM...: the worker stays; new clients wait a moment
                 if not failing:  # one line per spell of failures, not one per retry
                     log(f"cannot accept a connection ({exc.strerror or exc}); retrying")
@@ -602,8 +624,10 @@ def serve(args) -> int:
                 time.sleep(ACCEPT_BACKOFF)
                 continue
             failing = False
+            conn.settimeout(None)  # its own timeouts are set per request, not inherited from the poll
             threading.Thread(target=serve_connection, args=(conn,), daemon=True).start()
-    except KeyboardInterrupt:
+        return 0
+    except KeyboardInterrupt:  # a SIGINT before the handler was set
         return 0
     finally:
         server.close()

@@ -676,11 +676,19 @@ def start_worker(path, log, **env):
         time.sleep(0.1)
 
 
-def stop_worker(proc) -> None:
+def stop_worker(proc, log=None) -> None:
     import signal
+    import subprocess
+    import time
 
     proc.send_signal(signal.SIGINT)  # its own clean stop: removes the socket it made
-    proc.wait(timeout=60)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # the worker writes every thread's stack to its log
+        time.sleep(2)
+        proc.kill()
+        pytest.fail(f"the worker did not stop on SIGINT; its log:\n{log.read_text() if log else '(not kept)'}")
 
 
 def ask_worker(path, request: dict, timeout: float = 20.0) -> dict:
@@ -727,7 +735,7 @@ def test_a_stale_socket_is_replaced_a_live_one_is_not_and_only_its_own_is_remove
         one_line_refusal(run_cli("worker", "--socket", path), "another worker is serving there")
         assert ask_worker(path, {"op": "nothing"})["ok"] is False  # the first one still serves
     finally:
-        stop_worker(proc)
+        stop_worker(proc, tmp_path / "w.log")
     assert not path.exists()
 
 
@@ -773,7 +781,29 @@ def test_the_worker_survives_fifos_silent_clients_descriptor_exhaustion_and_earl
                 early.sendall((json.dumps(request) + "\n").encode())
         assert ask_worker(path, {"op": "nothing"})["ok"] is False and proc.poll() is None
     finally:
-        stop_worker(proc)
+        stop_worker(proc, log)
     text = log.read_text()
     assert "cannot accept a connection" in text and "Traceback" not in text, text
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_the_worker_stops_when_the_kernel_hands_its_stop_signal_to_another_thread(tmp_path, signum):
+    # A process-wide signal may land on any thread (torch's, a serving one); Python runs the
+    # handler only in the main thread, which used to sit in accept() forever: the host's stop hung.
+    import ctypes
+    import os
+    import signal
+
+    path, log = tmp_path / "worker.sock", tmp_path / "w.log"
+    proc = start_worker(path, log)
+    others = [int(tid) for tid in os.listdir(f"/proc/{proc.pid}/task") if int(tid) != proc.pid]
+    assert others, "the worker has no thread besides its main one to hand the signal to"
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.tgkill(proc.pid, others[0], getattr(signal, signum)) == 0
+    try:
+        assert proc.wait(timeout=20) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            stop_worker(proc, log)
     assert not path.exists()
