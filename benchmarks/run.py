@@ -70,12 +70,8 @@ def run_product(
     node, pattern: str, out_folder: str, colour: ColourPipeline, count: int, window: int, name: str
 ) -> tuple[MethodResult, float]:
     out_pattern = os.path.join(out_folder, "r.####.exr")
-    default_window = node.params["temporal_window"]
-    node.params["temporal_window"] = window
-    try:
-        report = render(RenderOptions(input=pattern, output=out_pattern, progress=False), node=node)
-    finally:
-        node.params["temporal_window"] = default_window
+    node = node.with_params(temporal_window=window)
+    report = render(RenderOptions(input=pattern, output=out_pattern, progress=False), node=node)
     frames, untouched_max = [], 0.0
     for index in range(1, count + 1):
         src = read_frame(pattern.replace("####", f"{index:04d}"))

@@ -10,10 +10,13 @@ matte does not cover is returned bit-identical.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
+from types import MappingProxyType
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -405,26 +408,79 @@ def check_ensemble(params: dict) -> None:
         ensemble_passes(params["ensemble"], found.input_size, found.scale, getattr(found, "scale_ensemble", False))
 
 
+class Restorer(Protocol):
+    """What the node needs of a restorer: a batch of crops (N, S, S, 3 x frames, float32 in
+    [0, 1]) in, (N, S x scale, S x scale, 3) out. `input_size`: its fixed input side, or None
+    for any; `frames`: the window it reads (1: the centre frame alone)."""
+
+    input_size: int | None
+    scale: int
+    frames: int
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+# The parameters that choose what a node loads: a variant that keeps them shares the networks.
+RESTORER_PARAMS = ("model", "backend", "fidelity")
+DETECTOR_PARAMS = ("detection_threshold",)
+
+
 class FaceRestoreNode:
-    def __init__(self, colour: ColourPipeline, device: str = "cpu", **params) -> None:
-        self.params = FACE_RESTORE.resolve(params)
+    """The node: its parameters are fixed once made (`params` is read-only). A variant is a new
+    node from `with_params`, and the plates' pixel aspect comes in through `for_plates`, so
+    nothing outside this package changes a node under a render that uses it."""
+
+    def __init__(
+        self,
+        colour: ColourPipeline,
+        device: str = "cpu",
+        *,
+        restorer: Restorer | None = None,
+        detector: RetinaFaceDetector | None = None,
+        **params,
+    ) -> None:
+        self.params = MappingProxyType(FACE_RESTORE.resolve(params))
         check_params(self.params)
         check_ensemble(self.params)
         self.selected_tracks = parse_track_list(self.params["tracks"])
         self.track_strengths = parse_track_strengths(self.params["track_strengths"])
         self.colour = colour
         self.device = device
-        self.detector = RetinaFaceDetector(
+        self.detector = detector or RetinaFaceDetector(
             device, score_threshold=min(self.params["detection_threshold"], CANDIDATE_THRESHOLD)
         )
-        self.restorer = make_restorer(
+        self.restorer = restorer or make_restorer(
             self.params["model"], device, self.params["backend"], fidelity=self.params["fidelity"]
         )
         self._mattes: dict[int, np.ndarray] = {}
         self._ensemble_passes(self.params["ensemble"])  # a mode this restorer cannot run is refused here
-        # Width over height of the plate's pixels; a render sets it from the plate's header when
-        # the parameter is 0 (see plugin.render).
+        # Width over height of the plate's pixels: the parameter, or the plates' header where it
+        # is 0 (`for_plates`).
         self.pixel_aspect = float(self.params["pixel_aspect"]) or 1.0
+
+    def with_params(self, **changes) -> FaceRestoreNode:
+        """This node with some parameters changed; its restorer and detector are shared when
+        the change leaves what chose them as it was."""
+        params = dict(self.params) | changes
+        resolved = FACE_RESTORE.resolve(params)
+        same = lambda names: all(resolved[n] == self.params[n] for n in names)  # noqa: E731
+        node = FaceRestoreNode(
+            self.colour,
+            self.device,
+            restorer=self.restorer if same(RESTORER_PARAMS) else None,
+            detector=self.detector if same(DETECTOR_PARAMS) else None,
+            **resolved,
+        )
+        if resolved["pixel_aspect"] == self.params["pixel_aspect"]:
+            node.pixel_aspect = self.pixel_aspect  # a plate aspect taken from a header stays
+        return node
+
+    def for_plates(self, plate_pixel_aspect: float) -> FaceRestoreNode:
+        """This node for plates whose header gives this pixel aspect, which counts where the
+        parameter is 0 (automatic); everything loaded is shared."""
+        node = copy.copy(self)
+        node.pixel_aspect = float(self.params["pixel_aspect"]) or plate_pixel_aspect
+        return node
 
     @property
     def ensemble(self) -> tuple[bool, bool]:

@@ -385,7 +385,7 @@ def render_key(options: RenderOptions, node, analysis_path: str) -> str:
             options.replace_channel,
             options.keep_lossy_compression,
         ],
-        "params": node.params,
+        "params": dict(node.params),
         "pixel_aspect": node.pixel_aspect,
         "model": model_identity(node.params["model"]),
         "colour": node.colour.identity(),
@@ -743,17 +743,12 @@ def _render(options: RenderOptions, node, jobs: list[FrameJob], first_spec, wall
     except ModelError as exc:
         raise FaceRestoreError(str(exc)) from None
     clock.lap("load models")
-    # Pixel aspect: the parameter when set, else the plate's header (a node passed in keeps its
-    # own setting once this render is over).
-    own_aspect = node.pixel_aspect
-    node.pixel_aspect = float(node.params["pixel_aspect"]) or plate_pixel_aspect(first_spec)
+    # Pixel aspect: the parameter when set, else the plate's header.
+    node = node.for_plates(plate_pixel_aspect(first_spec))
     if node.pixel_aspect != 1.0:
         source = "--pixel-aspect" if node.params["pixel_aspect"] else "the plates' PixelAspectRatio"
         log.info("note: pixel aspect %g (%s): faces are found and restored desqueezed", node.pixel_aspect, source)
-    try:
-        return _render_shot(options, node, jobs, first_spec, wall, clock)
-    finally:
-        node.pixel_aspect = own_aspect
+    return _render_shot(options, node, jobs, first_spec, wall, clock)
 
 
 def plate_pixel_aspect(spec) -> float:

@@ -194,3 +194,77 @@ def test_every_file_generated_from_the_spec_is_current():
 
     for path, text in generated_files().items():
         assert path.read_text() == text, f"{path.name} drifted: python -m facerestore.plugin.hostspec --write"
+
+
+def node_attribute_names() -> set[str]:
+    """Every attribute a FaceRestoreNode sets on itself, read from its source."""
+    source = (ROOT / "nodes" / "face_restore.py").read_text()
+    tree = next(n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ClassDef) and n.name == "FaceRestoreNode")
+    return {
+        target.attr
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Assign, ast.AnnAssign))
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self"
+    }
+
+
+def assignments_to_node_attributes(path: Path, names: set[str]) -> list[str]:
+    """`x.restorer = ...`, `x.params[...] = ...`, `setattr(x, "restorer", ...)` on anything
+    but `self` (a class of its own): where code outside nodes/ would change a node."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        targets = []
+        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "setattr":
+            args = node.args[-3:] if len(node.args) >= 3 else []
+            if args and isinstance(args[1], ast.Constant) and args[1].value in names:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            continue
+        for target in (t for t in targets for t in (t.elts if isinstance(t, ast.Tuple) else [t])):
+            while isinstance(target, ast.Subscript):
+                target = target.value
+            if (
+                isinstance(target, ast.Attribute)
+                and target.attr in names
+                and not (isinstance(target.value, ast.Name) and target.value.id == "self")
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_no_code_outside_nodes_changes_a_node():
+    names = node_attribute_names()
+    assert {"params", "restorer", "detector", "pixel_aspect"} <= names  # the reader sees the class
+    offences = [
+        where
+        for folder in ("plugin", "ofx_bridge", "benchmarks", "models", "tests")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for where in assignments_to_node_attributes(path, names)
+    ]
+    assert not offences, f"a node changed from outside nodes/ (use with_params / for_plates): {offences}"
+    # The check can fail: it finds the assignments this project used to make.
+    probe = ROOT / "tests" / "_probe_assignments.py"
+    try:
+        probe.write_text("node.pixel_aspect = 2.0\nnode.params['strength'] = 0\nnode.restorer, x = r, 1\n")
+        assert len(assignments_to_node_attributes(probe, names)) == 3
+    finally:
+        probe.unlink()
+
+
+def test_a_node_parameter_cannot_be_changed_in_place(colour):
+    from facerestore.nodes.face_restore import FaceRestoreNode
+
+    import operator
+
+    import pytest
+
+    node = FaceRestoreNode(colour, "cpu", ensemble="off")
+    with pytest.raises(TypeError):
+        operator.setitem(node.params, "strength", 0.0)
+    weaker = node.with_params(strength=0.5)
+    assert weaker.params["strength"] == 0.5 and node.params["strength"] == 1.0
+    assert weaker.restorer is node.restorer and weaker.detector is node.detector  # nothing loaded again
+    assert node.for_plates(2.0).pixel_aspect == 2.0 and node.pixel_aspect == 1.0
+    assert node.with_params(pixel_aspect=1.5).for_plates(2.0).pixel_aspect == 1.5  # the parameter wins

@@ -116,11 +116,7 @@ def frame_to_frame_change(folder, prefix, colour):
 
 def test_temporal_fusion_removes_flicker_that_per_frame_restoration_keeps(noisy_shot, node, colour):
     render_with(node, noisy_shot / "n.####.exr", noisy_shot / "t.####.exr")
-    node.params["temporal_window"] = 1
-    try:
-        render_with(node, noisy_shot / "n.####.exr", noisy_shot / "p.####.exr")
-    finally:
-        node.params["temporal_window"] = 5
+    render_with(node.with_params(temporal_window=1), noisy_shot / "n.####.exr", noisy_shot / "p.####.exr")
     temporal = frame_to_frame_change(noisy_shot, "t", colour)
     per_frame = frame_to_frame_change(noisy_shot, "p", colour)
     assert temporal < 0.6 * per_frame, (temporal, per_frame)
@@ -144,16 +140,8 @@ def test_track_selection_strength_and_per_track_mattes(cast_shot, cast_analysis,
     right = max(tracks_at(an, 1002), key=lambda t: tracks_at(an, 1002)[t].landmarks[0, 0])
     src = cast_shot / "cast.####.exr"
     common = {"frames": "1002", "analysis": str(tmp_path / "a.json")}
-    node.params["tracks"], node.selected_tracks = str(left), {left}
-    try:
-        render_with(node, src, tmp_path / "only.####.exr", track_mattes=True, **common)
-    finally:
-        node.params["tracks"], node.selected_tracks = "", None
-    node.track_strengths = {right: 0.0}
-    try:
-        render_with(node, src, tmp_path / "zero.####.exr", **common)
-    finally:
-        node.track_strengths = {}
+    render_with(node.with_params(tracks=str(left)), src, tmp_path / "only.####.exr", track_mattes=True, **common)
+    render_with(node.with_params(track_strengths=f"{right}=0"), src, tmp_path / "zero.####.exr", **common)
     plate = read_buf(cast_shot / "cast.1002.exr")[1]
     spec, only = read_buf(tmp_path / "only.1002.exr")
     right_half = (slice(None), slice(300, None))
@@ -168,12 +156,8 @@ def test_track_selection_strength_and_per_track_mattes(cast_shot, cast_analysis,
 
 
 def test_bad_temporal_requests(cast_shot, node, tmp_path):
-    node.selected_tracks = {99}
-    try:
-        with pytest.raises(FaceRestoreError, match="no track 99"):
-            render_with(node, cast_shot / "cast.####.exr", tmp_path / "o.####.exr", frames="1001")
-    finally:
-        node.selected_tracks = None
+    with pytest.raises(FaceRestoreError, match="no track 99"):
+        render_with(node.with_params(tracks="99"), cast_shot / "cast.####.exr", tmp_path / "o.####.exr", frames="1001")
     from facerestore.nodes.face_restore import FaceRestoreNode
 
     with pytest.raises(FaceRestoreError, match="odd"):
@@ -250,11 +234,7 @@ def test_on_an_anamorphic_plate_a_face_moving_down_fast_stays_one_track(node, co
     for t in range(6):
         square = faces_plate(colour, width=480, height=400, face_width=100, positions=((180, 10 + 18 * t),), seed=t)
         plates[t] = np.ascontiguousarray(cv2.resize(square, (240, 400), interpolation=cv2.INTER_AREA))
-    node.pixel_aspect = 2.0
-    try:
-        analysis = analyse_shot(node, list(range(6)), plates.__getitem__)
-    finally:
-        node.pixel_aspect = 1.0
+    analysis = analyse_shot(node.with_params(pixel_aspect=2.0), list(range(6)), plates.__getitem__)
     assert {f.track for faces in analysis.faces.values() for f in faces} == {1}
     assert all(len(faces) == 1 for faces in analysis.faces.values())
 
@@ -323,19 +303,16 @@ def test_a_face_added_twice_on_an_anamorphic_plate_is_one_face_followed_through_
     def tracks(analysis):
         return [sorted(f.track for f in analysis.faces[t]) for t in range(1, 7)]
 
-    node.pixel_aspect = 2.0
-    try:
-        analysis = shot.analyse_shot(node, list(range(1, 7)), plates.__getitem__, added=seeds)
-        # The same, measured in plate pixels as before: the seeds are not joined.
-        follow = shot.follow
-        monkeypatch.setattr(
-            shot,
-            "follow",
-            lambda added, frames, encoded_of, segment_of, aspect: follow(added, frames, encoded_of, segment_of),
-        )
-        squeezed = shot.analyse_shot(node, list(range(1, 7)), plates.__getitem__, added=seeds)
-    finally:
-        node.pixel_aspect = 1.0
+    anamorphic = node.with_params(pixel_aspect=2.0)
+    analysis = shot.analyse_shot(anamorphic, list(range(1, 7)), plates.__getitem__, added=seeds)
+    # The same, measured in plate pixels as before: the seeds are not joined.
+    follow = shot.follow
+    monkeypatch.setattr(
+        shot,
+        "follow",
+        lambda added, frames, encoded_of, segment_of, aspect: follow(added, frames, encoded_of, segment_of),
+    )
+    squeezed = shot.analyse_shot(anamorphic, list(range(1, 7)), plates.__getitem__, added=seeds)
     assert tracks(analysis) == [[1]] * 6, tracks(analysis)
     assert tracks(squeezed) != [[1]] * 6, tracks(squeezed)
 
@@ -357,16 +334,16 @@ def test_a_window_restorer_sees_its_own_crop_then_the_previous_and_next_frames_a
     from facerestore.models.flow import alignment, trusted_blend
     from facerestore.nodes.face_restore import FaceRestoreNode
 
-    node = FaceRestoreNode(colour, "cpu", temporal_window=3, ensemble="off")
-    node.restorer = recorder = WindowRecorder()
+    recorder = WindowRecorder()
+    node = FaceRestoreNode(colour, "cpu", restorer=recorder, temporal_window=3, ensemble="off")
     render_with(node, noisy_shot / "n.####.exr", tmp_path / "w.####.exr")
     assert len(recorder.inputs) == 6  # the shot's frames in order, one face each, each restored once
     crops = [batch[0] for batch in recorder.inputs]
     assert all(crop.shape[-1] == 9 for crop in crops)
     own = [crop[..., :3] for crop in crops]
     # The centre is the frame's own crop, not the window's fused one: what a per-frame render sees.
-    alone = FaceRestoreNode(colour, "cpu", temporal_window=1, ensemble="off")
-    alone.restorer = per_frame = WindowRecorder()
+    per_frame = WindowRecorder()
+    alone = FaceRestoreNode(colour, "cpu", restorer=per_frame, temporal_window=1, ensemble="off")
     render_with(alone, noisy_shot / "n.####.exr", tmp_path / "p.####.exr")
     assert all(np.array_equal(a[0][..., :3], b) for a, b in zip(per_frame.inputs, own))
     assert all(np.array_equal(a[0], np.concatenate([b] * 3, axis=2)) for a, b in zip(per_frame.inputs, own))

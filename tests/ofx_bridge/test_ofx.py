@@ -224,19 +224,15 @@ def test_an_anamorphic_clip_is_restored_as_the_cli_restores_it(host, shot, tmp_p
     (pixel aspect left at 0, automatic) and the frame equals the CLI's render with aspect 2."""
     from facerestore.plugin.render import RenderOptions, render
 
-    node.params["pixel_aspect"] = 2.0
-    try:
-        render(
-            RenderOptions(
-                input=str(shot / "s.####.exr"),
-                output=str(tmp_path / "r.####.exr"),
-                progress=False,
-                analysis=str(tmp_path / "a.json"),
-            ),
-            node=node,
-        )
-    finally:
-        node.params["pixel_aspect"] = 0.0
+    render(
+        RenderOptions(
+            input=str(shot / "s.####.exr"),
+            output=str(tmp_path / "r.####.exr"),
+            progress=False,
+            analysis=str(tmp_path / "a.json"),
+        ),
+        node=node.with_params(pixel_aspect=2.0),
+    )
     env = {"FACERESTORE_TEST_PIXEL_ASPECT": "2"}
     proc = run_host(host, shot, tmp_path / "o.raw", "colorspace=ACEScg", f"analysis={tmp_path / 'a.json'}", env=env)
     assert "persistent" not in proc.stdout  # the analysed shot, not a preview

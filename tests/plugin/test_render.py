@@ -100,11 +100,7 @@ def test_output_modes_and_zero_strength(tmp_path, node, colour):
     assert "face.mask" not in spec_r.channelnames
     assert np.array_equal(mask[..., 0], channel(spec_b, both, "face.mask"))
     assert np.array_equal(restored[..., :3], both[..., :3])
-    node.params["strength"] = 0.0
-    try:
-        render_with(node, src, tmp_path / "zero.exr")
-    finally:
-        node.params["strength"] = 1.0
+    render_with(node.with_params(strength=0.0), src, tmp_path / "zero.exr")
     _, original = read_buf(src)
     _, zero = read_buf(tmp_path / "zero.exr")
     assert np.array_equal(zero[..., :3], original[..., :3])
@@ -279,8 +275,7 @@ def test_a_restorer_that_changes_nothing_changes_no_pixel(colour, face_width):
     resampling round trip, even for a face larger than the largest crop (512 px)."""
     from facerestore.nodes.face_restore import FaceRestoreNode
 
-    node = FaceRestoreNode(colour, "cpu", keep_colour_radius=0.0, temporal_window=1)
-    node.restorer = UntrainedFaceResolutionNet()
+    node = FaceRestoreNode(colour, "cpu", restorer=UntrainedFaceResolutionNet(), keep_colour_radius=0.0, temporal_window=1)
     size = max(320, face_width + 120)
     plate = faces_plate(colour, width=size, height=size, face_width=face_width, positions=((60, 30),))
     faces = node.detect(plate)
@@ -292,8 +287,8 @@ def test_a_restorer_that_changes_nothing_changes_no_pixel(colour, face_width):
     result = node.process(plate, faces)
     assert result.matte.max() == 1.0
     assert np.array_equal(result.rgb, plate)
-    locked = FaceRestoreNode(colour, "cpu", keep_colour_radius=2.5, temporal_window=1)
-    locked.restorer = node.restorer
+    locked = node.with_params(keep_colour_radius=2.5)
+    assert locked.restorer is node.restorer
     assert np.abs(locked.process(plate, faces).rgb - plate).max() < 1e-4
 
 
@@ -318,8 +313,9 @@ def test_the_colour_tolerance_keeps_small_departures_and_takes_back_tone_shifts(
     plate = faces_plate(colour, width=320, height=320, face_width=120, positions=((100, 60),))
     results = {}
     for tolerance in (0.0, 0.005):
-        node = FaceRestoreNode(colour, "cpu", temporal_window=1, ensemble="off", colour_tolerance=tolerance)
-        node.restorer = ShiftingRestorer(shift)
+        node = FaceRestoreNode(
+            colour, "cpu", restorer=ShiftingRestorer(shift), temporal_window=1, ensemble="off", colour_tolerance=tolerance
+        )
         result = node.process(plate, node.detect(plate))
         inner = result.matte > 0.999
         moved = colour.encode(result.rgb[inner]) - colour.encode(plate[inner])
@@ -433,12 +429,12 @@ def test_the_coarse_pass_is_sized_from_the_face_and_skipped_near_the_main_size(c
     assert ensemble.choices[:4] == ("auto", "flip", "off", "flip+scale")
     off = FaceRestoreNode(colour, "cpu", ensemble="off")
     assert off.ensemble == (False, False) and off.crop_sizes_for(250.0) == (256, 0)
-    other = FaceRestoreNode(colour, "cpu", ensemble="off")
     # Restorers without the node's own network (stand-ins for their attributes): a GFPGAN-like
     # fixed 512 px model, an x1 model of any size, another x4 network (Real-ESRGAN, a user's).
     kinds = {"fixed": (512, 1), "x1": (None, 1), "x4": (None, 4)}
     for kind, (input_size, scale) in kinds.items():
-        other.restorer = type(kind, (), {"input_size": input_size, "scale": scale})()
+        stand_in = type(kind, (), {"input_size": input_size, "scale": scale})()
+        other = FaceRestoreNode(colour, "cpu", restorer=stand_in, detector=off.detector, ensemble="off")
         auto = other._ensemble_passes("auto")
         assert auto == ((False, False) if kind == "fixed" else (True, False))  # auto adds no coarse pass
         assert other._ensemble_passes("flip") == (True, False)
@@ -540,13 +536,12 @@ def test_an_anamorphic_plate_is_restored_desqueezed_as_its_header_says(tmp_path,
     difference = np.abs(out[..., :3] - restored)[core].mean()
     assert difference < 0.35 * change_here, (difference, change_here)  # measured 0.21
     # Forced square, the same plate's face is fitted squeezed: a different, narrower matte.
-    node.params["pixel_aspect"] = 1.0
-    try:
-        render_with(
-            node, tmp_path / "ana.####.exr", tmp_path / "flat_out.####.exr", analysis=str(tmp_path / "flat.json")
-        )
-    finally:
-        node.params["pixel_aspect"] = 0.0
+    render_with(
+        node.with_params(pixel_aspect=1.0),
+        tmp_path / "ana.####.exr",
+        tmp_path / "flat_out.####.exr",
+        analysis=str(tmp_path / "flat.json"),
+    )
     flat = channel(*read_buf(tmp_path / "flat_out.0001.exr"), "face.mask") > 0.5
     assert (flat & expected_inside).sum() / (flat | expected_inside).sum() < 0.8  # measured 0.61 (0.98 desqueezed)
 
@@ -576,12 +571,8 @@ def test_pixel_aspect_is_part_of_the_shot_and_of_its_analysis(tmp_path, node, co
 
     render_with(node, tmp_path / "a.####.exr", tmp_path / "o.####.exr", analysis=sidecar)
     assert made_for() == 2.0
-    node.params["pixel_aspect"] = 1.0
-    try:
-        render_with(node, tmp_path / "a.####.exr", tmp_path / "s.####.exr", analysis=sidecar)
-        assert made_for() == 1.0  # not the anamorphic analysis reused: analysed again
-    finally:
-        node.params["pixel_aspect"] = 0.0
+    render_with(node.with_params(pixel_aspect=1.0), tmp_path / "a.####.exr", tmp_path / "s.####.exr", analysis=sidecar)
+    assert made_for() == 1.0  # not the anamorphic analysis reused: analysed again
     render_with(node, tmp_path / "a.####.exr", tmp_path / "o.####.exr", analysis=sidecar)
     assert made_for() == 2.0
     from facerestore.nodes.face_restore import FaceRestoreNode
