@@ -254,11 +254,11 @@ def test_no_code_outside_nodes_changes_a_node():
 
 
 def test_a_node_parameter_cannot_be_changed_in_place(colour):
-    from facerestore.nodes.face_restore import FaceRestoreNode
-
     import operator
 
     import pytest
+
+    from facerestore.nodes.face_restore import FaceRestoreNode
 
     node = FaceRestoreNode(colour, "cpu", ensemble="off")
     with pytest.raises(TypeError):
