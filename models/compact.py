@@ -125,21 +125,51 @@ class ContextCompactNet(CompactNet):
         nn.init.zeros_(self.inject.weight)
         nn.init.zeros_(self.inject.bias)
 
-    def context(self, x: torch.Tensor) -> torch.Tensor:
-        d1 = self.down1(x)
+    def context(self, whole: torch.Tensor, theta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The encoder's features of the whole face (`whole`: the crop at CONTEXT_SIDE, see
+        `context_input`), sampled onto a `size` grid placed by `theta` (affine, normalised
+        coordinates, as `affine_grid` takes them): the crop itself, or in training a patch of it."""
+        d1 = self.down1(whole)
         d2 = self.down2(d1)
         d3 = self.down3(d2)
         u2 = self.up2(torch.cat([d2, F.interpolate(d3, size=d2.shape[-2:], mode="bilinear")], dim=1))
         u1 = self.up1(torch.cat([d1, F.interpolate(u2, size=d1.shape[-2:], mode="bilinear")], dim=1))
-        return self.inject(F.interpolate(u1, size=x.shape[-2:], mode="bilinear"))
+        grid = F.affine_grid(theta, [theta.shape[0], u1.shape[1], *size], align_corners=False)
+        return self.inject(F.grid_sample(u1, grid, mode="bilinear", padding_mode="border", align_corners=False))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, whole: torch.Tensor | None = None, theta: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`x`: the whole crop (what the node gives); training passes a patch of it with the
+        whole crop's `context_input` and where the patch lies in it (`patch_theta`)."""
+        if whole is None:
+            whole, theta = context_input(x), IDENTITY_THETA.to(x).expand(x.shape[0], 2, 3)
         out = x
         for index, layer in enumerate(self.body):
             out = layer(out)
             if index == self.inject_after:
-                out = out + self.context(x)
+                out = out + self.context(whole, theta, x.shape[-2:])
         return self.upsampler(out) + F.interpolate(x[:, :3], scale_factor=self.upscale, mode="nearest")
+
+
+# The context encoder reads the whole face at this side whatever the crop's size (32-256 px), so
+# its features mean the same part of the face at every size, and it costs the same for all.
+CONTEXT_SIDE = 64
+IDENTITY_THETA = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+
+
+def context_input(x: torch.Tensor) -> torch.Tensor:
+    """The whole crop (N, C, H, W) at CONTEXT_SIDE square, low-passed as it is reduced."""
+    return F.interpolate(x, size=(CONTEXT_SIDE, CONTEXT_SIDE), mode="bilinear", align_corners=False, antialias=True)
+
+
+def patch_theta(top: int, left: int, patch: int, side: int) -> torch.Tensor:
+    """Where a `patch` px square at (top, left) lies in a `side` px crop, as `affine_grid`'s
+    theta (normalised coordinates, pixel centres: align_corners=False)."""
+    scale = patch / side
+    return torch.tensor(
+        [[scale, 0.0, (patch + 2 * left) / side - 1.0], [0.0, scale, (patch + 2 * top) / side - 1.0]]
+    )
 
 
 def with_context(net: CompactNet) -> ContextCompactNet:

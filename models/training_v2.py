@@ -181,7 +181,7 @@ CONTEXT = {
     "lr": 1e-4,
     "seed": 14,
 }
-CONTEXT_WINDOW_X4 = replace(PEOPLE_WINDOW_X4, steps=2000, **CONTEXT)
+CONTEXT_WINDOW_X4 = replace(PEOPLE_WINDOW_X4, steps=1500, **CONTEXT)
 FULL_CONTEXT_WINDOW_X4 = replace(FULL_PEOPLE_WINDOW_X4, **(CONTEXT | {"batch": 16}))
 
 
@@ -365,7 +365,18 @@ def _x4_window(clean: list, degraded: list, config: TrainV2Config, rng: np.rando
     p, k = config.patch, config.scale
     xs = np.stack([f[oy : oy + p, ox : ox + p] for f in inputs])
     ys = np.stack([np.clip(y[c][k * oy : k * (oy + p), k * ox : k * (ox + p)], 0, 1) for c in centres])
-    return xs, ys
+    if not config.context:
+        return xs, ys
+    # The context encoder reads the whole crop, as in the node, and its features are taken where
+    # the patch lies: training on patches then teaches it the face's layout.
+    import torch
+
+    from facerestore.models.compact import context_input, patch_theta
+
+    with torch.no_grad():
+        wholes = context_input(torch.from_numpy(np.stack(inputs)).permute(0, 3, 1, 2)).numpy()
+    thetas = np.stack([patch_theta(int(oy), int(ox), p, small).numpy()] * len(inputs))
+    return xs, ys, wholes, thetas
 
 
 def batches(
@@ -383,8 +394,8 @@ def batches(
 
     def make_batch(index: int):
         rng = np.random.default_rng([seed, index])
-        pairs = [make_sample(bank, config, rng, video_codecs) for _ in range(config.batch)]
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+        samples = [make_sample(bank, config, rng, video_codecs) for _ in range(config.batch)]
+        return tuple(np.stack(part) for part in zip(*samples))
 
     def produce() -> None:
         with ThreadPoolExecutor(workers, thread_name_prefix="training-data") as pool:
@@ -413,7 +424,7 @@ HELD_OUT_SAMPLES = 32
 HELD_OUT_SEED = 777
 
 
-def held_out_samples(config: TrainV2Config) -> list[tuple[np.ndarray, np.ndarray]] | None:
+def held_out_samples(config: TrainV2Config) -> list[tuple[np.ndarray, ...]] | None:
     """Fixed pairs (one frame each) made as training makes them from the held-out people's
     faces: the run's curve on faces it never learns from. None without licensed faces."""
     if not config.faces:
@@ -425,8 +436,8 @@ def held_out_samples(config: TrainV2Config) -> list[tuple[np.ndarray, np.ndarray
     bank = FaceBank(faces, np.full(len(faces), 1.0 / len(faces)), [])
     rng = np.random.default_rng(HELD_OUT_SEED)
     video_codecs = h264_available()
-    pairs = [make_sample(bank, config, rng, video_codecs) for _ in range(HELD_OUT_SAMPLES)]
-    return [(x[0], y[0]) for x, y in pairs]
+    samples = [make_sample(bank, config, rng, video_codecs) for _ in range(HELD_OUT_SAMPLES)]
+    return [tuple(part[0] for part in sample) for sample in samples]
 
 
 def held_out_gain(net, samples, scale: int) -> float:
@@ -441,9 +452,10 @@ def held_out_gain(net, samples, scale: int) -> float:
     net.eval()
     gains = []
     with torch.no_grad():
-        for x, y in samples:
+        for x, y, *extra in samples:
             device = next(net.parameters()).device
-            out = net(torch.from_numpy(x).permute(2, 0, 1)[None].to(device)).clamp(0, 1)[0]
+            extra = [torch.from_numpy(e)[None].to(device) for e in extra]  # a context net's whole crop, patch place
+            out = net(torch.from_numpy(x).permute(2, 0, 1)[None].to(device), *extra).clamp(0, 1)[0]
             restored = out.permute(1, 2, 0).cpu().numpy()
             plate = x[..., :3] if scale == 1 else cv2.resize(x[..., :3], y.shape[1::-1], interpolation=cv2.INTER_CUBIC)
             gains.append(psnr(restored, y) - psnr(np.clip(plate, 0, 1), y))
@@ -559,10 +571,12 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
     since = time.time()
     try:
         while step < config.steps:
-            x, y = feed.get()
+            x, y, *extra = feed.get()
             xt = torch.from_numpy(x.reshape(-1, *x.shape[2:])).permute(0, 3, 1, 2).to(device)
             yt = torch.from_numpy(y.reshape(-1, *y.shape[2:])).permute(0, 3, 1, 2).to(device)
-            out = net(xt)
+            # A context net's whole crops and patch places: (batch, 2, ...) to (batch x 2, ...).
+            extra = [torch.from_numpy(e.reshape(-1, *e.shape[2:])).to(device) for e in extra]
+            out = net(xt, *extra)
             reconstruction = charbonnier(out, yt)
             pairs_out = out.view(config.batch, 2, *out.shape[1:])
             pairs_y = yt.view(config.batch, 2, *yt.shape[1:])
