@@ -139,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar, timings or notes (warnings are still shown)"
     )
+    render.add_argument(
+        "--progress",
+        choices=("bar", "json"),
+        default="bar",
+        help="bar: for people; json: one JSON object a line on stderr "
+        '({"progress": {"stage", "done", "total", "frame", "faces", "elapsed"}}), for programs',
+    )
     _add_node_params(render)
 
     models = sub.add_parser("models", help="list, verify and prepare the models, or import one of yours")
@@ -218,6 +225,7 @@ def render_options_from_args(args) -> RenderOptions:
         output_mode=args.output_mode,
         node_params=node_params(args),
         progress=not args.quiet,
+        progress_format=args.progress,
         analysis=args.analysis,
         reanalyse=args.reanalyse,
         track_mattes=args.track_mattes,

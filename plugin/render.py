@@ -67,6 +67,9 @@ class RenderOptions:
     output_mode: str = "both"
     node_params: dict = field(default_factory=dict)
     progress: bool = True
+    # "bar": a bar for people (one line a frame off a terminal); "json": one JSON object a line,
+    # {"progress": {"stage", "done", "total", "frame", "faces"}}, what the host adapters read.
+    progress_format: str = "bar"
     analysis: str | None = None  # sidecar path; default: next to the output
     reanalyse: bool = False
     track_mattes: bool = False  # one matte channel per track beside the combined one
@@ -174,7 +177,7 @@ def stored_analysis_problem(path: str, fingerprint: dict, determinants: dict, fr
 
 
 def obtain_analysis(
-    options: RenderOptions, node, shot: list[FrameJob], progress_enabled: bool, timings: dict, kept: DecodedFrames
+    options: RenderOptions, node, shot: list[FrameJob], progress_enabled: bool | str, timings: dict, kept: DecodedFrames
 ):
     """The shot's analysis: the sidecar when it fits, else the shot analysed (and saved). Frames
     the analysis decodes go into `kept`, for the render to use rather than decode them again."""
@@ -667,16 +670,34 @@ class StageClock:
         self.mark, self.nested = now, sum(self.timings.values())
 
 
-class Progress:
-    def __init__(self, total: int, enabled: bool, title: str = "rendering") -> None:
-        self.total, self.enabled, self.start = total, enabled, time.perf_counter()
-        self.title = title
-        self.tty = sys.stderr.isatty()
+PROGRESS_FORMATS = ("bar", "json")
 
-    def update(self, done: int, label: str) -> None:
+
+def progress_mode(options: RenderOptions) -> str | bool:
+    """What a render's progress looks like: False (none), "bar" or "json"."""
+    if options.progress_format not in PROGRESS_FORMATS:
+        raise FaceRestoreError(f"--progress must be one of {', '.join(PROGRESS_FORMATS)}")
+    return options.progress and options.progress_format
+
+
+class Progress:
+    """`mode`: False or "off" (nothing), True or "bar" (a bar on stderr, redrawn on a terminal),
+    "json" (one JSON object a line on stderr, for programs: its words are not an interface)."""
+
+    def __init__(self, total: int, mode: bool | str, title: str = "rendering") -> None:
+        mode = {True: "bar", False: "off"}.get(mode, mode)
+        self.total, self.start, self.title = total, time.perf_counter(), title
+        self.enabled, self.json = mode != "off", mode == "json"
+        self.tty = sys.stderr.isatty() and not self.json
+
+    def update(self, done: int, label: str, **fields) -> None:
         if not self.enabled:
             return
         elapsed = time.perf_counter() - self.start
+        if self.json:
+            event = {"stage": self.title, "done": done, "total": self.total, **fields, "elapsed": round(elapsed, 3)}
+            print(json.dumps({"progress": event}, default=str), file=sys.stderr, flush=True)
+            return
         eta = elapsed / done * (self.total - done) if done else 0.0
         width = 30
         bar = "#" * round(width * done / self.total) + "-" * (width - round(width * done / self.total))
@@ -700,6 +721,7 @@ def check_render(options: RenderOptions):
         raise FaceRestoreError(f"--output must be one of {', '.join(OUTPUT_MODES)}")
     if not options.mask_channel or any(c in options.mask_channel for c in " ,"):
         raise FaceRestoreError(f"invalid matte channel name {options.mask_channel!r}")
+    progress_mode(options)
     jobs = plan_jobs(options)
     first_spec = check_headers(jobs, require_exr=not options.allow_non_exr)
     check_matte_channels(first_spec, options, [options.mask_channel])
@@ -778,7 +800,7 @@ def _render_shot(options: RenderOptions, node, jobs: list[FrameJob], first_spec,
     needed = set() if options.analyse_only else frames_needed([j.frame for j in shot], jobs, reach)
     kept = DecodedFrames(needed, keep_budget())
     clock.lap("check")
-    analysis, analysis_path = obtain_analysis(options, node, shot, options.progress, timings, kept)
+    analysis, analysis_path = obtain_analysis(options, node, shot, progress_mode(options), timings, kept)
     clock.lap("analyse: track + sidecar")
     tracks = analysis.track_ids()
     known = ", ".join(map(str, tracks)) or "none"
@@ -817,7 +839,7 @@ def _render_shot(options: RenderOptions, node, jobs: list[FrameJob], first_spec,
     renderer = ShotRenderer(node, analysis, [j.frame for j in shot], lambda f: reader.get(f).rgb(), timings)
     # Frames a render in order touches next: the job ahead and its temporal reach (two radii).
     reach = 2 * renderer.radius + 1
-    progress = Progress(len(jobs), options.progress)
+    progress = Progress(len(jobs), progress_mode(options))
     faces_per_frame = {}
     clock.lap("check")
     with FrameWriter(background=options.overlap_io, in_flight=min(threads, 3)) as writer, contextlib.closing(reader):
@@ -841,7 +863,8 @@ def _render_shot(options: RenderOptions, node, jobs: list[FrameJob], first_spec,
             clock.lap("write (waiting)")
             reader.forget_up_to(renderer, job.frame)
             faces_per_frame[job.frame] = len(result.faces)
-            progress.update(done, f"frame {job.frame if job.frame is not None else ''} faces {len(result.faces)}")
+            progress.update(done, f"frame {job.frame if job.frame is not None else ''} faces {len(result.faces)}",
+                            frame=job.frame, faces=len(result.faces))
             clock.lap("progress")
         writer.finish()
         clock.lap("write (waiting)")

@@ -103,13 +103,10 @@ def render(plates: str, frames: tuple, values: dict, colorspace=None, track_matt
     )
     log(f"facerestore: rendering {plates} frames {frames[0]}-{frames[1]} into {os.path.dirname(output)}")
 
-    def progress(line: str) -> None:
-        match = host.PROGRESS.search(line)
-        if match:
-            stage = line[: match.start()].strip() or "rendering"
-            log(f"facerestore: {stage} {match.group(1)}/{match.group(2)}")
+    def progress(done: int, total: int, stage: str) -> None:
+        log(f"facerestore: {stage} {done}/{total}")
 
-    job = host.Job(args, on_line=progress)
+    job = host.Job(args, on_progress=progress)
     try:
         job.wait()
     except KeyboardInterrupt:  # the script was stopped: stop facerestore too (no half-written frame)

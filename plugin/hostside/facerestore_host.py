@@ -26,7 +26,6 @@ import threading
 HERE = os.path.dirname(os.path.abspath(__file__))
 SPEC_NAME = "facerestore_spec.json"
 CONFIG_NAME = "facerestore_host.json"
-PROGRESS = re.compile(r"\[[#-]*\] (\d+)/(\d+)")
 ERROR_LINE = re.compile(r"^facerestore[\w ]*: (?:error|internal error|interrupted)")
 
 
@@ -100,7 +99,8 @@ def render_args(
     track_mattes: bool = False,
 ) -> list:
     """Arguments of `facerestore render` for a shot, after the command itself."""
-    args = ["render", plates, "-o", output] + param_flags(values)
+    # JSON lines for progress: read as data, so the bar's wording is free to change.
+    args = ["render", plates, "-o", output, "--progress", "json"] + param_flags(values)
     if frames:
         args.append("--frames=%d-%d" % (int(frames[0]), int(frames[1])))  # "=": a negative first frame
     if analysis:
@@ -122,10 +122,22 @@ def farm_args(engine: str, plates: str, output: str, job_dir: str, values: dict,
     return args
 
 
+def progress_event(line: str):
+    """The progress object of one `--progress json` line, or None for any other line."""
+    if not line.startswith("{"):
+        return None
+    try:
+        event = json.loads(line).get("progress")
+    except (ValueError, AttributeError):
+        return None
+    return event if isinstance(event, dict) and "done" in event and "total" in event else None
+
+
 class Job:
     """One facerestore command running in the background.
 
-    `on_progress(done, total)` is called from a reader thread as frames complete; `cancel()` stops
+    `on_progress(done, total, stage)` is called from a reader thread as frames complete
+    (stage: "analysing" or "rendering", from the render's `--progress json` lines); `cancel()` stops
     it the way a farm kill does (SIGTERM: the frame being written is removed, none is half
     written); `wait()` returns when it has ended and raises HostError with facerestore's own
     message if it failed."""
@@ -155,10 +167,12 @@ class Job:
                 line = line.strip()
                 if not line:
                     continue
+                event = progress_event(line)
+                if event is not None:
+                    if self.on_progress:
+                        self.on_progress(int(event["done"]), int(event["total"]), event.get("stage", "rendering"))
+                    continue
                 self.lines.append(line)
-                match = PROGRESS.search(line)
-                if match and self.on_progress:
-                    self.on_progress(int(match.group(1)), int(match.group(2)))
                 if self.on_line:
                     self.on_line(line)
 

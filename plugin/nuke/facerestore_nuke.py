@@ -116,9 +116,9 @@ class RenderThrough:
         task = nuke.ProgressTask("FaceRestore " + self.node.name())
         task.setMessage("analysing and restoring frames %d-%d" % (self.first, self.last))
 
-        def progress(done: int, total: int) -> None:
+        def progress(done: int, total: int, stage: str) -> None:
             task.setProgress(int(100 * done / max(total, 1)))
-            task.setMessage("frame %d of %d" % (done, total))
+            task.setMessage("%s: frame %d of %d" % (stage, done, total))
 
         job = host.Job(self.args, on_progress=progress)
         watcher = threading.Thread(target=self._cancel_when_asked, args=(task, job), daemon=True)

@@ -101,3 +101,26 @@ def test_quiet_drops_the_bar_and_the_notes_but_never_a_warning(tmp_path):
         assert len(lines) == 1 and warning in lines[0] and "rendering [" not in lines[0]
     loud = run_cli("render", tmp_path / "nan.####.exr", "-o", tmp_path / "loud" / "r.####.exr")
     assert "rendering [" in loud.stderr and "1 NaN/inf pixels" in loud.stderr
+
+
+def test_json_progress_is_one_object_a_line_and_warnings_stay_text(tmp_path):
+    """The host adapters read `--progress json`: each stage counts to its total, every line
+    parses, and a warning is still a line of its own for the artist."""
+    import json
+
+    plate = np.full((48, 64, 3), 0.18, np.float32)
+    plate[5, 7] = np.nan
+    for t in (1, 2, 3):
+        write_exr(tmp_path / f"p.{t:04d}.exr", plate, compression="zip")
+    proc = run_cli("render", tmp_path / "p.####.exr", "-o", tmp_path / "out" / "r.####.exr", "--progress", "json")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    events = [json.loads(line)["progress"] for line in lines if line.startswith("{")]
+    assert [(e["stage"], e["done"], e["total"]) for e in events if e["stage"] == "rendering"] == [
+        ("rendering", d, 3) for d in (1, 2, 3)
+    ]
+    assert [e["frame"] for e in events if e["stage"] == "rendering"] == [1, 2, 3]
+    assert events[0]["stage"] == "analysing" and all(e["faces"] == 0 for e in events if "faces" in e)
+    assert sum("NaN/inf pixels" in line for line in lines if not line.startswith("{")) == 3
+    bad = run_cli("render", tmp_path / "p.####.exr", "-o", tmp_path / "bad" / "r.####.exr", "--progress", "xml")
+    assert bad.returncode == 2 and "invalid choice: 'xml'" in bad.stderr

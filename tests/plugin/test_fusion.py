@@ -396,7 +396,7 @@ def test_the_options_dialog_offers_every_parameter_with_its_default_and_reads_me
             assert entry["Default"] == param["default"], param["id"]
     assert values["backend"] == "onnx" and values["strength"] == 1.0 and colorspace is None and track_mattes
     args = facerestore_fusion.host.render_args("p.####.exr", "o.####.exr", values, track_mattes=track_mattes)
-    assert args[4:] == ["--backend", "onnx", "--temporal-window", "7", "--track-mattes"]
+    assert args[4:] == ["--progress", "json", "--backend", "onnx", "--temporal-window", "7", "--track-mattes"]
 
 
 def test_a_selection_that_is_not_a_loader_is_one_line_and_changes_nothing():

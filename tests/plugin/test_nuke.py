@@ -147,7 +147,7 @@ def test_render_through_gives_the_pixels_of_facerestore_render_and_reads_them_ba
     read = run.read
     assert read.name() == "FaceRestore1_restored" and read["file"].value() == run.output
     task = nuke.progress_tasks[-1]
-    assert task.progress[-1] == 100 and "frame 4 of 4" in task.messages
+    assert task.progress[-1] == 100 and "rendering: frame 4 of 4" in task.messages
 
     reference = tmp_path / "reference"
     run_cli("render", shot / "s.####.exr", "-o", reference / "r.####.exr", "--strength", "0.8", "--track-mattes",
