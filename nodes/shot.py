@@ -19,7 +19,7 @@ from facerestore.nodes.align import footprint_of
 from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.face_restore import CANDIDATE_THRESHOLD, CropJob, FaceResult, RestoreResult
 from facerestore.nodes.manual_faces import box_of, follow
-from facerestore.nodes.tracking import TrackerSettings, analyse
+from facerestore.nodes.tracking import Analysis, TrackerSettings, analyse, frame_look, look_differs, thumbnail
 
 
 def track_restore_sizes(
@@ -65,6 +65,60 @@ def changed_determinants(analysis, determinants: dict) -> list[str]:
     stored = {**DETERMINANT_DEFAULTS, **analysis.settings.get("determined_by", {})}
     determinants = {**DETERMINANT_DEFAULTS, **determinants}
     return [key for key, value in determinants.items() if stored.get(key) != value]
+
+
+class AnalysisStore:
+    """A shot's analysis file, and when it may be used: the one rule for the CLI, the farm's
+    jobs and the OpenFX worker. `determinants`: what the tracks depend on
+    (`analysis_determinants`; a key left out is not compared). `fingerprint`: the plates' file
+    digests, where the plates are files; `frames`: the frames the shot must cover (None: any
+    one frame asked for must be in it)."""
+
+    def __init__(self, path: str, determinants: dict, frames: list | None = None, fingerprint: dict | None = None):
+        self.path, self.determinants, self.frames, self.fingerprint = path, determinants, frames, fingerprint
+
+    def problem(self, analysis: Analysis, looks: dict | None = None) -> str | None:
+        """What about `analysis` does not fit this shot, or None. `looks`: frame -> `frame_look`
+        of the plates at hand (a host's pixels), compared with what the analysis saw."""
+        path = self.path
+        if self.frames is not None and analysis.frames != self.frames:
+            return f"{path} covers other frames"
+        missing = sorted({f for f in looks or {} if f not in analysis.faces}, key=str)
+        if missing:
+            return f"frame {missing[0]} is not in the analysis {path}"
+        if self.fingerprint is not None:
+            changed = [name for name in self.fingerprint if analysis.fingerprint.get(name) != self.fingerprint[name]]
+            if changed:
+                more = " and more" if len(changed) > 1 else ""
+                return f"{path} was made for other plates ({changed[0]}{more} changed)"
+        other = [f for f, look in (looks or {}).items() if f in analysis.looks and look_differs(analysis.looks[f], look)]
+        if other:
+            return f"{path} was made for other plates (frame {other[0]} looks different)"
+        differs = changed_determinants(analysis, self.determinants)
+        if differs:
+            return f"{path} was made with another {', '.join(differs)}"
+        return None
+
+    def load(self, looks: dict | None = None, loader=Analysis.load) -> tuple[Analysis | None, str | None]:
+        """(analysis, None) when the file fits, else (None, what does not fit)."""
+        try:
+            analysis = loader(self.path)
+        except FaceRestoreError as exc:
+            return None, str(exc)
+        problem = self.problem(analysis, looks)
+        return (None, problem) if problem else (analysis, None)
+
+    def save(self, analysis: Analysis) -> None:
+        """Stamp the analysis with what it was made from, and write it (atomically)."""
+        if self.fingerprint is not None:
+            analysis.fingerprint = self.fingerprint
+        analysis.settings["determined_by"] = self.determinants
+        analysis.save(self.path)
+
+
+def look_of(node, plate: np.ndarray) -> list[int]:
+    """`frame_look` of a plate as the node's detector sees it (what an analysis records)."""
+    return frame_look(thumbnail(node.detection_image(plate)[0]))
 
 
 def analyse_shot(

@@ -73,6 +73,9 @@ class Analysis:
     faces: dict[int | None, list[TrackedFace]]
     fingerprint: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    # Per frame, what the detector saw, tiny (`frame_look`): where the plates come as pixels (a
+    # host), not files, this tells a sidecar of other plates from this shot's own.
+    looks: dict = field(default_factory=dict)
 
     def segment_of(self, frame) -> int:
         """Index of the shot segment containing `frame`."""
@@ -110,6 +113,7 @@ class Analysis:
             "settings": self.settings,
             "fingerprint": self.fingerprint,
             "faces": {json.dumps(k): [face(f) for f in v] for k, v in self.faces.items()},
+            "looks": {json.dumps(k): v for k, v in self.looks.items()},
         }
 
     @classmethod
@@ -134,7 +138,8 @@ class Analysis:
             ]
             for k, v in data["faces"].items()
         }
-        return cls(data["frames"], tuple(data["size"]), data["cuts"], faces, data["fingerprint"], data["settings"])
+        looks = {json.loads(k): v for k, v in data.get("looks", {}).items()}  # none in sidecars before looks
+        return cls(data["frames"], tuple(data["size"]), data["cuts"], faces, data["fingerprint"], data["settings"], looks)
 
     def save(self, path: str) -> None:
         try:
@@ -184,6 +189,14 @@ def validate_analysis_json(data: dict) -> None:
     dropped = settings.get("dropped_tracks", [])
     if not isinstance(dropped, list) or not all(isinstance(t, int) for t in dropped):
         bad("settings.dropped_tracks", "not a list of track IDs")
+    looks = data.get("looks", {})
+    if not isinstance(looks, dict) or not set(looks) <= {json.dumps(f) for f in frames}:
+        bad("looks", "not an object keyed by the shot's frames")
+    if not all(
+        isinstance(v, list) and len(v) == LOOK_VALUES and all(isinstance(x, int) and 0 <= x <= 255 for x in v)
+        for v in looks.values()
+    ):
+        bad("looks", f"not {LOOK_VALUES} values 0-255 a frame")
     size = data.get("size")
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and 0 < v < 1 << 20 for v in size)):
         bad("size", f"{size!r} is not a frame size")
@@ -239,6 +252,24 @@ def file_fingerprint(paths: list[str], map_=map) -> dict:
 
 def thumbnail(encoded: np.ndarray) -> np.ndarray:
     return cv2.resize(encoded, (64, 36), interpolation=cv2.INTER_AREA)
+
+
+LOOK_SIZE = (16, 9)
+LOOK_VALUES = LOOK_SIZE[0] * LOOK_SIZE[1]
+# Mean difference (0-255 grey levels) above which a frame is not the one an analysis saw. The
+# same pixels give the same look exactly; a host's own resampling or a re-encode moves it by
+# about one level; another shot, tens.
+LOOK_TOLERANCE = 6.0
+
+
+def frame_look(thumb: np.ndarray) -> list[int]:
+    """A frame as the detector saw it, tiny: grey levels of its `thumbnail`, 16x9."""
+    grey = cv2.resize(np.asarray(thumb, np.float32).mean(axis=2), LOOK_SIZE, interpolation=cv2.INTER_AREA)
+    return [int(v) for v in np.clip(np.rint(grey * 255.0), 0, 255).astype(np.uint8).reshape(-1)]
+
+
+def look_differs(stored: list[int], seen: list[int]) -> bool:
+    return float(np.abs(np.asarray(stored, np.float32) - np.asarray(seen, np.float32)).mean()) > LOOK_TOLERANCE
 
 
 def appearance_signature(encoded: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -304,11 +335,13 @@ def analyse(frames: list, detect, settings: TrackerSettings | None = None, progr
     previous_thumb = None
     next_id = 1
     size = None
+    looks = {}
     for index, frame in enumerate(frames):
         encoded, scale, detections = detect(frame)
         scale_x, scale_y = np.broadcast_to(scale, 2)  # one number, or across and down (anamorphic)
         size = size or (round(encoded.shape[1] / scale_x), round(encoded.shape[0] / scale_y))
         thumb = thumbnail(encoded)
+        looks[frame] = frame_look(thumb)
         if previous_thumb is None or float(np.abs(thumb - previous_thumb).mean()) > settings.cut_threshold:
             cuts.append(frame)
             active = []  # a cut ends every track
@@ -342,7 +375,7 @@ def analyse(frames: list, detect, settings: TrackerSettings | None = None, progr
             _emit(track.id, segment, track.observations, frames, faces, settings)
     for frame in faces:
         faces[frame].sort(key=lambda f: f.track)
-    return Analysis(list(frames), size or (0, 0), cuts, faces, settings=settings.__dict__.copy())
+    return Analysis(list(frames), size or (0, 0), cuts, faces, settings=settings.__dict__.copy(), looks=looks)
 
 
 def _assign(active: list[_Track], detections: list, index: int, settings: TrackerSettings) -> dict[int, _Track]:

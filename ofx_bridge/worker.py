@@ -43,8 +43,8 @@ from facerestore.models.device import resolve_torch_device
 from facerestore.models.weights import cache_dir
 from facerestore.nodes.colour import ColourPipeline
 from facerestore.nodes.errors import FaceRestoreError
-from facerestore.nodes.face_restore import FACE_RESTORE, FaceRestoreNode
-from facerestore.nodes.shot import ShotRenderer, analyse_shot, analysis_determinants, changed_determinants
+from facerestore.nodes.face_restore import FACE_RESTORE, FaceRestoreNode, pack_rgba
+from facerestore.nodes.shot import AnalysisStore, ShotRenderer, analyse_shot, analysis_determinants, look_of
 from facerestore.nodes.tracking import Analysis
 
 NODE_PARAMS = {p.id for p in FACE_RESTORE.params}
@@ -282,9 +282,8 @@ def analyse(request: dict) -> dict:
         return {}
     del _analysing[instance]
     analysis = running.streaming.result
-    analysis.settings["determined_by"] = analysis_determinants(running.node)
     path = running.path or new_analysis_path()
-    analysis.save(path)
+    AnalysisStore(path, analysis_determinants(running.node)).save(analysis)  # the host's plates: no files
     tracks = len(analysis.track_ids())
     summary = f"frames {frames[0]}-{frames[-1]}, {tracks} face track{'s' if tracks != 1 else ''}; renders equal facerestore render's"
     return {"path": path, "summary": summary}
@@ -301,6 +300,20 @@ def node_for(params_key: str):
 @lru_cache(maxsize=4)
 def stored_analysis(path: str, mtime_ns: int):
     return Analysis.load(path)
+
+
+_looks: OrderedDict = OrderedDict()
+
+
+def checked_look(node, path: str, mtime_ns: int, frame, plate: np.ndarray) -> list[int]:
+    """`look_of` the plate, remembered by its pixels' digest (a host re-asks for the same frame
+    many times; the look costs a reduce and an encode of the whole plate)."""
+    key = (path, mtime_ns, frame, digest(plate))
+    if key not in _looks:
+        _looks[key] = look_of(node, plate)
+        while len(_looks) > 256:
+            _looks.popitem(last=False)
+    return _looks[key]
 
 
 def render(request: dict) -> dict:
@@ -330,17 +343,15 @@ def render(request: dict) -> dict:
         why = f"no analysis at {analysis_path}"
     else:
         mtime = os.stat(analysis_path).st_mtime_ns
-        analysis = stored_analysis(analysis_path, mtime)
         current = analysis_determinants(node)
         # Faces added by hand (`facerestore render --add-face`) belong to the analysis, not the node.
-        current["added_faces"] = analysis.settings.get("determined_by", {}).get("added_faces", [])
-        changed = changed_determinants(analysis, current)
-        if centre not in analysis.faces:
-            why = f"frame {centre} is not in the analysis {analysis_path}"
-        elif changed:
-            why = f"the analysis was made with another {', '.join(changed)}"
-        if why:
-            analysis = None
+        del current["added_faces"]
+        store = AnalysisStore(analysis_path, current)
+        # The host's plates are pixels, not files: each frame is checked against what the analysis
+        # saw once, while its pixels stay the same (a sidecar of other plates is not used).
+        looks = {centre: checked_look(node, analysis_path, mtime, centre, plate_of(centre))}
+        analysis, problem = store.load(looks, loader=lambda path: stored_analysis(path, mtime))
+        why = problem and problem.replace(f"{analysis_path} was", "the analysis was")
     if why and request.get("final") and why != "a time between frames":
         raise FaceRestoreError(
             f"{why}: a final render needs the analysed shot. Press Analyse shot on the node (or set Analysis file "
@@ -383,14 +394,7 @@ def render(request: dict) -> dict:
         while len(shot.outputs) > MAX_CACHED_FRAMES:
             shot.outputs.popitem(last=False)
         trim_crop_caches()
-    out = shared[len(times)]
-    source = shared[request["centre"]]
-    if output_mode == "mask":
-        out[..., :3] = result.matte[..., None]
-        out[..., 3] = result.matte
-    else:
-        out[..., :3] = result.rgb
-        out[..., 3] = result.matte if output_mode == "both" else source[..., 3]
+    pack_rgba(output_mode, result.rgb, result.matte, shared[request["centre"]][..., 3], shared[len(times)])
     shared.flush()
     return {"mode": "preview", "why": why} if why else {"mode": "shot"}
 

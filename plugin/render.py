@@ -39,18 +39,17 @@ from facerestore.nodes.exr_io import (
     with_output_compression,
     write_parts,
 )
-from facerestore.nodes.face_restore import PIXEL_ASPECT_RANGE, FaceRestoreNode
+from facerestore.nodes.face_restore import OUTPUT_MODES, PIXEL_ASPECT_RANGE, FaceRestoreNode, output_planes
 from facerestore.nodes.manual_faces import check_added_faces
 from facerestore.nodes.sequence import FramePattern, describe_frames, parse_frame_range
-from facerestore.nodes.shot import ShotRenderer, analyse_shot, changed_determinants
+from facerestore.nodes.shot import AnalysisStore, ShotRenderer, analyse_shot
 from facerestore.nodes.shot import analysis_determinants as shot_determinants
-from facerestore.nodes.tracking import Analysis, file_fingerprint
+from facerestore.nodes.tracking import file_fingerprint
 
 # Notes and warnings go through logging, apart from the progress bar: `-q` silences the bar and the
 # notes, never a warning (the CLI shows the "facerestore" logger on stderr).
 log = logging.getLogger("facerestore.render")
 
-OUTPUT_MODES = ("both", "restored", "mask")
 
 
 @dataclass
@@ -151,29 +150,9 @@ def shot_frames(options: RenderOptions, jobs: list[FrameJob]) -> list[FrameJob]:
     return [rendered.get(f) or FrameJob(f, source.path(f), "") for f in source.existing_frames()]
 
 
-# Determinants written only when they differ from these (so older sidecars still fit).
 def analysis_determinants(options: RenderOptions, node) -> dict:
     """Everything the stored tracks depend on; a change to any of them means analysing again."""
     return shot_determinants(node, options.added_faces)
-
-
-def stored_analysis_problem(path: str, fingerprint: dict, determinants: dict, frames: list):
-    """(analysis, None) when the sidecar at `path` fits this shot and these settings, else
-    (None, what does not fit)."""
-
-    try:
-        analysis = Analysis.load(path)
-    except FaceRestoreError as exc:
-        return None, str(exc)
-    if analysis.frames != frames:
-        return None, f"{path} covers other frames"
-    changed = [name for name in fingerprint if analysis.fingerprint.get(name) != fingerprint[name]]
-    if changed:
-        return None, f"{path} was made for other plates ({changed[0]}{' and more' if len(changed) > 1 else ''} changed)"
-    differs = changed_determinants(analysis, determinants)
-    if differs:
-        return None, f"{path} was made with another {', '.join(differs)}"
-    return analysis, None
 
 
 def obtain_analysis(
@@ -183,12 +162,12 @@ def obtain_analysis(
     the analysis decodes go into `kept`, for the render to use rather than decode them again."""
     path = options.analysis or default_analysis_path(options)
     fingerprint = file_fingerprint([j.source for j in shot], colour_pool(machine_threads()).map)
-    determinants = analysis_determinants(options, node)
+    store = AnalysisStore(path, analysis_determinants(options, node), [j.frame for j in shot], fingerprint)
     dropped = sorted(set(options.dropped_tracks))
     if options.analysis_frozen and not os.path.isfile(path):
         raise FaceRestoreError(f"--analysis-frozen: no analysis at {path}")
     if os.path.isfile(path) and not options.reanalyse:
-        analysis, problem = stored_analysis_problem(path, fingerprint, determinants, [j.frame for j in shot])
+        analysis, problem = store.load()
         if problem and options.analysis_frozen:
             raise FaceRestoreError(f"--analysis-frozen: {problem}")
         if analysis is not None:
@@ -258,9 +237,7 @@ def obtain_analysis(
     for stage, seconds in detector_timings.items():
         timings[f"analyse: {stage}"] += seconds
     bar.close()
-    analysis.fingerprint = fingerprint
-    analysis.settings["determined_by"] = determinants
-    analysis.save(path)
+    store.save(analysis)
     return analysis, path
 
 
@@ -463,10 +440,11 @@ def build_output_parts(frame, result, options: RenderOptions, tracks: list[int] 
     r, g, b = frame.rgb_indices()
     matte_format = "float" if formats[r] == "float" else "half"
     region = result.region
-    if options.output_mode == "mask":
+    planes = output_planes(options.output_mode)
+    if not planes.restored_rgb:  # the matte alone
         return [Part(spec_with_channels(spec, [options.mask_channel], [matte_format]), result.matte[..., None])]
     mattes = {}
-    if options.output_mode == "both":
+    if planes.matte:
         mattes = {options.mask_channel: result.region_matte}
         if options.track_mattes:
             mattes |= {f"{options.mask_channel}{t}": result.track_mattes.get(t) for t in tracks}

@@ -556,6 +556,32 @@ def test_a_final_render_is_never_silently_a_preview(host, shot, tmp_path, node):
     assert missing.returncode == 3 and "no analysis at" in missing.stdout
 
 
+def test_a_sidecar_of_other_plates_is_never_used_as_this_shots_analysis(host, shot, tmp_path, node, colour):
+    """The worker has the host's pixels, not files: it checks the frame against what the
+    analysis saw (`AnalysisStore`, the CLI's rule). Another shot's sidecar, with the same frames
+    and settings, is refused by a final render and previewed by the viewer, never used."""
+    from facerestore.plugin.render import RenderOptions, render
+
+    other = tmp_path / "other"
+    other.mkdir()
+    for t in range(1, 6):
+        plate = faces_plate(colour, width=W, height=H, face_width=64, positions=((20 + 3 * t, 60),), seed=50 + t)
+        write_exr(other / f"o.{t:04d}.exr", plate * np.float32(2.5), half=False)
+    report = render(
+        RenderOptions(input=str(other / "o.####.exr"), output=str(tmp_path / "r" / "r.####.exr"), progress=False),
+        node=node,
+    )
+    final = run_host(host, shot, tmp_path / "o.raw", "--final", f"analysis={report.analysis_path}")
+    assert final.returncode == 3 and "made for other plates (frame 3 looks different)" in final.stdout, final.stdout
+    viewer = run_host(host, shot, tmp_path / "o.raw", f"analysis={report.analysis_path}")
+    assert viewer.returncode == 0 and "preview (the analysis was made for other plates" in viewer.stdout
+    own = render(
+        RenderOptions(input=str(shot / "s.####.exr"), output=str(tmp_path / "s" / "r.####.exr"), progress=False),
+        node=node,
+    )
+    assert run_host(host, shot, tmp_path / "o.raw", "--final", f"analysis={own.analysis_path}").returncode == 0
+
+
 def test_a_cli_sidecar_with_faces_added_by_hand_is_the_analysed_shot_in_the_host(host, shot, tmp_path, node):
     """Faces added with `--add-face` are part of the sidecar, not a setting of the node: the
     host's final render takes the sidecar as it is and equals the CLI's frame."""
