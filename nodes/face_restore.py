@@ -175,13 +175,40 @@ FACE_RESTORE = NodeSpec(
 # What a host node adds around the node's own parameters: how the result is returned, the
 # plate's colourspace and a shot analysis. The OpenFX plug-in and the host adapters show them; the
 # CLI has them as render options (--output, --colorspace, --analysis).
+OUTPUT_MODES = ("both", "restored", "mask")
+
+
+@dataclass(frozen=True)
+class OutputPlanes:
+    """What an output mode hands back: the restored RGB (else the matte in its place) and the
+    matte (an alpha or a channel; else the plate's own alpha)."""
+
+    restored_rgb: bool
+    matte: bool
+
+
+def output_planes(mode: str) -> OutputPlanes:
+    """The one reading of the Output parameter / `--output`, for the CLI's EXR parts and the
+    OpenFX worker's RGBA (the C plug-in's constants are generated from OUTPUT_MODES)."""
+    if mode not in OUTPUT_MODES:
+        raise FaceRestoreError(f"output must be one of {', '.join(OUTPUT_MODES)}, not {mode!r}")
+    return OutputPlanes(restored_rgb=mode != "mask", matte=mode != "restored")
+
+
+def pack_rgba(mode: str, rgb: np.ndarray, matte: np.ndarray, plate_alpha: np.ndarray, out: np.ndarray) -> None:
+    """A host's RGBA result in `out`: `output_planes(mode)` as four channels."""
+    planes = output_planes(mode)
+    out[..., :3] = rgb if planes.restored_rgb else matte[..., None]
+    out[..., 3] = matte if planes.matte else plate_alpha
+
+
 HOST_PARAMS = (
     Param(
         "output",
         "Output",
         "both: restored RGB with the face matte in alpha; restored: RGB, plate alpha; mask: the matte.",
         "both",
-        choices=("both", "restored", "mask"),
+        choices=OUTPUT_MODES,
     ),
     Param(
         "colorspace", "Plate colourspace", "OCIO colourspace of the plate; empty = the config's scene_linear role.", ""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import sys
 
-from facerestore.nodes.face_restore import FACE_RESTORE, HOST_CONTROLS, HOST_PARAMS
+from facerestore.nodes.face_restore import FACE_RESTORE, HOST_CONTROLS, HOST_PARAMS, OUTPUT_MODES
 
 # The node's own parameters and the three a host node adds around them (HOST_PARAMS).
 OFX_PARAMS = FACE_RESTORE.params + HOST_PARAMS
@@ -45,8 +45,12 @@ def slider_step(p) -> tuple[float, int]:
 def header(params=OFX_PARAMS) -> str:
     lines = [
         "/* Generated from the node spec by `python -m facerestore.ofx_bridge.params`; do not edit. */",
+        f"#define FR_PLUGIN_ID {c_string(FACE_RESTORE.id)}",
         f"#define FR_SPEC_VERSION_MAJOR {FACE_RESTORE.version[0]}",
         f"#define FR_SPEC_VERSION_MINOR {FACE_RESTORE.version[1]}",
+        # The Output choice's index as the host stores it, per mode (what the plug-in's own
+        # masking of the result needs to know; the worker packs the result itself).
+        *(f"#define FR_OUTPUT_{mode.upper()} {index}" for index, mode in enumerate(OUTPUT_MODES)),
     ]
     for p in params:
         if p.choices:

@@ -268,3 +268,27 @@ def test_a_node_parameter_cannot_be_changed_in_place(colour):
     assert weaker.restorer is node.restorer and weaker.detector is node.detector  # nothing loaded again
     assert node.for_plates(2.0).pixel_aspect == 2.0 and node.pixel_aspect == 1.0
     assert node.with_params(pixel_aspect=1.5).for_plates(2.0).pixel_aspect == 1.5  # the parameter wins
+
+
+def test_the_output_modes_are_read_in_one_place_and_the_c_plugin_takes_them_from_the_spec():
+    import re
+
+    import numpy as np
+
+    from facerestore.nodes.face_restore import FACE_RESTORE, OUTPUT_MODES, pack_rgba
+    from facerestore.ofx_bridge.params import header
+
+    rgb, matte, alpha = np.full((2, 2, 3), 0.5, np.float32), np.full((2, 2), 0.25, np.float32), np.ones((2, 2))
+    packed = {}
+    for mode in OUTPUT_MODES:
+        packed[mode] = np.zeros((2, 2, 4), np.float32)
+        pack_rgba(mode, rgb, matte, alpha, packed[mode])
+    assert packed["both"][0, 0].tolist() == [0.5, 0.5, 0.5, 0.25]
+    assert packed["restored"][0, 0].tolist() == [0.5, 0.5, 0.5, 1.0]
+    assert packed["mask"][0, 0].tolist() == [0.25] * 4
+    generated = header()
+    for index, mode in enumerate(OUTPUT_MODES):
+        assert f"#define FR_OUTPUT_{mode.upper()} {index}\n" in generated
+    assert f'#define FR_PLUGIN_ID "{FACE_RESTORE.id}"' in generated
+    source = (ROOT / "ofx_bridge" / "src" / "facerestore_ofx.c").read_text()
+    assert not re.search(r"output_mode\s*[=!]=\s*\d", source) and FACE_RESTORE.id not in source

@@ -29,7 +29,6 @@
 
 #include "ofx_decls.h"
 
-#define PLUGIN_ID "com.facerestore.FaceRestore"
 #define MASK_CLIP "Mask"
 /* Last resort when neither the environment nor the bundle names a worker. */
 #define FALLBACK_WORKER_COMMAND "facerestore worker"
@@ -1022,7 +1021,7 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
         g_props->propGetIntN(in_args, kOfxImageEffectPropRenderWindow, 4, &window.x1);
         /* Optional mask input (general context): limits where the change and the matte apply. */
         Image mask = {0};
-        int has_mask = 0, output_mode = 0;
+        int has_mask = 0, output_mode = FR_OUTPUT_BOTH;
         OfxImageClipHandle mask_clip;
         OfxPropertySetHandle mask_props;
         if (g_effects->clipGetHandle(effect, MASK_CLIP, &mask_clip, &mask_props) == kOfxStatOK) {
@@ -1049,11 +1048,11 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_arg
                                    (size_t)(x - mask.bounds.x1) * sizeof(float));
                 m = m < 0.0f ? 0.0f : (m > 1.0f ? 1.0f : m);
                 const float *src = pixel(&centre, x, y);
-                if (output_mode == 2) { /* matte only */
+                if (output_mode == FR_OUTPUT_MASK) {
                     for (int c = 0; c < 4; c++) o[c] = r[c] * m;
                 } else {
                     for (int c = 0; c < 3; c++) o[c] = src[c] + m * (r[c] - src[c]);
-                    if (output_mode == 0) o[3] = r[3] * m;
+                    if (output_mode == FR_OUTPUT_BOTH) o[3] = r[3] * m;
                 }
             }
         }
@@ -1119,7 +1118,7 @@ static OfxStatus main_entry(const char *action, const void *handle, OfxPropertyS
 
 static void set_host(OfxHost *host) { g_host = host; }
 
-static OfxPlugin g_plugin = {kOfxImageEffectPluginApi, 1, PLUGIN_ID, FR_SPEC_VERSION_MAJOR, FR_SPEC_VERSION_MINOR,
+static OfxPlugin g_plugin = {kOfxImageEffectPluginApi, 1, FR_PLUGIN_ID, FR_SPEC_VERSION_MAJOR, FR_SPEC_VERSION_MINOR,
                              set_host, main_entry};
 
 FR_OFX_EXPORT int OfxGetNumberOfPlugins(void) { return 1; }
