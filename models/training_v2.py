@@ -38,10 +38,7 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import platform
 import queue
-import sys
 import threading
 import time
 from collections import deque
@@ -52,13 +49,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facerestore.models import datasets, face_data
+from facerestore.models import datasets, face_data, fit
 from facerestore.models.degrade import CropDegradation, degrade_crops, expose, h264_available
 from facerestore.models.detector import RetinaFaceDetector
 from facerestore.models.errors import ModelError
 from facerestore.models.flow import align_window, window_input
 from facerestore.models.restorer import build_network, registry_entry
-from facerestore.models.weights import sha256_file, write_atomically
+from facerestore.models.weights import write_atomically
 
 MODEL_NAME = "facerestore-face-v2"
 GRACE_HOPPER_LICENCE = "US Navy photograph, public domain (matplotlib sample data)"
@@ -111,6 +108,9 @@ class TrainV2Config:
     # context encoder joining halfway, the stack's first half needs no gradient, which saves
     # about a third of a step.
     frozen_convolutions: int = 0
+    # `init` with twice its convolutions (`models.compact.deepened`: the new ones start as the
+    # identity, so the run starts as `init`).
+    deepen: bool = False
 
 
 CONTEXT_LR_FACTOR = 5.0
@@ -183,6 +183,20 @@ CONTEXT = {
 }
 CONTEXT_WINDOW_X4 = replace(PEOPLE_WINDOW_X4, steps=1500, **CONTEXT)
 FULL_CONTEXT_WINDOW_X4 = replace(FULL_PEOPLE_WINDOW_X4, **(CONTEXT | {"batch": 16}))
+# v3 twice as deep (32 convolutions, the new ones starting as the identity): whether capacity is
+# what holds the faces back, since a context encoder that sees the whole face did not help. At
+# twice v3's cost a pass, it fits the speed budget with the ensemble off. Several sessions of
+# training on 2 cores, with --resume; scored on the held-out pairs at every checkpoint.
+DEEP = {
+    "init": "facerestore-face-x4-v3",
+    "name": "facerestore-face-x4-deep",
+    "deepen": True,
+    "lr": 1e-4,
+    "seed": 15,
+    "checkpoint_every": 100,
+}
+DEEP_WINDOW_X4 = replace(PEOPLE_WINDOW_X4, steps=6000, **DEEP)
+FULL_DEEP_WINDOW_X4 = replace(FULL_PEOPLE_WINDOW_X4, **DEEP)
 
 
 def initial_weights(name: str) -> str:
@@ -477,7 +491,13 @@ def charbonnier(out, target, eps: float = 1e-3):
 def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: bool = False, progress=print) -> dict:
     import torch
 
-    from facerestore.models.compact import ContextCompactNet, FaceResolutionNet, widened_to_window, with_context
+    from facerestore.models.compact import (
+        ContextCompactNet,
+        FaceResolutionNet,
+        deepened,
+        widened_to_window,
+        with_context,
+    )
 
     if config.frames not in (1, 3):
         raise ModelError(f"frames={config.frames}: the window restorer takes 3 frames (or 1)")
@@ -507,6 +527,8 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
             net = widened_to_window(net, config.frames)
         if config.context and not isinstance(net, ContextCompactNet):
             net = with_context(net)
+        if config.deepen:
+            net = deepened(net)
         net = net.to(device).train()
     else:
         net = FaceResolutionNet(config.num_feat, config.num_conv).to(device).train()
@@ -567,37 +589,25 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
     stop = threading.Event()
     # A resumed run draws new samples: the seed moves with the step.
     feed, producer = batches(bank, config, config.seed * 1000003 + step, stop)
-    window = {"reconstruction": 0.0, "temporal": 0.0}
+    losses = fit.LossLog(("reconstruction", "temporal"), log)
     since = time.time()
     try:
         while step < config.steps:
             x, y, *extra = feed.get()
-            xt = torch.from_numpy(x.reshape(-1, *x.shape[2:])).permute(0, 3, 1, 2).to(device)
-            yt = torch.from_numpy(y.reshape(-1, *y.shape[2:])).permute(0, 3, 1, 2).to(device)
+            xt, yt = fit.frame_pairs(x, device), fit.frame_pairs(y, device)
             # A context net's whole crops and patch places: (batch, 2, ...) to (batch x 2, ...).
             extra = [torch.from_numpy(e.reshape(-1, *e.shape[2:])).to(device) for e in extra]
             out = net(xt, *extra)
             reconstruction = charbonnier(out, yt)
-            pairs_out = out.view(config.batch, 2, *out.shape[1:])
-            pairs_y = yt.view(config.batch, 2, *yt.shape[1:])
-            temporal = torch.nn.functional.l1_loss(pairs_out[:, 1] - pairs_out[:, 0], pairs_y[:, 1] - pairs_y[:, 0])
-            loss = reconstruction + config.temporal_weight * temporal
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            optimiser.step()
-            schedule.step()
+            temporal = fit.temporal_term(out, yt, config.batch)
+            fit.step(net, optimiser, schedule, reconstruction + config.temporal_weight * temporal, clip_norm=1.0)
             step += 1
-            window["reconstruction"] += reconstruction.item()
-            window["temporal"] += temporal.item()
-            if step % 100 == 0 or step == config.steps:
-                now = time.time()
+            losses.add(reconstruction=reconstruction, temporal=temporal)
+            now = time.time()
+            entry = losses.entry_at(step, config.steps, train_seconds + now - since)
+            if entry:
                 train_seconds += now - since
                 since = now
-                n = 100 if step % 100 == 0 else step % 100
-                entry = {"step": step, **{k: v / n for k, v in window.items()}, "seconds": round(train_seconds)}
-                log.append(entry)
-                window = dict.fromkeys(window, 0.0)
                 progress(
                     f"step {step}/{config.steps}: Charbonnier {entry['reconstruction']:.4f}, "
                     f"temporal {entry['temporal']:.4f} ({entry['seconds']} s training)"
@@ -610,15 +620,16 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
     save_checkpoint()
     name = model_name(config)
     weights_path = out_dir / f"{name}.pth"
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu().float().contiguous() for k, v in net.state_dict().items()}, buffer)
-    write_atomically(weights_path, buffer.getvalue())
+    weights_sha256 = fit.save_weights(net, weights_path)
     if start:
         architecture, licence = start.architecture, start.licence
         if config.frames > start.frames:
             architecture = f"{architecture.rstrip(')')}, a window of {config.frames} frames)"
         if isinstance(net, ContextCompactNet) and start.kind != "compact-context":
             architecture = "ContextCompactNet (" + architecture.split("(", 1)[1].rstrip(")") + ", a context encoder)"
+        if config.deepen:
+            convolutions = (len(net.body) - 3) // 2
+            architecture = architecture.replace(f"{convolutions // 2} convolutions", f"{convolutions} convolutions")
     else:
         architecture = (
             f"FaceResolutionNet ({config.num_feat} features, {config.num_conv} convolutions, x1, 2x pixel-unshuffle)"
@@ -626,7 +637,7 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
         licence = "Apache-2.0 (trained by facerestore)"
     record = {
         "weights": weights_path.name,
-        "sha256": sha256_file(weights_path),
+        "sha256": weights_sha256,
         "architecture": architecture,
         "initialised_from": initial_weights(config.init)
         if config.init
@@ -640,7 +651,7 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
         "credits": list(face_data.CREDITS) if config.faces else [],
         "bank_faces": len(bank.faces),
         "device": device,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}",
+        "machine": fit.machine(),
         "data_seconds": round(data_seconds),
         "train_seconds": round(train_seconds),
         "losses": log,
@@ -648,5 +659,4 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
         # training makes its pairs; seed HELD_OUT_SEED), at the start and every checkpoint.
         "held_out_curve": held_out_curve,
     }
-    write_atomically(out_dir / f"{name}.json", (json.dumps(record, indent=2) + "\n").encode())
-    return record
+    return fit.write_record(out_dir / f"{name}.json", record)

@@ -64,7 +64,11 @@ def test_restorer_upscales_and_improves_a_blurred_edge():
     )
 
 
-@pytest.mark.parametrize("name", sorted(RESTORERS))
+# RRDBNet (realesrgan-x4plus, 64 MB) takes most of this test's time: in the full suite only.
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if RESTORERS[n].kind == "rrdbnet" else n for n in sorted(RESTORERS)],
+)
 def test_every_built_in_network_exports_to_onnx_matching_pytorch_on_a_real_face(name):
     from facerestore.plugin.demo import astronaut_srgb
 

@@ -400,6 +400,25 @@ def test_a_context_network_starts_as_its_trained_network_and_sees_a_patch_as_the
     assert (patch - own).abs().max() > 1e-4  # the check can fail: the edges do differ
 
 
+def test_a_deepened_network_starts_as_its_trained_network_and_then_learns_in_its_new_layers():
+    """Recipe `deep`: each new convolution is the identity (Dirac kernel, PReLU slope 1), so the
+    network twice as deep is the trained one, exactly, until training moves the new layers."""
+    from facerestore.models.compact import CompactNet, deepened
+
+    torch.manual_seed(0)
+    net = CompactNet(num_feat=8, num_conv=4, frames=3).eval()
+    for module in net.modules():
+        if isinstance(module, torch.nn.PReLU):
+            torch.nn.init.uniform_(module.weight, 0.1, 0.4)  # a trained network's slopes, not the default
+    deep = deepened(net).eval()
+    assert (len(deep.body) - 3) // 2 == 8
+    x = torch.rand(2, 9, 24, 20)
+    with torch.no_grad():
+        assert torch.equal(net(x), deep(x))
+        torch.nn.init.normal_(deep.body[4].weight, std=0.05)  # a new layer moved, as training would
+        assert (deep(x) - net(x)).abs().max() > 1e-3
+
+
 @pytest.mark.slow
 def test_the_context_recipe_adds_an_encoder_to_v3_and_keeps_the_stack_before_it(tmp_path, monkeypatch):
     """Recipe `context`: v3 plus a context encoder; the stack's convolutions before the encoder

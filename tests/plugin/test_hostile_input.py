@@ -130,29 +130,48 @@ def test_a_colourspace_change_means_a_new_analysis(plates, tmp_path, node, colou
     assert "Linear Rec.709" in after and after != before
 
 
-@pytest.mark.parametrize(
-    "damage, field",
-    [
-        (lambda d: d["faces"].pop("2"), "faces: frames 2 missing"),
-        (lambda d: d["faces"]["2"][0].__setitem__("landmarks", [[float("nan"), 0]] * 5), "faces[2][0].landmarks"),
-        (lambda d: d["faces"]["2"][0].__setitem__("landmarks", [[1e12, 0]] * 5), "far outside the frame"),
-        (lambda d: d["faces"]["2"][0].__setitem__("landmarks", [[1, 2]] * 3), "shape (3, 2)"),
-        (lambda d: d["faces"]["2"][0].__setitem__("landmarks", [[50, 50]] * 5), "collapsed to a point"),
-        (None, "cannot read analysis"),  # cut short
-    ],
-)
-def test_a_damaged_sidecar_is_named_and_redone_or_refused_when_frozen(plates, tmp_path, node, damage, field):
+DAMAGED_SIDECARS = [
+    (lambda d: d["faces"].pop("2"), "faces: frames 2 missing"),
+    (lambda d: d["faces"]["2"][0].__setitem__("landmarks", [[float("nan"), 0]] * 5), "faces[2][0].landmarks"),
+    (lambda d: d["faces"]["2"][0].__setitem__("landmarks", [[1e12, 0]] * 5), "far outside the frame"),
+    (lambda d: d["faces"]["2"][0].__setitem__("landmarks", [[1, 2]] * 3), "shape (3, 2)"),
+    (lambda d: d["faces"]["2"][0].__setitem__("landmarks", [[50, 50]] * 5), "collapsed to a point"),
+    (None, "cannot read analysis"),  # cut short
+]
+
+
+def test_a_damaged_sidecar_is_named_by_what_is_wrong(plates, tmp_path, node):
+    """Each damage, read as a render reads the sidecar (`AnalysisStore.load`); the render's own
+    handling (refused when frozen, else analysed again) is the next test, once."""
+    import copy
+    import json
+
+    from facerestore.nodes.shot import AnalysisStore
+
+    out = tmp_path / "out"
+    render(options(plates, out), node=node)
+    path, pristine = sidecar(out)
+    text = path.read_text()
+    for damage, field in DAMAGED_SIDECARS:
+        if damage is None:
+            path.write_text(text[:200])
+        else:
+            data = copy.deepcopy(pristine)
+            damage(data)
+            path.write_text(json.dumps(data))
+        analysis, problem = AnalysisStore(str(path), {}).load()
+        assert analysis is None and field in problem, (field, problem)
+
+
+def test_a_damaged_sidecar_is_named_and_redone_or_refused_when_frozen(plates, tmp_path, node):
     import json
 
     out = tmp_path / "out"
     reference = render(options(plates, out), node=node)
     path, data = sidecar(out)
-    if damage is None:
-        path.write_text(path.read_text()[:200])
-    else:
-        damage(data)
-        path.write_text(json.dumps(data))
-    with pytest.raises(FaceRestoreError, match=re_escape(field)):
+    data["faces"]["2"][0]["landmarks"] = [[float("nan"), 0]] * 5
+    path.write_text(json.dumps(data))
+    with pytest.raises(FaceRestoreError, match=re_escape("faces[2][0].landmarks")):
         render(options(plates, out, analysis_frozen=True), node=node)
     redone = render(options(plates, out), node=node)  # a note, then a fresh analysis
     assert redone.faces_per_frame == reference.faces_per_frame
@@ -417,26 +436,42 @@ def test_unknown_track_ids_are_refused_on_a_first_render(plates, tmp_path, node)
     assert not list(out.glob("r.*.exr"))
 
 
-@pytest.mark.parametrize(
-    "damage, field",
-    [
-        (lambda d: [], "not a facerestore analysis file"),
-        (lambda d: d | {"cuts": 5}, "cuts"),
-        (lambda d: d | {"settings": "x"}, "settings"),
-        (lambda d: d | {"fingerprint": []}, "fingerprint"),
-        (lambda d: d | {"settings": d["settings"] | {"determined_by": []}}, "settings.determined_by"),
-        (lambda d: d | {"frames": ["1", "2", "3"]}, "frames"),
-    ],
-    ids=["list", "cuts", "settings", "fingerprint", "determined_by", "frames"],
-)
-def test_a_sidecar_of_the_wrong_shape_is_analysed_again_or_refused_when_frozen(plates, tmp_path, node, damage, field):
+SIDECAR_DAMAGE = [
+    (lambda d: [], "not a facerestore analysis file"),
+    (lambda d: d | {"cuts": 5}, "cuts"),
+    (lambda d: d | {"settings": "x"}, "settings"),
+    (lambda d: d | {"fingerprint": []}, "fingerprint"),
+    (lambda d: d | {"settings": d["settings"] | {"determined_by": []}}, "settings.determined_by"),
+    (lambda d: d | {"frames": ["1", "2", "3"]}, "frames"),
+    (lambda d: d | {"looks": {"1": [1, 2]}}, "looks"),
+]
+
+
+def test_a_sidecar_of_the_wrong_shape_is_named_by_its_field(plates, tmp_path, node):
+    """Every damaged field, read as a render reads it (`AnalysisStore.load`): not used, and the
+    reason names the field. The render's own handling is the next test, once."""
+    import json
+
+    from facerestore.nodes.shot import AnalysisStore
+
+    out = tmp_path / "out"
+    render(options(plates, out), node=node)
+    path, data = sidecar(out)
+    assert AnalysisStore(str(path), {}).load()[0] is not None  # the undamaged sidecar is used
+    for damage, field in SIDECAR_DAMAGE:
+        path.write_text(json.dumps(damage(data)))
+        analysis, problem = AnalysisStore(str(path), {}).load()
+        assert analysis is None and field in problem, (field, problem)
+
+
+def test_a_sidecar_of_the_wrong_shape_is_analysed_again_or_refused_when_frozen(plates, tmp_path, node):
     import json
 
     out = tmp_path / "out"
     reference = render(options(plates, out), node=node)
     path, data = sidecar(out)
-    path.write_text(json.dumps(damage(data)))
-    with pytest.raises(FaceRestoreError, match=re_escape(field)):
+    path.write_text(json.dumps(data | {"cuts": 5}))
+    with pytest.raises(FaceRestoreError, match="cuts"):
         render(options(plates, out, analysis_frozen=True), node=node)
     redone = render(options(plates, out), node=node)  # a note, then a fresh analysis
     assert redone.faces_per_frame == reference.faces_per_frame
