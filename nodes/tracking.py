@@ -59,7 +59,6 @@ class TrackerSettings:
 class TrackedFace:
     track: int
     landmarks: np.ndarray  # smoothed, (5, 2), plate pixels
-    raw_landmarks: np.ndarray
     box: np.ndarray
     score: float
     detected: bool  # False where the gap was filled
@@ -98,7 +97,6 @@ class Analysis:
             return {
                 "track": f.track,
                 "landmarks": f.landmarks.tolist(),
-                "raw_landmarks": f.raw_landmarks.tolist(),
                 "box": f.box.tolist(),
                 "score": f.score,
                 "detected": f.detected,
@@ -129,7 +127,6 @@ class Analysis:
                 TrackedFace(
                     f["track"],
                     np.array(f["landmarks"], np.float64),
-                    np.array(f["raw_landmarks"], np.float64),
                     np.array(f["box"], np.float64),
                     f["score"],
                     f["detected"],
@@ -217,7 +214,8 @@ def validate_analysis_json(data: dict) -> None:
                 bad(where, "no track ID")
             if not isinstance(face.get("detected"), bool):
                 bad(f"{where}.detected", "not true or false")
-            for field_name, shape in (("landmarks", (5, 2)), ("raw_landmarks", (5, 2)), ("box", (4,))):
+            # (Sidecars before 2026-12 also hold the unsmoothed "raw_landmarks": never read.)
+            for field_name, shape in (("landmarks", (5, 2)), ("box", (4,))):
                 try:
                     values = np.asarray(face.get(field_name), np.float64)
                 except (TypeError, ValueError):
@@ -445,5 +443,5 @@ def _emit(track_id, observed, observations, frames, faces, settings) -> None:
         factors = desqueeze(settings.pixel_aspect)
         smoothed = smooth_track(np.stack([r[0] for r in raw]) * factors, settings) / factors
     for k, i in enumerate(span):
-        landmarks, box, score = raw[k]
-        faces[frames[i]].append(TrackedFace(track_id, smoothed[k], landmarks, box, score, i in observations))
+        _, box, score = raw[k]
+        faces[frames[i]].append(TrackedFace(track_id, smoothed[k], box, score, i in observations))
