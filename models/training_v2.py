@@ -191,7 +191,9 @@ DEEP = {
     "init": "facerestore-face-x4-v3",
     "name": "facerestore-face-x4-deep",
     "deepen": True,
-    "lr": 1e-4,
+    # At 1e-4 Adam moved every weight of the new layers by ~1e-4 a step whatever their gradient,
+    # and the held-out gain fell from +2.50 to +1.95 dB in 200 steps: 3e-5 keeps the start.
+    "lr": 3e-5,
     "seed": 15,
     "checkpoint_every": 100,
 }
