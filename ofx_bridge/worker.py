@@ -586,15 +586,21 @@ STOP_POLL = 0.5
 
 
 class Stopping:
-    """SIGINT or SIGTERM asks the accept loop to end; the loop, not the handler, cleans up."""
+    """SIGINT asks the accept loop to end (the loop cleans up). SIGTERM is the plug-in stopping
+    its worker, which it waits for (2 s, then SIGKILL): the worker removes its socket and goes at
+    once, as the default action would have, without waiting for the interpreter's shutdown."""
 
-    def __init__(self) -> None:
-        self.asked = False
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self.ask)
+    def __init__(self, remove_socket) -> None:
+        self.asked, self.remove_socket = False, remove_socket
+        signal.signal(signal.SIGINT, self.ask)
+        signal.signal(signal.SIGTERM, self.terminate)
 
     def ask(self, signum, frame) -> None:
         self.asked = True
+
+    def terminate(self, signum, frame) -> None:
+        self.remove_socket()
+        os._exit(0)
 
 
 def serve(args) -> int:
@@ -609,9 +615,17 @@ def serve(args) -> int:
     finally:
         os.umask(old_umask)
     own = os.lstat(args.socket)
+
+    def remove_own_socket() -> None:
+        # Only the socket this worker made: whatever has taken the path since is left alone.
+        with contextlib.suppress(OSError):
+            now = os.lstat(args.socket)
+            if (now.st_dev, now.st_ino) == (own.st_dev, own.st_ino):
+                os.unlink(args.socket)
+
     server.listen(8)
     server.settimeout(STOP_POLL)
-    stopping = Stopping()
+    stopping = Stopping(remove_own_socket)
     # `kill -USR1` writes every thread's stack to the host's log: a worker that seems stuck says where.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     failing = False
@@ -635,11 +649,7 @@ def serve(args) -> int:
         return 0
     finally:
         server.close()
-        # Only the socket this worker made: whatever has taken the path since is left alone.
-        with contextlib.suppress(OSError):
-            now = os.lstat(args.socket)
-            if (now.st_dev, now.st_ino) == (own.st_dev, own.st_ino):
-                os.unlink(args.socket)
+        remove_own_socket()
 
 
 if __name__ == "__main__":
