@@ -305,10 +305,10 @@ def stored_analysis(path: str, mtime_ns: int):
 _looks: OrderedDict = OrderedDict()
 
 
-def checked_look(node, path: str, mtime_ns: int, frame, plate: np.ndarray) -> list[int]:
+def checked_look(node, path: str, mtime_ns: int, frame, plate: np.ndarray, plate_digest: bytes) -> list[int]:
     """`look_of` the plate, remembered by its pixels' digest (a host re-asks for the same frame
     many times; the look costs a reduce and an encode of the whole plate)."""
-    key = (path, mtime_ns, frame, digest(plate))
+    key = (path, mtime_ns, frame, plate_digest)
     if key not in _looks:
         _looks[key] = look_of(node, plate)
         while len(_looks) > 256:
@@ -334,6 +334,7 @@ def render(request: dict) -> dict:
         return np.ascontiguousarray(shared[frame_of[frame], :, :, :3])
 
     analysis, why = None, None
+    digests: dict = {}  # frame -> its plate's digest, each computed once a render
     if abs(centre_time - centre) > 1e-6:
         # Motion blur or a retime downstream: not a frame of the shot, tracked over its window.
         why = "a time between frames"
@@ -349,7 +350,8 @@ def render(request: dict) -> dict:
         store = AnalysisStore(analysis_path, current)
         # The host's plates are pixels, not files: each frame is checked against what the analysis
         # saw once, while its pixels stay the same (a sidecar of other plates is not used).
-        looks = {centre: checked_look(node, analysis_path, mtime, centre, plate_of(centre))}
+        digests[centre] = digest(plate_of(centre))
+        looks = {centre: checked_look(node, analysis_path, mtime, centre, plate_of(centre), digests[centre])}
         analysis, problem = store.load(looks, loader=lambda path: stored_analysis(path, mtime))
         why = problem and problem.replace(f"{analysis_path} was", "the analysis was")
     if why and request.get("final") and why != "a time between frames":
@@ -364,7 +366,7 @@ def render(request: dict) -> dict:
     else:
         frames = analysis.frames
         shot = shot_state((str(request.get("instance", "")), analysis_path, mtime))
-        window = {frame: digest(plate_of(frame)) for frame in frame_of if frame in analysis.faces}
+        window = {frame: digests.get(frame) or digest(plate_of(frame)) for frame in frame_of if frame in analysis.faces}
         if any(shot.digests.get(f, d) != d for f, d in window.items()):
             # A frame changed upstream: a restored crop also depends on its neighbours' plates.
             shot.outputs.clear()
