@@ -479,6 +479,20 @@ def held_out_gain(net, samples, scale: int) -> float:
     return float(np.mean(gains))
 
 
+def carried_checkpoint(source: Path, target: Path) -> None:
+    """A run's checkpoint without the optimiser's moments (a third of its size), to commit at
+    the end of a session: `--resume` from it goes on at the same step, schedule and curves, with
+    Adam's moments starting afresh."""
+    import torch
+
+    state = torch.load(source, map_location="cpu", weights_only=False)
+    state.pop("optimiser")
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(target, buffer.getvalue())
+
+
 def _plain(config) -> dict:
     """The configuration as JSON has it (tuples as lists), for records and comparisons."""
     return json.loads(json.dumps(config if isinstance(config, dict) else asdict(config)))
@@ -559,7 +573,8 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
         if saved != _plain(config):
             raise ModelError(f"{checkpoint_path}: written with another configuration; remove it to start afresh")
         net.load_state_dict(state["net"])
-        optimiser.load_state_dict(state["optimiser"])
+        if "optimiser" in state:  # a carried checkpoint (`carried_checkpoint`) starts Adam's moments afresh
+            optimiser.load_state_dict(state["optimiser"])
         schedule.load_state_dict(state["schedule"])
         step, log, train_seconds = state["step"], state["log"], state["train_seconds"]
         held_out_curve = state.get("held_out_curve", [])

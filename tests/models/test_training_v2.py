@@ -465,3 +465,20 @@ def test_the_batch_stream_is_the_same_whatever_the_number_of_workers(face):
     one, three = first_batches(1), first_batches(3)
     assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(one, three))
     assert not np.array_equal(one[0][0], one[1][0])  # each batch its own draw
+
+
+def test_a_carried_checkpoint_keeps_the_run_but_not_adams_moments(tmp_path):
+    """What a session commits to go on next time: the step, schedule, curves and weights, without
+    the optimiser's state (two thirds of the file)."""
+    net = torch.nn.Conv2d(3, 8, 3)
+    optimiser = torch.optim.Adam(net.parameters())
+    net(torch.rand(1, 3, 8, 8)).sum().backward()
+    optimiser.step()
+    state = {"config": {}, "net": net.state_dict(), "optimiser": optimiser.state_dict(), "step": 700,
+             "schedule": {"last_epoch": 700}, "log": [{"step": 700}], "train_seconds": 9, "held_out_curve": [1]}
+    torch.save(state, tmp_path / "checkpoint.pt")
+    training_v2.carried_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "carried" / "checkpoint.pt")
+    carried = torch.load(tmp_path / "carried" / "checkpoint.pt", weights_only=False)
+    assert "optimiser" not in carried and carried["step"] == 700 and carried["held_out_curve"] == [1]
+    assert all(torch.equal(carried["net"][k], v) for k, v in net.state_dict().items())
+    assert (tmp_path / "carried" / "checkpoint.pt").stat().st_size < (tmp_path / "checkpoint.pt").stat().st_size
