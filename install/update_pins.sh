@@ -33,7 +33,7 @@ diff <(grep -v '^#' install/constraints.txt | sort) <(grep -v '^#' "$candidate" 
 echo "update_pins: fresh set-up through the candidate pins, then the full test suite"
 FACERESTORE_VENV="$work/venv" FACERESTORE_CONSTRAINTS="$candidate" bash install/setup.sh --no-demo
 status=0
-"$work/venv/bin/python" -m pytest || status=$?
+"$work/venv/bin/python" -m pytest -n 2 || status=$?
 # Set-up built the OpenFX bundle for the throw-away environment; point it back at .venv.
 if [ -x .venv/bin/python ]; then make -s -C ofx_bridge PYTHON="$PWD/.venv/bin/python"; fi
 if [ "$status" = 0 ]; then

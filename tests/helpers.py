@@ -3,6 +3,7 @@ Images are real EXR files on disk, written and read through OpenImageIO."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -20,6 +21,17 @@ from facerestore.plugin.demo import astronaut_srgb, degrade_display
 
 TESTS = Path(__file__).resolve().parent  # the test tree mirrors the product's folders below this one
 ROOT = TESTS.parent
+
+
+def build_ofx_bundle() -> None:
+    """`make` the OpenFX bundle (a no-op when it is current), one build at a time: with
+    `pytest -n` several test processes may ask for it at once."""
+    build = ROOT / "ofx_bridge" / "build"
+    build.mkdir(exist_ok=True)
+    with open(build / ".make.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run(["make", "-s", "-C", str(ROOT / "ofx_bridge"), f"PYTHON={sys.executable}"], check=True)
+
 
 # Eyes, nose and mouth corners of the astronaut portrait, marked by hand on the 512x512 photo.
 ASTRONAUT_LANDMARKS = np.array([[205, 101], [248, 103], [224, 129], [203, 138], [244, 140]], np.float64)
@@ -95,6 +107,38 @@ def run_cli(*args, check=False) -> subprocess.CompletedProcess:
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
+
+
+def run_cli_here(*args) -> subprocess.CompletedProcess:
+    """The CLI's `main` in this process, its stdout, stderr and exit status captured as
+    `run_cli` captures them: for the many refusals the hostile-input tests check, without a new
+    interpreter each (about a second of start-up and model loading). What `main` sets for its
+    process (the library's log handler and level, the SIGTERM handler) is put back after.
+    Writes straight to file descriptor 2 (a C library's) are not captured here: tests of the
+    process as a whole use `run_cli`."""
+    import contextlib
+    import io
+    import logging
+    import signal
+
+    from facerestore.plugin import cli
+
+    logger = logging.getLogger("facerestore")
+    handlers, level = logger.handlers[:], logger.level
+    terminate = signal.getsignal(signal.SIGTERM)
+    logger.handlers.clear()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main([str(a) for a in args])
+            except SystemExit as exc:  # argparse's refusals
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        signal.signal(signal.SIGTERM, terminate)
+    return subprocess.CompletedProcess(["facerestore", *map(str, args)], code, out.getvalue(), err.getvalue())
 
 
 def second_person_tile(width: int) -> np.ndarray:

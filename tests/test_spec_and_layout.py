@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import import_graph
+import pytest
 
 from facerestore.nodes.face_restore import FACE_RESTORE
 from facerestore.plugin.cli import build_parser
@@ -178,6 +179,7 @@ assert result.matte.max() > 0.9, "a face was restored"
 """
 
 
+@pytest.mark.slow
 def test_a_whole_shot_through_the_nodes_writes_nothing_to_stdout_or_stderr():
     """What a host embedding the nodes sees: no chatter on its console (a fresh interpreter, so
     first-time model loading is covered too)."""
@@ -255,8 +257,6 @@ def test_no_code_outside_nodes_changes_a_node():
 
 def test_a_node_parameter_cannot_be_changed_in_place(colour):
     import operator
-
-    import pytest
 
     from facerestore.nodes.face_restore import FaceRestoreNode
 

@@ -119,6 +119,7 @@ def test_bench_command_on_an_exr_sequence(tmp_path):
         assert (tmp_path / "bench" / name).stat().st_size > 1000 or name == "results.md"
 
 
+@pytest.mark.slow
 def test_the_small_face_case_is_found_and_restored(tmp_path):
     """A face box of about 37x51 px, degraded by the protocol on top (about the 40 px faces the
     detection goal covers): the render must find it in every frame and gain over the plate."""

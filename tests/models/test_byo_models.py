@@ -20,7 +20,7 @@ from facerestore.models.errors import ModelError
 from facerestore.models.gfpgan import GFPGAN
 from facerestore.models.restorer import make_restorer
 
-from helpers import channel, faces_plate, read_buf, run_cli, write_exr
+from helpers import channel, faces_plate, read_buf, run_cli, run_cli_here, write_exr
 
 
 def random_state(net: torch.nn.Module, seed: int, std: float) -> dict:
@@ -188,6 +188,7 @@ def test_import_search_path_and_a_render_with_a_users_gfpgan(gfpgan_file, tmp_pa
         byo.find("studio-gfpgan")
 
 
+@pytest.mark.slow
 def test_bad_model_files_get_one_line_errors(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a model")
@@ -269,7 +270,7 @@ def test_a_farm_job_refuses_an_ensemble_the_model_cannot_run(gfpgan_file, tmp_pa
         write_exr(tmp_path / f"s.{t:04d}.exr", faces_plate(colour))
     options = f"--render-options=--model {gfpgan_file} --ensemble {mode}"
     job = ("--job-dir", tmp_path / "job", options)
-    proc = run_cli("farm", "openjd", tmp_path / "s.####.exr", "-o", tmp_path / "out/r.####.exr", *job)
+    proc = run_cli_here("farm", "openjd", tmp_path / "s.####.exr", "-o", tmp_path / "out/r.####.exr", *job)
     assert proc.returncode == 2 and f"{mode} needs a x4 restorer" in proc.stderr, proc.stderr
     assert proc.stderr.strip().count("\n") == 0
     assert not (tmp_path / "job").exists()

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from facerestore.nodes.face_restore import FaceRestoreNode
 from facerestore.nodes.grain import grain, noise_covariance
 
 from helpers import faces_plate
@@ -32,11 +31,11 @@ def noisy_plate(colour):
     return encoded, colour.decode(encoded)
 
 
-def test_regrain_restores_the_plates_noise_level_inside_the_matte_only(colour, noisy_plate):
+def test_regrain_restores_the_plates_noise_level_inside_the_matte_only(colour, noisy_plate, default_node):
     encoded, plate = noisy_plate
     levels, results = {}, {}
     for amount in (0.0, 0.5, 1.0):
-        result = FaceRestoreNode(colour, "cpu", regrain=amount).process(plate)
+        result = default_node.with_params(regrain=amount).process(plate)
         inside = result.matte > 0.95
         out = np.clip(colour.encode(result.rgb), 0, 1)
         levels[amount] = np.sqrt(np.diag(noise_covariance(out, inside))).mean()
@@ -48,9 +47,11 @@ def test_regrain_restores_the_plates_noise_level_inside_the_matte_only(colour, n
     assert levels[0.0] < levels[0.5] < levels[1.0]
 
 
-def test_regrain_is_a_function_of_the_frame_not_of_the_render_order(colour, noisy_plate):
+def test_regrain_is_a_function_of_the_frame_not_of_the_render_order(noisy_plate, default_node):
     _, plate = noisy_plate
-    node, clean_node = FaceRestoreNode(colour, "cpu", regrain=1.0), FaceRestoreNode(colour, "cpu")
+    # Not about the ensemble: off (one network pass a face).
+    clean_node = default_node.with_params(ensemble="off")
+    node = clean_node.with_params(regrain=1.0)
     first = node.process(plate)
     assert np.array_equal(first.rgb, node.process(plate.copy()).rgb)  # any frame, any order: the same grain
     inside = first.matte > 0.95

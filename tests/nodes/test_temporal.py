@@ -12,6 +12,10 @@ from facerestore.plugin.render import RenderOptions, render
 
 from helpers import channel, face_tile, faces_plate, paste, read_buf, second_person_tile, write_exr
 
+# The `node` fixture with the ensemble off (one network pass a face where auto runs four):
+# these tests are not about the ensemble.
+NODE_ENSEMBLE = "off"
+
 
 def render_with(node, src, dst, **kw):
     return render(RenderOptions(input=str(src), output=str(dst), progress=False, **kw), node=node)

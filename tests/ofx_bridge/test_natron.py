@@ -13,14 +13,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import OpenImageIO as oiio
 import pytest
 
-from helpers import ROOT, faces_plate, write_exr
+from helpers import ROOT, build_ofx_bundle, faces_plate, write_exr
 
 HERE = Path(__file__).resolve().parent
 BUNDLE_DIR = ROOT / "ofx_bridge" / "build"
@@ -57,7 +56,7 @@ def natron_shot(tmp_path_factory, colour):
     from facerestore.nodes.face_restore import FaceRestoreNode
     from facerestore.plugin.render import RenderOptions, render
 
-    subprocess.run(["make", "-s", "-C", str(ROOT / "ofx_bridge"), f"PYTHON={sys.executable}"], check=True)
+    build_ofx_bundle()
     folder = tmp_path_factory.mktemp("natron")
     for t in range(1, FRAMES + 1):
         plate = faces_plate(colour, width=W, height=H, face_width=64, positions=((40 + 5 * t, 20 + t),), seed=t)

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import pytest
 
 from facerestore.nodes.face_restore import FACE_RESTORE, HOST_CONTROLS
 
-from helpers import ROOT, faces_plate, write_exr
+from helpers import ROOT, build_ofx_bundle, faces_plate, write_exr
 
 BUNDLE = ROOT / "ofx_bridge" / "build" / "FaceRestore.ofx.bundle"
 BINARY = BUNDLE / "Contents" / "Linux-x86-64" / "FaceRestore.ofx"
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.skipif(shutil.which("cc") is None or sys.platform != "l
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    subprocess.run(["make", "-s", "-C", str(ROOT / "ofx_bridge"), f"PYTHON={sys.executable}"], check=True)
+    build_ofx_bundle()
     exe = tmp_path_factory.mktemp("host") / "test_host"
     subprocess.run(
         [
@@ -67,19 +68,37 @@ def shot(tmp_path_factory, colour):
 
 
 @pytest.fixture(scope="module")
-def long_shot(tmp_path_factory, colour):
+def long_plates(tmp_path_factory, colour):
     """Twelve frames of a face moving further, where a window alone tracks differently from the
-    whole shot; and the CLI's full render of it."""
-    from facerestore.nodes.face_restore import FaceRestoreNode
-    from facerestore.plugin.render import RenderOptions, render
-
+    whole shot."""
     folder = tmp_path_factory.mktemp("ofx_long_shot")
     write_shot(folder, colour, 12, lambda t: (40 + 5 * t, 20 + t))
-    render(
-        RenderOptions(input=str(folder / "s.####.exr"), output=str(folder / "cli" / "r.####.exr"), progress=False),
-        node=FaceRestoreNode(colour),
-    )
     return folder
+
+
+@pytest.fixture(scope="module")
+def long_shot(long_plates, default_node):
+    """The long plates and the CLI's full render of them (cli/r.####.exr)."""
+    from facerestore.plugin.render import RenderOptions, render
+
+    out = str(long_plates / "cli" / "r.####.exr")
+    render(RenderOptions(input=str(long_plates / "s.####.exr"), output=out, progress=False), node=default_node)
+    return long_plates
+
+
+# For tests whose renders are not what they check: the node's ensemble off (its choice index as
+# a host saves it), a quarter of the network's passes.
+ENSEMBLE_OFF = f"ensemble={next(p for p in FACE_RESTORE.params if p.id == 'ensemble').choices.index('off')}"
+
+
+@pytest.fixture
+def socket_tmp():
+    """A short TMPDIR of the test's own for the plug-in's socket folder: the plug-in takes TMPDIR
+    only when the socket's path fits in sun_path (it falls back to /tmp), and tmp_path grows
+    longer under pytest -n."""
+    folder = Path(tempfile.mkdtemp(prefix="fr-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_host(host, shot, out, *args, env=None, time=3, timeout=600, binary=BINARY, last=5):
@@ -204,6 +223,7 @@ def test_the_declared_parameters_are_the_node_spec(host, shot, tmp_path):
     assert len(declared) == len(FACE_RESTORE.params) + len(HOST_PARAMS) + len(HOST_CONTROLS)
 
 
+@pytest.mark.slow
 def test_render_matches_facerestore_render(host, shot, tmp_path, node):
     from facerestore.plugin.render import RenderOptions, render
 
@@ -219,6 +239,7 @@ def test_render_matches_facerestore_render(host, shot, tmp_path, node):
     assert (np.abs(out[..., :3] - source[..., :3]).max(axis=2) > 1e-3).sum() > 300  # the face was restored
 
 
+@pytest.mark.slow
 def test_an_anamorphic_clip_is_restored_as_the_cli_restores_it(host, shot, tmp_path, node):
     """The host says the clip's pixels are twice as wide as tall: the plug-in passes that on
     (pixel aspect left at 0, automatic) and the frame equals the CLI's render with aspect 2."""
@@ -244,6 +265,7 @@ def test_an_anamorphic_clip_is_restored_as_the_cli_restores_it(host, shot, tmp_p
     assert differences_from_cli(tmp_path / "square.raw", tmp_path / "r.0003.exr")[1] > 0.1  # a different matte
 
 
+@pytest.mark.slow
 def test_mask_input_limits_the_change_and_the_matte(host, shot, tmp_path):
     full = run_host(host, shot, tmp_path / "full.raw")
     mask = np.zeros((H, W), np.float32)
@@ -260,6 +282,7 @@ def test_mask_input_limits_the_change_and_the_matte(host, shot, tmp_path):
     assert a[:, 100:, 3].max() > 0.5  # the face did reach into the masked-off half
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_render_is_a_host_error_and_the_next_render_recovers(host, shot, tmp_path):
     flag = tmp_path / "died"
     proc = run_host(host, shot, tmp_path / "o.raw", "--renders", "2", env={"FACERESTORE_WORKER_DIE_ONCE": str(flag)})
@@ -281,6 +304,7 @@ def test_install_and_uninstall(host, tmp_path):
     assert not (tmp_path / "plugins" / "FaceRestore.ofx.bundle").exists()
 
 
+@pytest.mark.slow
 def test_an_installed_bundle_finds_its_worker_at_load_time_wherever_it_is(host, shot, tmp_path):
     # Python somewhere else (a wrapper standing in for a moved venv), the bundle on a shared path.
     marker = tmp_path / "wrapper-ran"
@@ -322,21 +346,22 @@ def test_an_installed_bundle_finds_its_worker_at_load_time_wherever_it_is(host, 
 KILL_WORKER = "pkill -KILL -P $PPID -f 'ofx_bridge[.]worker' && sleep 0.5"
 
 
-def test_a_worker_that_died_between_renders_does_not_end_the_host(host, shot, tmp_path):
+@pytest.mark.slow
+def test_a_worker_that_died_between_renders_does_not_end_the_host(host, shot, tmp_path, socket_tmp):
     # The test host keeps SIGPIPE's default action: writing to the dead worker's socket used
     # to end the host process (exit 141) and leave its segment and socket behind.
     proc = run_host(
-        host, shot, tmp_path / "o.raw", "--renders", "2", "--between", KILL_WORKER, env={"TMPDIR": str(tmp_path)}
+        host, shot, tmp_path / "o.raw", "--renders", "2", "--between", KILL_WORKER, env={"TMPDIR": str(socket_tmp)}
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "between-renders command failed" not in proc.stdout  # a worker was there to kill
     assert "render 1 status 0" in proc.stdout and "render 2 status 0" in proc.stdout  # a fresh worker
     assert not leftover_segments(proc)
-    assert not list(tmp_path.glob("facerestore-*"))  # the socket's directory is gone
+    assert not list(socket_tmp.glob("facerestore-*"))  # the socket's directory is gone
 
 
 @pytest.mark.slow
-def test_a_stopped_worker_costs_one_bounded_render_then_a_fresh_worker_serves(host, shot, tmp_path):
+def test_a_stopped_worker_costs_one_bounded_render_then_a_fresh_worker_serves(host, shot, tmp_path, socket_tmp):
     import time as clock
 
     flag = tmp_path / "stopped"
@@ -348,15 +373,16 @@ def test_a_stopped_worker_costs_one_bounded_render_then_a_fresh_worker_serves(ho
         "--renders",
         "2",
         timeout=120,
-        env={"FACERESTORE_WORKER_STOP_ONCE": str(flag), "FACERESTORE_WORKER_TIMEOUT": "15", "TMPDIR": str(tmp_path)},
+        env={"FACERESTORE_WORKER_STOP_ONCE": str(flag), "FACERESTORE_WORKER_TIMEOUT": "15", "TMPDIR": str(socket_tmp)},
     )
     assert flag.exists()
     assert "render 1 status 1" in proc.stdout and "no answer within 15 s" in proc.stdout
     assert "render 2 status 0" in proc.stdout and proc.returncode == 0
     assert clock.monotonic() - started < 15 + 3 + 60  # timeout, grace, one fresh worker's render
-    assert not leftover_segments(proc) and not list(tmp_path.glob("facerestore-*"))
+    assert not leftover_segments(proc) and not list(socket_tmp.glob("facerestore-*"))
 
 
+@pytest.mark.slow
 def test_instances_rendering_at_once_each_get_the_right_frame(host, shot, tmp_path):
     single = run_host(host, shot, tmp_path / "one.raw")
     both = run_host(host, shot, tmp_path / "two.raw", "--threads", "3")
@@ -368,9 +394,19 @@ def test_instances_rendering_at_once_each_get_the_right_frame(host, shot, tmp_pa
     assert not leftover_segments(single, both)
 
 
-def test_the_socket_is_private_to_the_user(host, shot, tmp_path):
+def test_the_socket_is_private_to_the_user(host, shot, tmp_path, socket_tmp):
     look = "stat -c '%a %u' ${TMPDIR}/facerestore-*/ ${TMPDIR}/facerestore-*/worker.sock"
-    proc = run_host(host, shot, tmp_path / "o.raw", "--renders", "2", "--between", look, env={"TMPDIR": str(tmp_path)})
+    proc = run_host(
+        host,
+        shot,
+        tmp_path / "o.raw",
+        "--renders",
+        "2",
+        "--between",
+        look,
+        ENSEMBLE_OFF,
+        env={"TMPDIR": str(socket_tmp)},
+    )
     assert proc.returncode == 0, proc.stdout
     modes = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
     assert len(modes) == 2 and all(uid == str(os.getuid()) for _, uid in modes)
@@ -440,6 +476,7 @@ def test_the_worker_answers_every_bad_request_and_closes(worker, tmp_path):
     assert target.read_bytes() == b"keep"
 
 
+@pytest.mark.slow
 def test_the_first_render_is_a_preview_over_its_own_window_whatever_the_shot_length(host, tmp_path, colour):
     """The first frame costs the same for 6 frames as for 48: the render fetches only its own
     window (what getFramesNeeded announced), tracks the faces over it, and says it is a preview.
@@ -460,6 +497,7 @@ def test_the_first_render_is_a_preview_over_its_own_window_whatever_the_shot_len
         assert out[..., 3].max() > 0.9  # a real preview: the face found and restored
 
 
+@pytest.mark.slow
 def test_after_analyse_shot_every_frame_equals_the_cli_full_render(host, long_shot, tmp_path):
     """Analyse shot (the host's instanceChanged, a user's press) streams the clip to the worker
     once, with the host's progress bar; the analysis goes to a file the node now names, the Status
@@ -503,11 +541,11 @@ def test_after_analyse_shot_every_frame_equals_the_cli_full_render(host, long_sh
     assert "persistent OfxMessageWarning" not in proc.stdout
 
 
-def test_analyse_shot_stops_when_the_user_cancels_and_the_node_keeps_what_it_had(host, long_shot, tmp_path):
+def test_analyse_shot_stops_when_the_user_cancels_and_the_node_keeps_what_it_had(host, long_plates, tmp_path):
     log = tmp_path / "worker.log"
     proc = run_host(
         host,
-        long_shot,
+        long_plates,
         tmp_path / "o.raw",
         "--analyse",
         time=1,
@@ -533,6 +571,7 @@ def test_analyse_shot_never_replaces_a_file_that_is_not_an_analysis(host, shot, 
     assert plate.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_a_final_render_is_never_silently_a_preview(host, shot, tmp_path, node):
     """A host's final render (to disk, batch, farm) of a shot that is not analysed, or whose
     analysis no longer fits the node's settings, fails with a message that says what to do."""
@@ -556,6 +595,7 @@ def test_a_final_render_is_never_silently_a_preview(host, shot, tmp_path, node):
     assert missing.returncode == 3 and "no analysis at" in missing.stdout
 
 
+@pytest.mark.slow
 def test_a_sidecar_of_other_plates_is_never_used_as_this_shots_analysis(host, shot, tmp_path, node, colour):
     """The worker has the host's pixels, not files: it checks the frame against what the
     analysis saw (`AnalysisStore`, the CLI's rule). Another shot's sidecar, with the same frames
@@ -582,6 +622,7 @@ def test_a_sidecar_of_other_plates_is_never_used_as_this_shots_analysis(host, sh
     assert run_host(host, shot, tmp_path / "o.raw", "--final", f"analysis={own.analysis_path}").returncode == 0
 
 
+@pytest.mark.slow
 def test_a_cli_sidecar_with_faces_added_by_hand_is_the_analysed_shot_in_the_host(host, shot, tmp_path, node):
     """Faces added with `--add-face` are part of the sidecar, not a setting of the node: the
     host's final render takes the sidecar as it is and equals the CLI's frame."""
@@ -600,6 +641,7 @@ def test_a_cli_sidecar_with_faces_added_by_hand_is_the_analysed_shot_in_the_host
     assert differences_from_cli(tmp_path / "o.raw", tmp_path / "r.0003.exr") == (0.0, 0.0)
 
 
+@pytest.mark.slow
 def test_a_host_that_holds_frames_beyond_the_clip_renders_every_frame_as_the_cli(host, shot, tmp_path, node):
     """Hosts hand out the first and last frames for times beyond a clip's ends: those held
     frames are not part of the shot."""
@@ -628,7 +670,8 @@ def test_a_render_at_a_fractional_time_is_tracked_over_its_own_window(host, shot
     from facerestore.plugin.render import RenderOptions, render
 
     report = render(
-        RenderOptions(input=str(shot / "s.####.exr"), output=str(tmp_path / "r.####.exr"), progress=False), node=node
+        RenderOptions(input=str(shot / "s.####.exr"), output=str(tmp_path / "r.####.exr"), progress=False),
+        node=node.with_params(ensemble="off"),
     )
     log = tmp_path / "worker.log"
     proc = run_host(
@@ -637,6 +680,7 @@ def test_a_render_at_a_fractional_time_is_tracked_over_its_own_window(host, shot
         tmp_path / "o.raw",
         "--final",
         f"analysis={report.analysis_path}",
+        ENSEMBLE_OFF,
         time=3.5,
         env={"FACERESTORE_WORKER_LOG": str(log)},
     )
@@ -645,6 +689,7 @@ def test_a_render_at_a_fractional_time_is_tracked_over_its_own_window(host, shot
     assert [e["op"] for e in entries] == ["render"] and entries[0]["mode"] == "preview"
 
 
+@pytest.mark.slow
 def test_a_frame_changed_between_renders_is_restored_again(host, shot, tmp_path, node, colour):
     """Restored crops are reused by frame content: an upstream change in the window (here frame
     4 replaced between two renders of frame 3) makes the worker restore that frame again."""
@@ -677,7 +722,9 @@ def test_a_frame_changed_between_renders_is_restored_again(host, shot, tmp_path,
 
 
 def test_a_host_that_gives_no_clip_range_renders_previews_and_cannot_analyse(host, shot, tmp_path):
-    proc = run_host(host, shot, tmp_path / "o.raw", "--analyse", env={"FACERESTORE_TEST_NO_FRAME_RANGE": "1"})
+    proc = run_host(
+        host, shot, tmp_path / "o.raw", "--analyse", ENSEMBLE_OFF, env={"FACERESTORE_TEST_NO_FRAME_RANGE": "1"}
+    )
     assert "analyse status 1" in proc.stdout and "no frame range for the Source clip" in proc.stdout
     assert proc.returncode == 0, proc.stdout  # its renders are previews
     out = np.fromfile(tmp_path / "o.raw", np.float32).reshape(H, W, 4)

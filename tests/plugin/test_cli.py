@@ -87,6 +87,7 @@ def test_demo_writes_outputs_and_contact_sheet(tmp_path):
     assert plate[..., :3].max() > 5.0 and np.array_equal(px[..., :3][matte == 0], plate[..., :3][matte == 0])
 
 
+@pytest.mark.slow
 def test_quiet_drops_the_bar_and_the_notes_but_never_a_warning(tmp_path):
     """Farm jobs run `render -q`: a lossy plate's note on how it is written and NaN pixels left as
     they are must still reach the job's log (they go through logging, apart from the bar)."""

@@ -9,7 +9,11 @@ import pytest
 from facerestore.nodes.errors import FaceRestoreError
 from facerestore.plugin.render import RenderOptions, render
 
-from helpers import faces_plate, read_buf, run_cli, write_exr
+from helpers import faces_plate, read_buf, run_cli, run_cli_here, write_exr
+
+# The `node` fixture with the ensemble off (one network pass a face where auto runs four):
+# these tests are not about the ensemble.
+NODE_ENSEMBLE = "off"
 
 
 def hashes(folder) -> dict:
@@ -39,7 +43,7 @@ def test_the_sidecar_may_not_be_an_input_plate(plates, tmp_path, node):
 
 def test_the_cli_refuses_a_sidecar_over_an_input_with_one_line(plates, tmp_path):
     before = hashes(plates)
-    proc = run_cli("render", plates / "p.####.exr", "-o", tmp_path / "out/r.####.exr", "--analysis",
+    proc = run_cli_here("render", plates / "p.####.exr", "-o", tmp_path / "out/r.####.exr", "--analysis",
                    plates / "p.0001.exr", "--reanalyse", "-q")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "analysis sidecar" in proc.stderr
     assert hashes(plates) == before
@@ -282,7 +286,7 @@ def test_sigterm_stops_a_render_like_ctrl_c_and_leaves_no_partial(plates, tmp_pa
     ],
 )
 def test_messages_name_the_real_problem(plates, tmp_path, args, message):
-    proc = run_cli("render", plates / "p.####.exr", "-o", tmp_path / "out/r.####.exr", "-q", *args)
+    proc = run_cli_here("render", plates / "p.####.exr", "-o", tmp_path / "out/r.####.exr", "-q", *args)
     assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert not (tmp_path / "out").exists()
 
@@ -339,7 +343,7 @@ def tiny_disk(tmp_path):
 
 def test_a_full_disk_says_so_and_leaves_nothing_half_written(plates, tiny_disk):
     before = hashes(plates)
-    proc = run_cli("render", plates / "p.####.exr", "-o", tiny_disk / "r.####.exr", "-q")
+    proc = run_cli_here("render", plates / "p.####.exr", "-o", tiny_disk / "r.####.exr", "-q")
     assert proc.returncode == 2 and "no space left on device" in proc.stderr, proc.stderr
     assert proc.stderr.count("\n") == 1
     assert not [p for p in tiny_disk.iterdir() if ".partial-" in p.name]
@@ -374,7 +378,7 @@ def write_deep(path) -> None:
 def test_damaged_plates_in_the_range_stop_the_run_before_any_write(plates, tmp_path, damage, message):
     damage(plates / "p.0002.exr")
     before = hashes(plates)
-    proc = run_cli("render", plates / "p.####.exr", "-o", tmp_path / "out/r.####.exr", "-q")
+    proc = run_cli_here("render", plates / "p.####.exr", "-o", tmp_path / "out/r.####.exr", "-q")
     assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert hashes(plates) == before and not (tmp_path / "out").exists()
 
@@ -403,7 +407,7 @@ def test_an_added_face_off_the_frame_or_absurdly_large_is_refused_before_any_wor
     import time
 
     start = time.monotonic()
-    proc = run_cli("render", plates / "p.####.exr", "-o", tmp_path / "out/r.####.exr", f"--add-face={box}", "-q")
+    proc = run_cli_here("render", plates / "p.####.exr", "-o", tmp_path / "out/r.####.exr", f"--add-face={box}", "-q")
     one_line_refusal(proc, "--add-face")
     assert time.monotonic() - start < 60  # refused up front: 1e9 px once meant 10 GB and 84 s
     assert not (tmp_path / "out").exists()
@@ -430,7 +434,7 @@ def test_unknown_track_ids_are_refused_on_a_first_render(plates, tmp_path, node)
     with pytest.raises(FaceRestoreError, match=r"--drop-tracks: no track 99 in this shot \(tracks: 1\)"):
         render(options(plates, out, dropped_tracks=(99,)), node=node)
     assert not out.exists()  # neither the sidecar nor the folder: nothing was stored
-    proc = run_cli("render", plates / "p.####.exr", "-o", out / "r.####.exr", "--track-strengths", "9=0", "-q")
+    proc = run_cli_here("render", plates / "p.####.exr", "-o", out / "r.####.exr", "--track-strengths", "9=0", "-q")
     one_line_refusal(proc, "--track-strengths: no track 9 in this shot (tracks: 1)")
     assert not list(out.glob("r.*.exr"))
 
@@ -463,6 +467,7 @@ def test_a_sidecar_of_the_wrong_shape_is_named_by_its_field(plates, tmp_path, no
         assert analysis is None and field in problem, (field, problem)
 
 
+@pytest.mark.slow
 def test_a_sidecar_of_the_wrong_shape_is_analysed_again_or_refused_when_frozen(plates, tmp_path, node):
     import json
 
@@ -475,7 +480,7 @@ def test_a_sidecar_of_the_wrong_shape_is_analysed_again_or_refused_when_frozen(p
     redone = render(options(plates, out), node=node)  # a note, then a fresh analysis
     assert redone.faces_per_frame == reference.faces_per_frame
     assert sidecar(out)[1]["settings"]["determined_by"]
-    proc = run_cli("render", plates / "p.####.exr", "-o", out / "r.####.exr", "--analysis-frozen", "-q")
+    proc = run_cli_here("render", plates / "p.####.exr", "-o", out / "r.####.exr", "--analysis-frozen", "-q")
     assert proc.returncode == 0, proc.stderr  # the redone sidecar is whole again
 
 
@@ -514,7 +519,7 @@ def test_resume_keeps_only_whole_frames_of_the_same_render(plates, tmp_path, nod
 
 
 def farm(plates, tmp_path, *extra, engine="openjd"):
-    return run_cli("farm", engine, plates / "p.####.exr", "-o", tmp_path / "out/r.####.exr",
+    return run_cli_here("farm", engine, plates / "p.####.exr", "-o", tmp_path / "out/r.####.exr",
                    "--job-dir", tmp_path / "job", *extra)
 
 
@@ -572,7 +577,7 @@ def test_farm_refuses_a_newline_in_a_plate_name(plates, tmp_path):
     for t in (1, 2):
         shutil.copy(plates / f"p.{t:04d}.exr", evil / f"p.{t:04d}.exr")
     for engine in ("deadline", "openjd"):
-        proc = run_cli("farm", engine, evil / "p.####.exr", "-o", tmp_path / "out/r.####.exr", "--job-dir",
+        proc = run_cli_here("farm", engine, evil / "p.####.exr", "-o", tmp_path / "out/r.####.exr", "--job-dir",
                        tmp_path / "job")
         one_line_refusal(proc, "newline")
     assert not (tmp_path / "job").exists()
@@ -589,14 +594,14 @@ def test_deadline_arguments_split_back_into_the_paths_given(plates, tmp_path):
     for t in (1, 2, 3):
         shutil.copy(plates / f"p.{t:04d}.exr", odd / f"p.{t:04d}.exr")
     output = tmp_path / 'out \\d "o"' / "r.####.exr"
-    proc = run_cli("farm", "deadline", odd / "p.####.exr", "-o", output, "--job-dir", tmp_path / "job")
+    proc = run_cli_here("farm", "deadline", odd / "p.####.exr", "-o", output, "--job-dir", tmp_path / "job")
     assert proc.returncode == 0, proc.stderr
     info = dict(line.split("=", 1) for line in (tmp_path / "job" / "render_plugin.job").read_text().splitlines())
     words = shlex.split(info["Arguments"])
     assert words[words.index("render") + 1] == str(odd / "p.####.exr")
     assert words[words.index("-o") + 1] == str(output)
     assert words[words.index("--analysis") + 1] == str(output.parent / "r.analysis.json")
-    one_line_refusal(run_cli("farm", "deadline", odd / "p.####.exr", "-o", tmp_path / "a\\\\b/r.####.exr",
+    one_line_refusal(run_cli_here("farm", "deadline", odd / "p.####.exr", "-o", tmp_path / "a\\\\b/r.####.exr",
                              "--job-dir", tmp_path / "job2"), "two backslashes")
     assert not (tmp_path / "job2").exists()
 
@@ -611,7 +616,7 @@ def test_an_openjd_template_stays_valid_with_braces_in_the_plate_name(plates, tm
     odd.mkdir()
     for t in (1, 2):
         shutil.copy(plates / f"p.{t:04d}.exr", odd / f"a{{{{x}}}}.{t:04d}.exr")
-    proc = run_cli("farm", "openjd", odd / "a{{x}}.####.exr", "-o", tmp_path / "out/r.####.exr",
+    proc = run_cli_here("farm", "openjd", odd / "a{{x}}.####.exr", "-o", tmp_path / "out/r.####.exr",
                    "--job-dir", tmp_path / "job")
     assert proc.returncode == 0, proc.stderr
     openjd = Path(sys.executable).parent / "openjd"
@@ -635,13 +640,13 @@ def test_install_never_writes_through_a_link(tmp_path):
     elsewhere.mkdir()
     manifest = dest / ".facerestore-install-nuke.json"
     manifest.symlink_to(elsewhere / "planted.json")  # dangling: writing it would create a file outside
-    one_line_refusal(run_cli("install", "nuke", "--path", dest), "is not a regular file")
+    one_line_refusal(run_cli_here("install", "nuke", "--path", dest), "is not a regular file")
     assert list(elsewhere.iterdir()) == [] and [p.name for p in dest.iterdir()] == [manifest.name]
     manifest.unlink()
     fusion = tmp_path / "fusion"
     fusion.mkdir()
     (fusion / "Macros").symlink_to(elsewhere, target_is_directory=True)  # a linked subfolder inside --path
-    one_line_refusal(run_cli("install", "fusion", "--path", fusion), "Macros is a symbolic link")
+    one_line_refusal(run_cli_here("install", "fusion", "--path", fusion), "Macros is a symbolic link")
     assert list(elsewhere.iterdir()) == [] and [p.name for p in fusion.iterdir()] == ["Macros"]
 
 
@@ -662,7 +667,7 @@ def test_uninstall_removes_nothing_outside_its_folder_whatever_the_manifest_says
     import json
 
     dest, elsewhere = tmp_path / "nuke", tmp_path / "elsewhere"
-    assert run_cli("install", "nuke", "--path", dest).returncode == 0
+    assert run_cli_here("install", "nuke", "--path", dest).returncode == 0
     elsewhere.mkdir()
     (elsewhere / "keep.txt").write_text("not facerestore's\n")
     (elsewhere / "empty").mkdir()
@@ -671,7 +676,7 @@ def test_uninstall_removes_nothing_outside_its_folder_whatever_the_manifest_says
     (dest / ".facerestore-install-nuke.json").write_text(json.dumps(manifest(sha)))
     before = tree_of(elsewhere)
     for args in (["--uninstall"], []):
-        one_line_refusal(run_cli("install", "nuke", "--path", dest, *args), message)
+        one_line_refusal(run_cli_here("install", "nuke", "--path", dest, *args), message)
     assert tree_of(elsewhere) == before
 
 
@@ -683,7 +688,7 @@ def test_install_python_must_be_a_python_interpreter(tmp_path, python):
     if python == "script":  # runs, exits 0, is named like python, but is not one
         given.write_text("#!/bin/sh\nexit 0\n")
         os.chmod(given, 0o755)
-    proc = run_cli("install", "ofx", "--path", tmp_path / "dest", "--python", given)
+    proc = run_cli_here("install", "ofx", "--path", tmp_path / "dest", "--python", given)
     one_line_refusal(proc, f"--python {given}")
     assert not (tmp_path / "dest").exists()
 

@@ -14,6 +14,10 @@ from facerestore.plugin.render import RenderOptions, render
 
 from helpers import channel, faces_plate, read_buf, run_cli, write_exr
 
+# The `node` fixture with the ensemble off (one network pass a face where auto runs four):
+# the tests here that are about the ensemble take `default_node` or make their own.
+NODE_ENSEMBLE = "off"
+
 
 def render_with(node, src, dst, **kw):
     return render(RenderOptions(input=str(src), output=str(dst), progress=False, **kw), node=node)
@@ -132,17 +136,19 @@ def test_nan_and_inf_pixels_are_left_untouched(tmp_path, node, colour):
     assert channel(spec, out, "face.mask").max() == 1.0  # the face was still restored
 
 
-def test_twenty_faces_in_one_frame_all_restored_in_batches(tmp_path, node, colour, monkeypatch):
+def test_twenty_faces_in_one_frame_all_restored_in_batches(tmp_path, default_node, colour, monkeypatch):
     positions = [(10 + 62 * c, 8 + 76 * r) for r in range(4) for c in range(6)]  # 24 faces
     plate = faces_plate(colour, width=384, height=312, face_width=48, positions=positions, degrade=False)
     src = write_exr(tmp_path / "crowd.exr", plate)
     batches = []
-    real_call = type(node.restorer).__call__
-    monkeypatch.setattr(type(node.restorer), "__call__", lambda self, b: batches.append(len(b)) or real_call(self, b))
-    report = render_with(node, src, tmp_path / "out.exr")
+    real_call = type(default_node.restorer).__call__
+    monkeypatch.setattr(
+        type(default_node.restorer), "__call__", lambda self, b: batches.append(len(b)) or real_call(self, b)
+    )
+    report = render_with(default_node, src, tmp_path / "out.exr")
     assert report.faces_per_frame[None] >= 20
     # Each face and its mirror image; faces this small (~49 px) get no coarse pass (32 px is its floor).
-    assert all(face.coarse_size == 0 for face in node.detect(plate))
+    assert all(face.coarse_size == 0 for face in default_node.detect(plate))
     assert sum(batches) == 2 * report.faces_per_frame[None] and len(batches) <= 3  # batched, not one by one
     spec, out = read_buf(tmp_path / "out.exr")
     import cv2
@@ -151,7 +157,7 @@ def test_twenty_faces_in_one_frame_all_restored_in_batches(tmp_path, node, colou
     assert count - 1 >= 20
 
 
-def test_restoration_is_visibly_cleaner_and_closer_to_the_truth(tmp_path, node, colour):
+def test_restoration_is_visibly_cleaner_and_closer_to_the_truth(tmp_path, default_node, colour):
     """Degraded astronaut face: the restored face is closer to the clean one (PSNR), its fine
     detail closer to the clean face's than the plate's is, and not softer than the plate."""
     from facerestore.plugin.demo import demo_frame_display
@@ -159,7 +165,7 @@ def test_restoration_is_visibly_cleaner_and_closer_to_the_truth(tmp_path, node, 
     clean = demo_frame_display(0, clean=True)
     degraded = demo_frame_display(0)
     src = write_exr(tmp_path / "in.exr", colour.decode(degraded), half=False)
-    render_with(node, src, tmp_path / "out.exr")
+    render_with(default_node, src, tmp_path / "out.exr")
     spec, out = read_buf(tmp_path / "out.exr")
     matte = channel(spec, out, "face.mask") > 0.99
     restored = np.clip(colour.encode(np.ascontiguousarray(out[..., :3])), 0, 1)
@@ -306,7 +312,12 @@ def test_the_colour_tolerance_keeps_small_departures_and_takes_back_tone_shifts(
     results = {}
     for tolerance in (0.0, 0.005):
         node = FaceRestoreNode(
-            colour, "cpu", restorer=ShiftingRestorer(shift), temporal_window=1, ensemble="off", colour_tolerance=tolerance
+            colour,
+            "cpu",
+            restorer=ShiftingRestorer(shift),
+            temporal_window=1,
+            ensemble="off",
+            colour_tolerance=tolerance,
         )
         result = node.process(plate, node.detect(plate))
         inner = result.matte > 0.999
@@ -409,13 +420,13 @@ def test_the_coarse_pass_runs_in_batches_of_its_own_size(colour, monkeypatch):
     assert all(job.restored.shape == (256, 256, 3) for job in jobs)
 
 
-def test_the_coarse_pass_is_sized_from_the_face_and_skipped_near_the_main_size(colour, node):
+def test_the_coarse_pass_is_sized_from_the_face_and_skipped_near_the_main_size(colour, default_node):
     from facerestore.nodes.face_restore import FACE_RESTORE, FaceRestoreNode
 
-    assert node.crop_sizes_for(250.0) == (256, 112)  # 250 / 2.5 = 100, up to a step of 16
-    assert node.crop_sizes_for(180.0) == (128, 80)
-    assert node.crop_sizes_for(499.0) == (256, 0)  # 208 px would be 0.81 of 256: skipped
-    assert node.crop_sizes_for(40.0) == (32, 0)  # no coarser crop than 32 px
+    assert default_node.crop_sizes_for(250.0) == (256, 112)  # 250 / 2.5 = 100, up to a step of 16
+    assert default_node.crop_sizes_for(180.0) == (128, 80)
+    assert default_node.crop_sizes_for(499.0) == (256, 0)  # 208 px would be 0.81 of 256: skipped
+    assert default_node.crop_sizes_for(40.0) == (32, 0)  # no coarser crop than 32 px
     # Hosts save a choice by its index: the choices of earlier specs keep theirs.
     ensemble = next(param for param in FACE_RESTORE.params if param.id == "ensemble")
     assert ensemble.choices[:4] == ("auto", "flip", "off", "flip+scale")
@@ -438,6 +449,7 @@ def test_the_coarse_pass_is_sized_from_the_face_and_skipped_near_the_main_size(c
                     other._ensemble_passes(mode)
 
 
+@pytest.mark.slow
 def test_each_frame_is_read_once_and_written_in_the_background(tmp_path, node, colour, monkeypatch):
     """The frame being rendered and its temporal neighbours come from one read-ahead: with the
     shot's analysis on disk, a render reads every plate exactly once (it read them twice)."""
@@ -465,6 +477,7 @@ def test_each_frame_is_read_once_and_written_in_the_background(tmp_path, node, c
         assert np.array_equal(expected, read_buf(tmp_path / "third" / f"r.{t:04d}.exr")[1])
 
 
+@pytest.mark.slow
 def test_frames_held_in_memory_stay_within_the_temporal_window(tmp_path, node, colour, monkeypatch):
     """A long shot holds no more plates, restored crops or read-ahead frames than the window
     needs, however many frames it has (what bounds a 4K render's memory)."""
@@ -496,6 +509,7 @@ def test_frames_held_in_memory_stay_within_the_temporal_window(tmp_path, node, c
     assert most["read"] <= 2 * radius + 2, most
 
 
+@pytest.mark.slow
 def test_an_anamorphic_plate_is_restored_desqueezed_as_its_header_says(tmp_path, node, colour):
     """A 2x anamorphic plate (PixelAspectRatio 2: the picture squeezed to half its width): faces
     are found and fitted as they look, so the matte and the restored face are the square
@@ -573,6 +587,7 @@ def test_pixel_aspect_is_part_of_the_shot_and_of_its_analysis(tmp_path, node, co
         FaceRestoreNode(colour, "cpu", pixel_aspect=0.1)
 
 
+@pytest.mark.slow
 def test_an_anamorphic_shot_is_tracked_as_one_face_and_any_frame_alone_equals_the_full_render(tmp_path, node, colour):
     """Five frames of a moving face on a 2x anamorphic plate: one track through the shot (the
     tracker and the temporal window work on it desqueezed), and a frame rendered alone is the
@@ -606,6 +621,7 @@ def test_the_stages_add_up_to_the_wall_time(tmp_path, node, colour):
     assert "analyse: detect" not in again.timings  # the sidecar was used
 
 
+@pytest.mark.slow
 def test_a_render_that_analyses_decodes_each_plate_once_and_keeps_a_bounded_number(tmp_path, node, colour, monkeypatch):
     """The frames the analysis decodes are handed to the render instead of being read again, up
     to a memory budget: beyond it, the first frames are kept and the rest read again."""

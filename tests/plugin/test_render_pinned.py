@@ -154,6 +154,7 @@ def renders(tmp_path_factory, node, colour) -> dict:
     return records
 
 
+@pytest.mark.slow
 def test_renders_equal_the_pinned_pixels(renders):
     if os.environ.get("FACERESTORE_UPDATE_GOLDEN"):
         GOLDEN.parent.mkdir(parents=True, exist_ok=True)
