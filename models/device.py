@@ -4,6 +4,7 @@ silent fall back to the CPU."""
 from __future__ import annotations
 
 import os
+import sys
 
 from facerestore.models.errors import ModelError
 from facerestore.models.weights import cache_dir
@@ -11,11 +12,24 @@ from facerestore.models.weights import cache_dir
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
-def resolve_torch_device(requested: str) -> str:
-    import torch
+# Device nodes of the NVIDIA driver on Linux (and WSL's GPU bridge): without any of them no
+# process here can reach a CUDA GPU.
+CUDA_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg")
 
+
+def no_cuda_driver() -> bool:
+    """True where no CUDA GPU can be reached (Linux without the driver's device nodes): a CPU
+    render then never imports PyTorch, whose import alone takes seconds on 2 cores."""
+    return sys.platform == "linux" and not any(os.path.exists(node) for node in CUDA_DEVICE_NODES)
+
+
+def resolve_torch_device(requested: str) -> str:
     if requested not in DEVICE_CHOICES:
         raise ModelError(f"unknown device {requested!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+    if requested == "cpu" or (requested == "auto" and no_cuda_driver()):
+        return "cpu"
+    import torch
+
     if requested == "cuda" and not torch.cuda.is_available():
         raise ModelError(
             "CUDA was requested (--device cuda) but this PyTorch build sees no CUDA GPU "

@@ -40,6 +40,27 @@ def test_render_end_to_end_with_progress_and_timings(shot, tmp_path):
         assert channel(spec, px, "matte.face").max() == 1.0
 
 
+def test_a_cpu_render_never_imports_torch(shot, tmp_path):
+    """On the CPU the networks run on ONNX Runtime: a render (and so every farm task and OpenFX
+    worker) must not pay PyTorch's import, seconds before the first frame, once the weights are
+    in the cache."""
+    import subprocess
+    import sys
+
+    from facerestore.models.restorer import make_restorer
+    from facerestore.nodes.face_restore import FACE_RESTORE
+
+    make_restorer(FACE_RESTORE.defaults()["model"], "cpu")  # the cache, as set-up leaves it
+    code = (
+        "import sys; from facerestore.plugin import cli; code = cli.main(sys.argv[1:]); "
+        "print('torch imported:', 'torch' in sys.modules); sys.exit(code)"
+    )
+    args = ["render", shot / "sh.####.exr", "-o", tmp_path / "r.####.exr", "--frames", "1001-1002", "-q"]
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "torch imported: False" in proc.stdout
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
