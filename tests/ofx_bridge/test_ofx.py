@@ -396,17 +396,8 @@ def test_instances_rendering_at_once_each_get_the_right_frame(host, shot, tmp_pa
 
 def test_the_socket_is_private_to_the_user(host, shot, tmp_path, socket_tmp):
     look = "stat -c '%a %u' ${TMPDIR}/facerestore-*/ ${TMPDIR}/facerestore-*/worker.sock"
-    proc = run_host(
-        host,
-        shot,
-        tmp_path / "o.raw",
-        "--renders",
-        "2",
-        "--between",
-        look,
-        ENSEMBLE_OFF,
-        env={"TMPDIR": str(socket_tmp)},
-    )
+    args = ("--renders", "2", "--between", look, ENSEMBLE_OFF)
+    proc = run_host(host, shot, tmp_path / "o.raw", *args, env={"TMPDIR": str(socket_tmp)})
     assert proc.returncode == 0, proc.stdout
     modes = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
     assert len(modes) == 2 and all(uid == str(os.getuid()) for _, uid in modes)
