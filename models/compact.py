@@ -76,6 +76,14 @@ def deepened(net: CompactNet) -> CompactNet:
     return deep
 
 
+def deepened_original_layers(deep: CompactNet) -> list[int]:
+    """Indices in `deep.body` of the layers `deepened` took from the original network (its
+    first convolution and PReLU, each convolution and PReLU of the stack, the last convolution);
+    the others are the new identity layers."""
+    num_conv = (len(deep.body) - 3) // 4
+    return [0, 1, *(k for i in range(num_conv) for k in (2 + 4 * i, 3 + 4 * i)), len(deep.body) - 1]
+
+
 class FaceResolutionNet(nn.Module):
     """A x1 face restorer that works at the face's own resolution: a 2x pixel-unshuffle folds
     every input pixel into channels (nothing is thrown away), the compact convolution stack runs

@@ -92,6 +92,14 @@ RECIPES = (
         needs_faces=True,
     ),
     Recipe(
+        WINDOW,
+        "deep-new",
+        training_v2.DEEP_NEW_WINDOW_X4,
+        training_v2.FULL_DEEP_NEW_WINDOW_X4,
+        "v3 twice as deep, only the new convolutions learning (v3's kept)",
+        needs_faces=True,
+    ),
+    Recipe(
         V2,
         "broad",
         training_v2.REDUCED_V2,

@@ -111,6 +111,8 @@ class TrainV2Config:
     # `init` with twice its convolutions (`models.compact.deepened`: the new ones start as the
     # identity, so the run starts as `init`).
     deepen: bool = False
+    # With `deepen`: only the new convolutions learn, `init`'s are kept as they were.
+    new_layers_only: bool = False
 
 
 CONTEXT_LR_FACTOR = 5.0
@@ -199,6 +201,13 @@ DEEP = {
 }
 DEEP_WINDOW_X4 = replace(PEOPLE_WINDOW_X4, steps=6000, **DEEP)
 FULL_DEEP_WINDOW_X4 = replace(FULL_PEOPLE_WINDOW_X4, **DEEP)
+# The same depth with v3's convolutions kept and only the new ones learning: 700 steps of `deep`
+# (every layer learning at 3e-5, Adam restarted at each session's resume) stayed 0.1 dB under
+# v3 on the held-out pairs (+2.37 to +2.42 against +2.50). Kept, v3's layers cannot drift, so
+# the run can only add what the new layers are worth.
+DEEP_NEW = DEEP | {"name": "facerestore-face-x4-deep-new", "new_layers_only": True, "lr": 5e-5, "seed": 16}
+DEEP_NEW_WINDOW_X4 = replace(PEOPLE_WINDOW_X4, steps=6000, **DEEP_NEW)
+FULL_DEEP_NEW_WINDOW_X4 = replace(FULL_PEOPLE_WINDOW_X4, **DEEP_NEW)
 
 
 def initial_weights(name: str) -> str:
@@ -511,6 +520,7 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
         ContextCompactNet,
         FaceResolutionNet,
         deepened,
+        deepened_original_layers,
         widened_to_window,
         with_context,
     )
@@ -549,6 +559,8 @@ def train_v2(config: TrainV2Config, out_dir: Path, device: str = "cpu", resume: 
     else:
         net = FaceResolutionNet(config.num_feat, config.num_conv).to(device).train()
     frozen = {f"body.{i}." for i in range(2 * config.frozen_convolutions)}
+    if config.new_layers_only:
+        frozen |= {f"body.{i}." for i in deepened_original_layers(net)}
     for name, parameter in net.named_parameters():
         if any(name.startswith(prefix) for prefix in frozen):
             parameter.requires_grad_(False)

@@ -403,7 +403,7 @@ def test_a_context_network_starts_as_its_trained_network_and_sees_a_patch_as_the
 def test_a_deepened_network_starts_as_its_trained_network_and_then_learns_in_its_new_layers():
     """Recipe `deep`: each new convolution is the identity (Dirac kernel, PReLU slope 1), so the
     network twice as deep is the trained one, exactly, until training moves the new layers."""
-    from facerestore.models.compact import CompactNet, deepened
+    from facerestore.models.compact import CompactNet, deepened, deepened_original_layers
 
     torch.manual_seed(0)
     net = CompactNet(num_feat=8, num_conv=4, frames=3).eval()
@@ -412,6 +412,15 @@ def test_a_deepened_network_starts_as_its_trained_network_and_then_learns_in_its
             torch.nn.init.uniform_(module.weight, 0.1, 0.4)  # a trained network's slopes, not the default
     deep = deepened(net).eval()
     assert (len(deep.body) - 3) // 2 == 8
+    # The original layers, in order, are the trained network's own (what `deep-new` keeps); every
+    # other layer is a new one, the identity.
+    originals = deepened_original_layers(deep)
+    kept = [deep.body[i] for i in originals]
+    assert len(kept) == len(net.body)
+    for mine, theirs in zip(kept, net.body):
+        assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(), theirs.state_dict().values()))
+    new = [deep.body[i] for i in range(len(deep.body)) if i not in originals]
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in new if isinstance(m, torch.nn.PReLU))
     x = torch.rand(2, 9, 24, 20)
     with torch.no_grad():
         assert torch.equal(net(x), deep(x))
@@ -447,6 +456,30 @@ def test_the_context_recipe_adds_an_encoder_to_v3_and_keeps_the_stack_before_it(
     assert frozen and all(torch.equal(tuned[key], start[key]) for key in frozen)
     assert any(not torch.equal(tuned[key], start[key]) for key in start.keys() - frozen)
     assert tuned["inject.weight"].abs().max() > 0
+
+
+@pytest.mark.slow
+def test_the_deep_new_recipe_trains_only_the_new_layers(tmp_path, monkeypatch):
+    """Recipe `deep-new`: v3 twice as deep where only the new convolutions learn: after two
+    steps every layer taken from v3 is exactly v3's, and the new ones moved."""
+    from facerestore.models.compact import deepened, deepened_original_layers
+    from facerestore.models.restorer import build_network
+
+    from helpers import licensed_faces_copy
+
+    roots, manifest = licensed_faces_copy(tmp_path)
+    face_data.build_faces(roots, tmp_path / "faces", manifest, progress=lambda line: None)
+    monkeypatch.setattr(face_data, "MANIFEST_PATH", manifest)
+    tiny = {"steps": 2, "batch": 2, "clip_step": 60, "still_angles": (0.0,), "faces": str(tmp_path / "faces")}
+    config = dataclasses.replace(training_v2.DEEP_NEW_WINDOW_X4, **tiny)
+    record = training_v2.train_v2(config, tmp_path / "run", progress=lambda line: None)
+    assert "32 convolutions" in record["architecture"]
+    tuned = torch.load(tmp_path / "run" / record["weights"], weights_only=True)
+    start_net = deepened(build_network("facerestore-face-x4-v3"))
+    start = start_net.state_dict()
+    kept = {key for key in start if int(key.split(".")[1]) in deepened_original_layers(start_net)}
+    assert kept and all(torch.equal(tuned[key], start[key]) for key in kept)
+    assert any(not torch.equal(tuned[key], start[key]) for key in start.keys() - kept)
 
 
 def test_the_batch_stream_is_the_same_whatever_the_number_of_workers(face):
