@@ -41,6 +41,7 @@ from facerestore.nodes.align import (
 )
 from facerestore.nodes.colour import ColourPipeline, all_finite, neutralise_nonfinite, nonfinite_mask
 from facerestore.nodes.errors import FaceRestoreError
+from facerestore.nodes.faces import FaceResult
 from facerestore.nodes.grain import grain, missing_grain
 from facerestore.nodes.spec import HostControl, NodeSpec, Param
 from facerestore.nodes.temporal import fuse, fuse_outputs
@@ -267,18 +268,6 @@ COARSE_BAND = 1.0
 CANDIDATE_THRESHOLD = 0.5
 # Detection sees at most this many pixels on the long side; larger plates are reduced first.
 DETECT_MAX_SIDE = 2048
-
-
-@dataclass
-class FaceResult:
-    box: np.ndarray
-    score: float
-    landmarks: np.ndarray  # plate pixels, data-window array coordinates
-    restore_size: int  # side of the restorer's input crop
-    track: int | None = None
-    # Side of the scale ensemble's coarse crop (0: no coarse pass); None: worked out from this
-    # frame's landmarks (a shot's renderer sets it per track).
-    coarse_size: int | None = None
 
 
 @dataclass
@@ -685,7 +674,7 @@ class FaceRestoreNode:
     def in_frame(self, face: FaceResult, shape: tuple) -> bool:
         """Whether any plate pixel lies under the face's crop (a hand-edited or hand-added face
         can lie wholly outside the frame: there is nothing there to restore)."""
-        out_size = face.restore_size * self.restorer.scale
+        out_size = self.restore_size_of(face) * self.restorer.scale
         to_out = scaled_template_transform(face.landmarks, out_size, self.pixel_aspect)
         (rows, cols), _ = face_roi(shape, to_out, out_size)
         return rows.stop > rows.start and cols.stop > cols.start
@@ -791,8 +780,14 @@ class FaceRestoreNode:
         roi, to_face_roi = face_roi(plate_rgb.shape, plate_to_face, size)
         return warp_to_face(self._encode(plate_rgb[roi]), to_face_roi, size, self._crop_interpolation())
 
+    def restore_size_of(self, face: FaceResult) -> int:
+        """The face's restorer input side: its own, or the one its landmarks call for."""
+        if face.restore_size is not None:
+            return face.restore_size
+        return self.crop_sizes_for(footprint_of(face.landmarks, self.pixel_aspect))[0]
+
     def _prepare(self, plate_rgb: np.ndarray, face: FaceResult) -> CropJob:
-        in_size = face.restore_size
+        in_size = self.restore_size_of(face)
         out_size = in_size * self.restorer.scale
         to_out = scaled_template_transform(face.landmarks, out_size, self.pixel_aspect)
         roi, to_out_roi = face_roi(plate_rgb.shape, to_out, out_size)

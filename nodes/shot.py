@@ -8,6 +8,7 @@ render in order runs the network once per frame. Shared by the render job and th
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -17,7 +18,8 @@ import numpy as np
 from facerestore.models.weights import RETINAFACE_SOURCE
 from facerestore.nodes.align import footprint_of
 from facerestore.nodes.errors import FaceRestoreError
-from facerestore.nodes.face_restore import CANDIDATE_THRESHOLD, CropJob, FaceResult, RestoreResult
+from facerestore.nodes.face_restore import CANDIDATE_THRESHOLD, CropJob, RestoreResult
+from facerestore.nodes.faces import FaceResult
 from facerestore.nodes.manual_faces import box_of, follow
 from facerestore.nodes.tracking import Analysis, TrackerSettings, analyse, frame_look, look_differs, thumbnail
 
@@ -37,7 +39,7 @@ def track_restore_sizes(
 
 def faces_from_analysis(analysis, frame, sizes: dict[int, tuple[int, int]]) -> list[FaceResult]:
     return [
-        FaceResult(f.box, f.score, f.landmarks, sizes[f.track][0], f.track, coarse_size=sizes[f.track][1])
+        dataclasses.replace(f, restore_size=sizes[f.track][0], coarse_size=sizes[f.track][1])
         for f in analysis.faces.get(frame, [])
     ]
 

@@ -31,6 +31,7 @@ import numpy as np
 from facerestore.models.weights import write_atomically
 from facerestore.nodes.align import desqueeze, scaled_template_transform, warp_to_face
 from facerestore.nodes.errors import FaceRestoreError
+from facerestore.nodes.faces import FaceResult
 
 ANALYSIS_FORMAT = "facerestore-analysis"
 ANALYSIS_VERSION = 1
@@ -56,20 +57,11 @@ class TrackerSettings:
 
 
 @dataclass
-class TrackedFace:
-    track: int
-    landmarks: np.ndarray  # smoothed, (5, 2), plate pixels
-    box: np.ndarray
-    score: float
-    detected: bool  # False where the gap was filled
-
-
-@dataclass
 class Analysis:
     frames: list[int | None]
     size: tuple[int, int]
     cuts: list[int | None]  # frames that start a new shot (the first frame included)
-    faces: dict[int | None, list[TrackedFace]]
+    faces: dict[int | None, list[FaceResult]]  # tracked: landmarks smoothed
     fingerprint: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     # Per frame, what the detector saw, tiny (`frame_look`): where the plates come as pixels (a
@@ -93,7 +85,7 @@ class Analysis:
         return sorted({f.track for faces in self.faces.values() for f in faces})
 
     def to_json(self) -> dict:
-        def face(f: TrackedFace) -> dict:
+        def face(f: FaceResult) -> dict:
             return {
                 "track": f.track,
                 "landmarks": f.landmarks.tolist(),
@@ -124,12 +116,12 @@ class Analysis:
         validate_analysis_json(data)
         faces = {
             json.loads(k): [
-                TrackedFace(
-                    f["track"],
-                    np.array(f["landmarks"], np.float64),
+                FaceResult(
                     np.array(f["box"], np.float64),
                     f["score"],
-                    f["detected"],
+                    np.array(f["landmarks"], np.float64),
+                    track=f["track"],
+                    detected=f["detected"],
                 )
                 for f in v
             ]
@@ -444,4 +436,4 @@ def _emit(track_id, observed, observations, frames, faces, settings) -> None:
         smoothed = smooth_track(np.stack([r[0] for r in raw]) * factors, settings) / factors
     for k, i in enumerate(span):
         _, box, score = raw[k]
-        faces[frames[i]].append(TrackedFace(track_id, smoothed[k], box, score, i in observations))
+        faces[frames[i]].append(FaceResult(box, score, smoothed[k], track=track_id, detected=i in observations))
