@@ -36,6 +36,7 @@ def reset(script: str = "Root") -> None:
         box.clear()
     _root_name[0] = script
     plugin_path.clear()
+    ProgressTask.cancel_after = None  # a test that pressed cancel must not cancel the next one's render
 
 
 class Knob:

@@ -31,7 +31,6 @@ def nuke(monkeypatch, tmp_path):
     would set it, and the facerestore command of this environment."""
     fake_nuke.reset(script=str(tmp_path / "comp.nk"))
     fake_nuke.plugin_path.append(str(NUKE_DIR))
-    fake_nuke.ProgressTask.cancel_after = None
     monkeypatch.setitem(sys.modules, "nuke", fake_nuke)
     monkeypatch.setenv("FACERESTORE_CMD", f"{shlex.quote(sys.executable)} -m facerestore.plugin.cli")
     monkeypatch.syspath_prepend(str(NUKE_DIR))
