@@ -636,9 +636,7 @@ class FaceRestoreNode:
         even = self.params["ensemble"] == "flip+scale-even"
         by_size: dict[int, list[int]] = defaultdict(list)
         for index, face in enumerate(faces):
-            size = face.coarse_size
-            if size is None:
-                size = self.crop_sizes_for(footprint_of(face.landmarks, self.pixel_aspect))[1]
+            size = self.crop_sizes_of(face)[1]
             if size:
                 by_size[size].append(index)
         for size, indices in by_size.items():
@@ -674,7 +672,7 @@ class FaceRestoreNode:
     def in_frame(self, face: FaceResult, shape: tuple) -> bool:
         """Whether any plate pixel lies under the face's crop (a hand-edited or hand-added face
         can lie wholly outside the frame: there is nothing there to restore)."""
-        out_size = self.restore_size_of(face) * self.restorer.scale
+        out_size = self.crop_sizes_of(face)[0] * self.restorer.scale
         to_out = scaled_template_transform(face.landmarks, out_size, self.pixel_aspect)
         (rows, cols), _ = face_roi(shape, to_out, out_size)
         return rows.stop > rows.start and cols.stop > cols.start
@@ -780,14 +778,19 @@ class FaceRestoreNode:
         roi, to_face_roi = face_roi(plate_rgb.shape, plate_to_face, size)
         return warp_to_face(self._encode(plate_rgb[roi]), to_face_roi, size, self._crop_interpolation())
 
-    def restore_size_of(self, face: FaceResult) -> int:
-        """The face's restorer input side: its own, or the one its landmarks call for."""
-        if face.restore_size is not None:
-            return face.restore_size
-        return self.crop_sizes_for(footprint_of(face.landmarks, self.pixel_aspect))[0]
+    def crop_sizes_of(self, face: FaceResult) -> tuple[int, int]:
+        """The face's restorer input side and coarse side: its own where it has them (a shot's
+        renderer sizes each track once), else those its landmarks call for."""
+        if face.restore_size is not None and face.coarse_size is not None:
+            return face.restore_size, face.coarse_size
+        own = self.crop_sizes_for(footprint_of(face.landmarks, self.pixel_aspect))
+        return (
+            own[0] if face.restore_size is None else face.restore_size,
+            own[1] if face.coarse_size is None else face.coarse_size,
+        )
 
     def _prepare(self, plate_rgb: np.ndarray, face: FaceResult) -> CropJob:
-        in_size = self.restore_size_of(face)
+        in_size = self.crop_sizes_of(face)[0]
         out_size = in_size * self.restorer.scale
         to_out = scaled_template_transform(face.landmarks, out_size, self.pixel_aspect)
         roi, to_out_roi = face_roi(plate_rgb.shape, to_out, out_size)
