@@ -103,14 +103,16 @@ class RetinaFaceDetector:
         points = points * [ww, hh]
         return boxes / scale, scores, points / scale
 
-    def detect(self, image: np.ndarray, nms_threshold: float = 0.4) -> list[Detection]:
-        """Faces in an (H, W, 3) display-encoded RGB image with values in [0, 1]."""
+    def detect(self, image: np.ndarray, nms_threshold: float = 0.4, scales=None) -> list[Detection]:
+        """Faces in an (H, W, 3) display-encoded RGB image with values in [0, 1]. `scales`: the
+        sizes the image is searched at (by default those that find faces of any size in it)."""
         h, w = image.shape[:2]
-        scales = {min(1.0, self.max_side / max(h, w))}
-        if max(h, w) > CLOSE_UP_SIDE * 1.5:
-            scales.add(CLOSE_UP_SIDE / max(h, w))
-        if max(h, w) <= UPSAMPLE_MAX_SIDE:
-            scales.add(2.0)
+        if scales is None:
+            scales = {min(1.0, self.max_side / max(h, w))}
+            if max(h, w) > CLOSE_UP_SIDE * 1.5:
+                scales.add(CLOSE_UP_SIDE / max(h, w))
+            if max(h, w) <= UPSAMPLE_MAX_SIDE:
+                scales.add(2.0)
         parts = [self._run(image, s) for s in sorted(scales, reverse=True)]
         boxes = np.concatenate([p[0] for p in parts])
         scores = np.concatenate([p[1] for p in parts])

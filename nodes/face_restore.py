@@ -573,19 +573,19 @@ class FaceRestoreNode:
         return encoded, scale
 
     def detect_in_image(
-        self, encoded: np.ndarray, scale: float | np.ndarray, candidates: bool = False
+        self, encoded: np.ndarray, scale: float | np.ndarray, candidates: bool = False, scales=None
     ) -> list[FaceResult]:
-        """The detector on a `detection_image`; faces in plate pixels."""
-        aspect = self.pixel_aspect
+        """The detector on a `detection_image` (or a region's, `face_search`); faces in plate
+        pixels. `scales`: as `RetinaFaceDetector.detect`."""
         faces = []
         threshold = 0.0 if candidates else self.params["detection_threshold"]
-        for det in self.detector.detect(encoded):
+        for det in self.detector.detect(encoded, scales=scales):
             if det.score < threshold:
                 continue
             # A square plate's scale stays one number: float32 landmarks stay float32.
             landmarks = det.landmarks / scale
-            box = det.box / (np.tile(scale, 2) if aspect != 1.0 else scale)
-            size, coarse = self.crop_sizes_for(footprint_of(landmarks, aspect))
+            box = det.box / (np.tile(scale, 2) if np.ndim(scale) else scale)
+            size, coarse = self.crop_sizes_for(footprint_of(landmarks, self.pixel_aspect))
             faces.append(FaceResult(box, det.score, landmarks, size, coarse_size=coarse))
         return faces
 

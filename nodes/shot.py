@@ -19,9 +19,10 @@ from facerestore.models.weights import RETINAFACE_SOURCE
 from facerestore.nodes.align import footprint_of
 from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.face_restore import CANDIDATE_THRESHOLD, CropJob, RestoreResult
+from facerestore.nodes.face_search import face_signature, look_thumbnail, search_shot, searches_by_keyframes
 from facerestore.nodes.faces import FaceResult
 from facerestore.nodes.manual_faces import box_of, follow
-from facerestore.nodes.tracking import Analysis, TrackerSettings, analyse, frame_look, look_differs, thumbnail
+from facerestore.nodes.tracking import Analysis, TrackerSettings, analyse, frame_look, look_differs
 
 
 def track_restore_sizes(
@@ -119,8 +120,8 @@ class AnalysisStore:
 
 
 def look_of(node, plate: np.ndarray) -> list[int]:
-    """`frame_look` of a plate as the node's detector sees it (what an analysis records)."""
-    return frame_look(thumbnail(node.detection_image(plate)[0]))
+    """`frame_look` of a plate as an analysis records it."""
+    return frame_look(look_thumbnail(node, plate))
 
 
 def analyse_shot(
@@ -140,13 +141,32 @@ def analyse_shot(
     IDs to remove (false faces). Both are recorded in the analysis settings. `timings` gets the
     detector's stages (`FaceRestoreNode.detect_with_image`). `image_of(frame)`: the frame's
     `FaceRestoreNode.detection_image` made elsewhere (a render prepares it while reading ahead);
-    by default made here from `plate_of`."""
+    by default made here from `plate_of`. A large plate is searched whole only on keyframes
+    (`face_search`; `image_of` is then not asked for)."""
 
     detections: dict = {}
     timings = timings if timings is not None else defaultdict(float)
+    settings = TrackerSettings(confirm_score=node.params["detection_threshold"], pixel_aspect=node.pixel_aspect)
+    # The first frame, asked for once (a host may stream the frames), tells how the shot is searched.
+    first_plate, first_image = {}, {}
+    if frames and image_of is not None:
+        first_image[frames[0]] = image_of(frames[0])  # None: a plate searched by keyframes
+        by_keyframes = first_image[frames[0]] is None
+    elif frames:
+        first_plate[frames[0]] = plate_of(frames[0])
+        by_keyframes = searches_by_keyframes(node, first_plate[frames[0]].shape)
+    else:
+        by_keyframes = False
+    given_plate_of, given_image_of = plate_of, image_of
+
+    def plate_of(frame):
+        return first_plate.pop(frame) if frame in first_plate else given_plate_of(frame)
+
+    def image_of(frame):
+        return first_image.pop(frame) if frame in first_image else given_image_of(frame)
 
     def detect(frame):
-        if image_of is None:
+        if given_image_of is None:
             encoded, scale, faces = node.detect_with_image(plate_of(frame), candidates=True, timings=timings)
         else:
             encoded, scale = image_of(frame)
@@ -156,8 +176,12 @@ def analyse_shot(
         detections[frame] = [(f.landmarks, f.box, f.score) for f in faces]
         return encoded, scale, detections[frame]
 
-    settings = TrackerSettings(confirm_score=node.params["detection_threshold"], pixel_aspect=node.pixel_aspect)
-    analysis = analyse(frames, detect, settings, progress=progress)
+    if by_keyframes:
+        found = search_shot(node, list(frames), plate_of, settings, timings, progress)
+        detections.update((frame, finds) for frame, (_, _, finds) in found.items())
+        analysis = analyse(frames, found.__getitem__, settings)
+    else:
+        analysis = analyse(frames, detect, settings, progress=progress)
     if added:
         # Second pass over the cached detections, with the added faces followed by flow.
         manual = follow(
@@ -165,11 +189,14 @@ def analyse_shot(
         )
 
         def with_added(frame):
-            encoded, scale, _ = node.detect_with_image(
-                plate_of(frame), candidates=False, run_detector=False, timings=timings
-            )
+            plate = plate_of(frame)
             boxes = [box_of(points, node.pixel_aspect) for points in manual[frame]]
             kept = [d for d in detections[frame] if all(box_overlap(d[1], b) < 0.3 for b in boxes)]
+            if by_keyframes:  # as the first pass saw the frame: its thumbnail, appearances read around each face
+                thumb, scale, _ = found[frame]
+                given = [(points, box, 1.0, face_signature(node, plate, points)) for points, box in zip(manual[frame], boxes)]
+                return thumb, scale, kept + given
+            encoded, scale, _ = node.detect_with_image(plate, candidates=False, run_detector=False, timings=timings)
             return encoded, scale, kept + [(points, box, 1.0) for points, box in zip(manual[frame], boxes)]
 
         analysis = analyse(frames, with_added, settings)

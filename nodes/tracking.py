@@ -258,12 +258,20 @@ def frame_look(thumb: np.ndarray) -> list[int]:
     return [int(v) for v in np.clip(np.rint(grey * 255.0), 0, 255).astype(np.uint8).reshape(-1)]
 
 
+def is_cut(previous_thumb: np.ndarray, thumb: np.ndarray, settings: TrackerSettings) -> bool:
+    return float(np.abs(thumb - previous_thumb).mean()) > settings.cut_threshold
+
+
 def look_differs(stored: list[int], seen: list[int]) -> bool:
     return float(np.abs(np.asarray(stored, np.float32) - np.asarray(seen, np.float32)).mean()) > LOOK_TOLERANCE
 
 
 def appearance_signature(encoded: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    crop = warp_to_face(encoded, scaled_template_transform(landmarks, SIGNATURE_SIZE), SIGNATURE_SIZE)
+    return signature_of_crop(warp_to_face(encoded, scaled_template_transform(landmarks, SIGNATURE_SIZE), SIGNATURE_SIZE))
+
+
+def signature_of_crop(crop: np.ndarray) -> np.ndarray:
+    """A face crop (SIGNATURE_SIZE, aligned) as a zero-mean unit vector, for correlation."""
     vector = crop.reshape(-1).astype(np.float64)
     vector -= vector.mean()
     return vector / (np.linalg.norm(vector) + 1e-9)
@@ -317,7 +325,8 @@ def analyse(frames: list, detect, settings: TrackerSettings | None = None, progr
     `frames`: frame numbers; `detect(frame)` -> (encoded, scale, [(landmarks, box, score)]) where
     `encoded` is the display-encoded image the detector saw, `scale` its size relative to the
     plate (one number, or (across, down) for an anamorphic plate seen desqueezed), and landmarks
-    and boxes are in plate pixels."""
+    and boxes are in plate pixels. A find may carry a fourth item, its appearance signature
+    (`appearance_signature`), when `encoded` is too small to read it from (`face_search`)."""
     settings = settings or TrackerSettings()
     tracks: list[_Track] = []
     active: list[_Track] = []
@@ -332,18 +341,19 @@ def analyse(frames: list, detect, settings: TrackerSettings | None = None, progr
         size = size or (round(encoded.shape[1] / scale_x), round(encoded.shape[0] / scale_y))
         thumb = thumbnail(encoded)
         looks[frame] = frame_look(thumb)
-        if previous_thumb is None or float(np.abs(thumb - previous_thumb).mean()) > settings.cut_threshold:
+        if previous_thumb is None or is_cut(previous_thumb, thumb, settings):
             cuts.append(frame)
             active = []  # a cut ends every track
             segment_start = index
         previous_thumb = thumb
         active = [t for t in active if index - t.last_index <= settings.max_gap + 1]
         assigned = _assign(active, detections, index, settings)
-        for det_index, (landmarks, box, score) in enumerate(detections):
+        for det_index, detection in enumerate(detections):
+            landmarks, box, score = detection[:3]
             track = assigned.get(det_index)
             if track is None:
                 # New or returning face: its appearance now is what a later return is matched to.
-                signature = appearance_signature(encoded, landmarks * scale)
+                signature = detection[3] if len(detection) > 3 else appearance_signature(encoded, landmarks * scale)
                 track = _reidentify(tracks, active, signature, index, segment_start, settings)
                 if track is None:
                     track = _Track(next_id)
@@ -375,7 +385,7 @@ def _assign(active: list[_Track], detections: list, index: int, settings: Tracke
 
     cost = np.full((len(detections), len(active)), 1e6)
     factors = desqueeze(settings.pixel_aspect)
-    for i, (landmarks, _, _) in enumerate(detections):
+    for i, (landmarks, *_) in enumerate(detections):
         landmarks = landmarks * factors if settings.pixel_aspect != 1.0 else landmarks
         for j, track in enumerate(active):
             last_landmarks = track.observations[track.last_index][0]

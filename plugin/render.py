@@ -40,6 +40,7 @@ from facerestore.nodes.exr_io import (
     write_parts,
 )
 from facerestore.nodes.face_restore import OUTPUT_MODES, PIXEL_ASPECT_RANGE, FaceRestoreNode, output_planes
+from facerestore.nodes.face_search import searches_by_keyframes
 from facerestore.nodes.manual_faces import check_added_faces
 from facerestore.nodes.sequence import FramePattern, describe_frames, parse_frame_range
 from facerestore.nodes.shot import AnalysisStore, ShotRenderer, analyse_shot
@@ -188,28 +189,20 @@ def obtain_analysis(
     position = {f: i for i, f in enumerate(order)}
     bar = Progress(len(shot), progress_enabled, "analysing")
 
-    def plate_of(frame) -> np.ndarray:  # the frames a second pass (added faces) asks for again
-        start = time.perf_counter()
-        decoded = kept.get(frame)
-        if decoded is None:
-            decoded = read_frame(paths[frame])
-            kept.offer(frame, decoded)
-        timings["analyse: read"] += time.perf_counter() - start
-        return decoded.rgb()
-
     def prepare(frame):
         decoded = kept.get(frame) or read_frame(paths[frame])
-        return decoded, node.detection_image(decoded.rgb())
+        rgb = decoded.rgb()
+        return decoded, None if searches_by_keyframes(node, rgb.shape) else node.detection_image(rgb)
 
-    # The frames ahead are read and their detection images made (reduced, then encoded) in
-    # threads while the detector runs on the current one; each frame decoded here is offered to
-    # the render (`kept`).
+    # The frames ahead are read, and their detection images made (reduced, then encoded) where
+    # every frame is searched whole, in threads while the detector runs on the current one; each
+    # frame decoded here is offered to the render (`kept`).
     threads = machine_threads()
     ahead: dict = {}
     detector_timings: dict = defaultdict(float)
     with ThreadPoolExecutor(min(threads, 4), thread_name_prefix="facerestore-analyse") as pool:
 
-        def image_of(frame):
+        def ready(frame):
             start = time.perf_counter()
             here = position[frame]
             for other in order[here : here + min(threads, 4) + 1]:
@@ -218,7 +211,13 @@ def obtain_analysis(
             decoded, image = ahead.pop(frame).result()
             kept.offer(frame, decoded)
             timings["analyse: read + reduce + encode (waiting)"] += time.perf_counter() - start
-            return image
+            return decoded, image
+
+        def plate_of(frame) -> np.ndarray:  # a large plate's search, and a second pass (added faces)
+            start = time.perf_counter()
+            decoded = kept.get(frame)
+            timings["analyse: read"] += time.perf_counter() - start
+            return (decoded or ready(frame)[0]).rgb()
 
         try:
             analysis = analyse_shot(
@@ -229,7 +228,7 @@ def obtain_analysis(
                 added=options.added_faces,
                 dropped=dropped,
                 timings=detector_timings,
-                image_of=image_of,
+                image_of=lambda frame: ready(frame)[1],
             )
         finally:
             for future in ahead.values():
