@@ -8,7 +8,9 @@ a whole `render` with its analysis (as a new user runs it), the models loaded on
 The copy floor reads each frame (its own pixel type) and writes it again with the same
 compression, one frame after another, on the same OpenImageIO / OpenEXR thread count as the
 render; it is measured just before and just after the render and the two averaged, so the
-machine's load drifts onto both sides alike. Compare the ratios, not the seconds.
+machine's load drifts onto both sides alike (each part starting with the disk's queue flushed).
+A 2-frame shot of each size is rendered first, untimed: the networks' first runs at a shape and
+a process's first render are one-off costs. Compare the ratios, not the seconds.
 
 Time outside the networks = wall time less the stages that are networks or run beside them:
 `load models`, `restore` (the restorer and its ensemble), `temporal` (the window's flow and
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -80,10 +83,15 @@ def copy_floor(paths: list[Path], folder: Path) -> float:
 def measure_case(node, pattern: str, folder: Path, frames: int) -> dict:
     plates = sorted(Path(pattern).parent.glob("plate.*.exr"))
     (folder / "copy").mkdir(parents=True, exist_ok=True)
+    # Each timed part starts with no written data waiting for the disk: the kernel flushing
+    # the part before would otherwise land in the next one's time.
+    os.sync()
     before = copy_floor(plates, folder / "copy")
+    os.sync()
     report = render(
         RenderOptions(pattern, str(folder / "out" / "r.####.exr"), progress=False, reanalyse=True), node=node
     )
+    os.sync()
     after = copy_floor(plates, folder / "copy")
     wall, stages = report.wall_seconds, dict(report.timings)
     floor = (before + after) / 2
@@ -198,12 +206,16 @@ def main(argv: list[str] | None = None) -> int:
                 for size in args.sizes.split(",")
                 for case in args.cases.split(",")
             }
-            warm = write_shot(plates / "warm-up", colour, "1080p", 4, 2)
+            warm = {
+                size: write_shot(plates / f"warm-up-{size}", colour, size, 4, 2) for size in args.sizes.split(",")
+            }
             if args.plates_only:
                 return 0
             node = FaceRestoreNode(colour, resolve_torch_device(args.device))
-            # Warm-up: the networks' first runs at these shapes are not what is timed.
-            render(RenderOptions(warm, str(root / "warm-out" / "r.####.exr"), progress=False), node=node)
+            # Warm-up, a 2-frame shot of each size: the networks' first runs at a shape, and a
+            # process's first render (imports, thread pools), are not what is timed.
+            for size, pattern in warm.items():
+                render(RenderOptions(pattern, str(root / f"warm-out-{size}" / "r.####.exr"), progress=False), node=node)
             for (size, case), pattern in shots.items():
                 folder = root / f"{size}-{case.replace(' ', '-')}"
                 result = measure_case(node, pattern, folder, args.frames)

@@ -70,3 +70,27 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
     with pytest.raises((FaceRestoreError, ValueError, RuntimeError)):
         write_parts(str(target), [Part(spec, bad)])
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_half_frame_reads_as_the_same_floats_openimageio_gives_every_bit_kept(tmp_path, threads):
+    """read_frame converts half itself (faster than OpenImageIO's conversion while reading): the
+    floats must be OpenImageIO's bit for bit, NaN payloads, infinities and subnormals included."""
+    from facerestore.nodes.exr_io import set_io_threads
+
+    every_half = np.arange(1 << 16, dtype=np.uint16).view(np.float16)  # every bit pattern there is
+    rgb = np.resize(every_half, 600 * 40 * 3).reshape(600, 40, 3)  # 600 rows: several bands
+    path = str(tmp_path / "all.exr")
+    spec = oiio.ImageSpec(40, 600, 3, "half")
+    out = oiio.ImageOutput.create(path)
+    assert out.open(path, spec) and out.write_image(rgb) and out.close()
+    set_io_threads(threads)
+    try:
+        ours = read_frame(path).main.pixels
+    finally:
+        set_io_threads(os.cpu_count() or 1)
+    inp = oiio.ImageInput.open(path)
+    theirs = inp.read_image(0, 0, 0, 3, "float")
+    inp.close()
+    assert ours.dtype == np.float32 and ours.flags["C_CONTIGUOUS"]
+    assert np.array_equal(ours.view(np.uint32), np.asarray(theirs, np.float32).view(np.uint32))
