@@ -1,6 +1,6 @@
 """Finding the faces of a large plate without running the detector on every whole frame.
 
-On a plate whose long side is above KEYFRAME_MIN_SIDE the detector sees the whole frame (reduced)
+On a plate of more than KEYFRAME_MIN_PIXELS the detector sees the whole frame (reduced)
 only on keyframes: the first frame, every KEYFRAME_INTERVAL-th, the first after a cut, and any
 frame where a face of the frame before is not found again near where it was. Between keyframes
 each face is looked for in a small region around its last box, at a resolution where it is easy
@@ -25,9 +25,9 @@ from facerestore.nodes.colour import all_finite, neutralise_nonfinite
 from facerestore.nodes.face_restore import face_roi, resample
 from facerestore.nodes.tracking import SIGNATURE_SIZE, TrackerSettings, is_cut, signature_of_crop, thumbnail
 
-# Plates up to this long side (desqueezed) are searched whole on every frame: there the detector
-# costs about what a region search would, and nothing can be missed.
-KEYFRAME_MIN_SIDE = 1280
+# Plates up to this many pixels (desqueezed; 1280 x 720) are searched whole on every frame: there
+# the detector costs little, and nothing can be missed. A 1080p plate and larger: keyframes.
+KEYFRAME_MIN_PIXELS = 1280 * 720
 KEYFRAME_INTERVAL = 8
 # A region spans this many face sides around the last box (a face may move about one face side
 # a frame and still be found), searched at this long side (the face then ~85 px, where the
@@ -46,7 +46,7 @@ LOOK_SAMPLES = (256, 144)
 def searches_by_keyframes(node, shape: tuple) -> bool:
     """Whether a plate of `shape` (H, W, ...) is searched whole only on keyframes."""
     stretch_x, stretch_y = desqueeze(node.pixel_aspect)
-    return max(shape[0] * stretch_y, shape[1] * stretch_x) > KEYFRAME_MIN_SIDE
+    return shape[0] * stretch_y * shape[1] * stretch_x > KEYFRAME_MIN_PIXELS
 
 
 def look_thumbnail(node, plate: np.ndarray) -> np.ndarray:

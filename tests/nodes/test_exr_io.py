@@ -94,3 +94,32 @@ def test_a_half_frame_reads_as_the_same_floats_openimageio_gives_every_bit_kept(
     inp.close()
     assert ours.dtype == np.float32 and ours.flags["C_CONTIGUOUS"]
     assert np.array_equal(ours.view(np.uint32), np.asarray(theirs, np.float32).view(np.uint32))
+
+
+def test_numpy_rounds_float_to_half_as_openimageio_does_bit_for_bit(tmp_path):
+    """A render fills a half output in half itself (`build_output_parts`): numpy's rounding must
+    be OpenImageIO's, ties, overflow, subnormals and NaN payloads included."""
+    rng = np.random.default_rng(0)
+    halves = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float64)
+    finite = halves[np.isfinite(halves)]
+    ties = np.sort(finite)
+    ties = ((ties[:-1] + ties[1:]) / 2).astype(np.float32).view(np.uint32)
+    bits = np.concatenate(
+        [
+            rng.integers(0, 1 << 32, 500_000, dtype=np.uint64).astype(np.uint32),
+            halves.astype(np.float32).view(np.uint32),
+            ties - 1,
+            ties,
+            ties + 1,
+        ]
+    )
+    values = np.resize(bits, 1000 * (-(-len(bits) // 1000))).view(np.float32).reshape(-1, 1000, 1)
+    path = str(tmp_path / "h.exr")
+    out = oiio.ImageOutput.create(path)
+    assert out.open(path, oiio.ImageSpec(1000, values.shape[0], 1, "half")) and out.write_image(values) and out.close()
+    inp = oiio.ImageInput.open(path)
+    theirs = inp.read_image(0, 0, 0, 1, "half")
+    inp.close()
+    with np.errstate(over="ignore"):
+        ours = values.astype(np.float16)
+    assert np.array_equal(ours.view(np.uint16), np.asarray(theirs).view(np.uint16))

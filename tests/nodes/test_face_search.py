@@ -1,6 +1,6 @@
 """Large plates: the detector sees the whole frame only on keyframes and follows each face in a
 region around it between them (`nodes/face_search.py`). Real detector, real plates: the demo's
-astronaut (NASA, public domain) pasted onto a gradient, at 1600x900 (above KEYFRAME_MIN_SIDE)."""
+astronaut (NASA, public domain) pasted onto a gradient, at 1600x900 (above KEYFRAME_MIN_PIXELS)."""
 
 from collections import defaultdict
 
@@ -31,7 +31,7 @@ def plates(colour):
 def analysed(node, plates, monkeypatch, keyframes: bool):
     with monkeypatch.context() as patch:
         if not keyframes:
-            patch.setattr(face_search, "KEYFRAME_MIN_SIDE", 10**6)
+            patch.setattr(face_search, "KEYFRAME_MIN_PIXELS", 10**9)
         whole = defaultdict(int)
         original = type(node).detect_with_image
 
@@ -86,3 +86,17 @@ def test_a_cut_starts_a_keyframe(node, plates, monkeypatch):
         analysis = analyse_shot(node, list(range(8)), cut.__getitem__)
     assert analysis.cuts == [0, 4] and len(calls) == 2
     assert all(len(analysis.faces[t]) == 1 for t in range(8))
+
+
+def test_each_frame_is_asked_for_once_and_in_order(node, plates):
+    """A host streams the frames to the analysis (the OpenFX worker): following an entering face
+    back must use the plates kept since the last keyframe, not ask for them again."""
+    asked = []
+
+    def plate_of(frame):
+        asked.append(frame)
+        return plates[frame]
+
+    analysis = analyse_shot(node, list(range(FRAMES)), plate_of)
+    assert asked == list(range(FRAMES))
+    assert {t for t in range(FRAMES) if len(analysis.faces[t]) == 2} == set(range(ENTERS, LEAVES))
