@@ -196,10 +196,11 @@ def test_the_farm_scaling_benchmark_gives_the_same_frames_with_every_worker_coun
 def test_the_frame_path_benchmark_accounts_for_the_wall_time_and_renders_as_in_turn(tmp_path):
     from facerestore.benchmarks import bench_frame_path
 
-    argv = ["--frames", "2", "--sizes", "1080p", "--cases", "one face", "--json", str(tmp_path / "p.json")]
+    argv = ["--frames", "2", "--sizes", "1080p", "--cases", "one face", "--repeats", "2", "--json", str(tmp_path / "p.json")]
     assert bench_frame_path.main(argv) == 0
     figures = json.loads((tmp_path / "p.json").read_text())["cases"]["1080p"]["one face"]
     assert figures["faces_per_frame"] == 1 and figures["sequential_render_identical"]
     assert figures["stage_sum"] == pytest.approx(figures["wall"], rel=0.05)
     assert 0 < figures["outside_networks"] < figures["outside_issue_definition"] < figures["wall"]
     assert figures["ratio"] == pytest.approx(figures["outside_networks"] / figures["copy_floor"])
+    assert len(figures["outside_networks_each"]) == 2 and len(figures["copy_floors"]) == 3
