@@ -49,6 +49,12 @@ def all_finite(values: np.ndarray) -> bool:
     """No NaN or infinity anywhere. NaN and infinities survive a sum, so one sum answers for a
     whole frame (4K: ~10 ms, against ~120 ms for a per-pixel mask); only a sum that is not finite
     (a non-finite value, or finite values so large that they overflow) is checked value by value."""
+    if values.dtype == np.float16:  # a half plate as stored: non-finite is an exponent of all ones
+        bits = values.view(np.uint16)
+        # In bands of rows: each band's temporary stays in the cache (4K: ~6 ms against ~14 ms).
+        return all(
+            int(np.bitwise_and(bits[y : y + 64], 0x7FFF).max(initial=0)) < 0x7C00 for y in range(0, len(bits), 64)
+        )
     with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum is expected, then checked
         total = float(np.add.reduce(values, axis=None))
     return math.isfinite(total) or bool(np.isfinite(values).all())
@@ -60,8 +66,9 @@ def nonfinite_mask(linear_rgb: np.ndarray) -> np.ndarray | None:
 
 
 def neutralise_nonfinite(linear_rgb: np.ndarray) -> np.ndarray:
-    """A copy with NaN and -inf as 0 and +inf as a value every display encoding clamps to white."""
-    return np.nan_to_num(linear_rgb, nan=0.0, posinf=1e6, neginf=0.0)
+    """A float32 copy with NaN and -inf as 0 and +inf as a value every display encoding clamps to
+    white (1e6: beyond half's range, so a half plate is made float first)."""
+    return np.nan_to_num(np.asarray(linear_rgb, np.float32), nan=0.0, posinf=1e6, neginf=0.0)
 
 
 # Below this many pixels per band a transform runs in one call (threads would cost more than they save).

@@ -30,7 +30,7 @@ class Part:
 @dataclass
 class Frame:
     path: str
-    main: Part  # float32 pixels; the part faces are restored in
+    main: Part  # pixels as stored when half or float (float16 / float32), else float32; faces are restored in it
     extra_parts: list[Part] = field(default_factory=list)  # passed through untouched, native types
 
     @property
@@ -45,8 +45,9 @@ class Frame:
         return rgb_channel_indices(self.spec, self.path)
 
     def rgb(self) -> np.ndarray:
-        """The R, G, B channels as an (H, W, 3) float32 array: a view of the pixels when they lie
-        side by side in that order (RGB, RGBA...: no whole-frame copy), else a copy. Read only."""
+        """The R, G, B channels as an (H, W, 3) array of the pixels' type (float16 or float32): a
+        view of the pixels when they lie side by side in that order (RGB, RGBA...: no whole-frame
+        copy), else a copy. Read only."""
         r, g, b = self.rgb_indices()
         if (g, b) == (r + 1, r + 2):
             view = self.pixels[..., r : r + 3]
@@ -170,11 +171,12 @@ def as_float32(pixels: np.ndarray) -> np.ndarray:
 def read_frame(path: str) -> Frame:
     inp = _open(path)
     try:
-        # Half or float files are read as they are stored and made float here (faster than
-        # OpenImageIO's conversion); other types are converted (and normalised) by OpenImageIO.
+        # Half or float files are kept as they are stored: a half frame stays half (half the
+        # memory and bytes to move; written back without a conversion), and only the regions the
+        # networks see are made float. Other types are converted (and normalised) by OpenImageIO.
         stored = _uniform_format(inp.spec())
         main = _read_part(inp, path, 0, stored if stored in ("half", "float") else "float")
-        main.pixels = as_float32(main.pixels)
+        main.pixels = np.ascontiguousarray(main.pixels)
         extra = []
         subimage = 1
         while inp.seek_subimage(subimage, 0):

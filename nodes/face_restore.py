@@ -41,6 +41,7 @@ from facerestore.nodes.align import (
 )
 from facerestore.nodes.colour import ColourPipeline, all_finite, neutralise_nonfinite, nonfinite_mask
 from facerestore.nodes.errors import FaceRestoreError
+from facerestore.nodes.exr_io import as_float32
 from facerestore.nodes.faces import FaceResult
 from facerestore.nodes.grain import grain, missing_grain
 from facerestore.nodes.spec import HostControl, NodeSpec, Param
@@ -563,7 +564,10 @@ class FaceRestoreNode:
         if size != (w, h):
             # Non-finite pixels would spread through the reduction: neutralised first (the
             # display policy), then the reduced frame, finite, is encoded.
-            finite = plate_rgb if all_finite(plate_rgb) else neutralise_nonfinite(plate_rgb)
+            if not all_finite(plate_rgb):
+                finite = neutralise_nonfinite(plate_rgb)
+            else:  # a half plate made float for the reduction (in bands, on the IO threads)
+                finite = as_float32(plate_rgb) if plate_rgb.dtype == np.float16 else plate_rgb
             reduced = resample(finite, size)
             encoded = np.clip(self.colour.encode(reduced), 0.0, 1.0, out=reduced)
         else:

@@ -50,3 +50,22 @@ def test_the_whole_frame_finiteness_check_is_exact():
     huge = np.full((64, 96, 3), 3e38, np.float32)
     huge[::2] *= -1
     assert all_finite(huge) and nonfinite_mask(huge) is None
+
+
+def test_a_half_plate_is_finite_exactly_when_no_value_is_nan_or_infinite():
+    """A half frame is checked as stored (its exponent bits), in bands of rows: every non-finite
+    half pattern is caught wherever it lies, and a view sees only its own channels."""
+    every = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    finite, special = every[np.isfinite(every)], every[~np.isfinite(every)]
+    plate = np.resize(finite, 300 * 70 * 4).reshape(300, 70, 4)  # the extremes (+-65504) included
+    assert all_finite(plate) and all_finite(plate[..., :3]) and nonfinite_mask(plate[..., :3]) is None
+    rng = np.random.default_rng(3)
+    for value in rng.choice(special, 40):
+        spoiled = plate.copy()
+        y, x = rng.integers(0, 300), rng.integers(0, 70)
+        spoiled[y, x, rng.integers(0, 3)] = value
+        assert not all_finite(spoiled[..., :3])
+        assert np.argwhere(nonfinite_mask(spoiled[..., :3])).tolist() == [[y, x]]
+    alpha_only = plate.copy()
+    alpha_only[5, 5, 3] = np.inf
+    assert all_finite(alpha_only[..., :3]) and not all_finite(alpha_only)

@@ -73,10 +73,10 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_a_half_frame_reads_as_the_same_floats_openimageio_gives_every_bit_kept(tmp_path, threads):
-    """read_frame converts half itself (faster than OpenImageIO's conversion while reading): the
-    floats must be OpenImageIO's bit for bit, NaN payloads, infinities and subnormals included."""
-    from facerestore.nodes.exr_io import set_io_threads
+def test_a_half_frame_stays_half_and_makes_the_floats_openimageio_gives_every_bit_kept(tmp_path, threads):
+    """read_frame keeps a half frame half (the bits as stored); where the networks need floats,
+    `as_float32` must give OpenImageIO's, bit for bit: NaN payloads, infinities, subnormals."""
+    from facerestore.nodes.exr_io import as_float32, set_io_threads
 
     every_half = np.arange(1 << 16, dtype=np.uint16).view(np.float16)  # every bit pattern there is
     rgb = np.resize(every_half, 600 * 40 * 3).reshape(600, 40, 3)  # 600 rows: several bands
@@ -86,9 +86,11 @@ def test_a_half_frame_reads_as_the_same_floats_openimageio_gives_every_bit_kept(
     assert out.open(path, spec) and out.write_image(rgb) and out.close()
     set_io_threads(threads)
     try:
-        ours = read_frame(path).main.pixels
+        frame = read_frame(path)
+        ours = as_float32(frame.rgb())
     finally:
         set_io_threads(os.cpu_count() or 1)
+    assert frame.pixels.dtype == np.float16 and np.array_equal(frame.pixels.view(np.uint16), rgb.view(np.uint16))
     inp = oiio.ImageInput.open(path)
     theirs = inp.read_image(0, 0, 0, 3, "float")
     inp.close()
