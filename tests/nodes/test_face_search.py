@@ -100,3 +100,25 @@ def test_each_frame_is_asked_for_once_and_in_order(node, plates):
     analysis = analyse_shot(node, list(range(FRAMES)), plate_of)
     assert asked == list(range(FRAMES))
     assert {t for t in range(FRAMES) if len(analysis.faces[t]) == 2} == set(range(ENTERS, LEAVES))
+
+
+def test_the_search_holds_no_more_plates_than_those_since_its_last_keyframe(node, plates):
+    """Memory stays bounded on a long shot: besides the frame at hand, only the plates since the
+    last keyframe (for following an entering face back) are held."""
+    import gc
+    import weakref
+
+    given = []
+    most = 0
+
+    def plate_of(frame):
+        nonlocal most
+        gc.collect()
+        most = max(most, sum(ref() is not None for ref in given))
+        plate = plates[frame % FRAMES].copy()  # a fresh array per frame, as a reader gives
+        given.append(weakref.ref(plate))
+        return plate
+
+    frames = list(range(3 * FRAMES))  # faces come and go five times
+    analyse_shot(node, frames, plate_of)
+    assert most <= face_search.KEYFRAME_INTERVAL
