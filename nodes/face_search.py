@@ -177,6 +177,13 @@ def search_shot(
             faces = node.detect_with_image(plate, candidates=True, timings=timings)[2]
             if not cut:
                 entered = [f for f in faces if all(_overlap(f.box, d[1]) < SAME_FACE_OVERLAP for d in previous)]
+                # A face of the frame before that the whole frame's search missed (a doubtful
+                # face's score flickers) is looked for where it was, as between keyframes.
+                for detection in previous:
+                    if all(_overlap(f.box, detection[1]) < SAME_FACE_OVERLAP for f in faces):
+                        near = _followed(faces_near(node, plate, detection[1], timings), detection[1], node.pixel_aspect)
+                        if near is not None and all(_overlap(near.box, f.box) < SAME_FACE_OVERLAP for f in faces):
+                            faces.append(near)
                 _follow_back(node, since_key, entered, found, timings)
             last_key = index
             since_key.clear()

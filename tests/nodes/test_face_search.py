@@ -122,3 +122,25 @@ def test_the_search_holds_no_more_plates_than_those_since_its_last_keyframe(node
     frames = list(range(3 * FRAMES))  # faces come and go five times
     analyse_shot(node, frames, plate_of)
     assert most <= face_search.KEYFRAME_INTERVAL
+
+
+def test_a_face_a_keyframe_misses_is_looked_for_where_it_was(node, plates, monkeypatch):
+    """A doubtful face's score flickers: when the whole frame's search on a keyframe misses a
+    face of the frame before (simulated: the keyframe's search loses face A), it is found in its
+    region as between keyframes, not lost until the next keyframe."""
+    original = type(node).detect_with_image
+    calls = []
+
+    def missing_a(self, plate, *args, **kwargs):
+        calls.append(1)
+        encoded, scale, faces = original(self, plate, *args, **kwargs)
+        if len(calls) == 2:  # the keyframe at frame 8
+            faces = [f for f in faces if f.box[1] > 450]
+        return encoded, scale, faces
+
+    monkeypatch.setattr(type(node), "detect_with_image", missing_a)
+    frames = list(range(LEAVES))  # no keyframe after frame 8 to find face A again
+    analysis = analyse_shot(node, frames, plates.__getitem__)
+    assert len(calls) == 2
+    assert all(any(f.box[1] < 450 for f in analysis.faces[t]) for t in frames)
+    assert len(analysis.track_ids()) == 2
