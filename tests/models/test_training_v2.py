@@ -365,6 +365,12 @@ def test_the_people_recipe_learns_from_the_training_split_only_and_credits_its_s
     # Scored on the held-out person's pairs at the start and at the last checkpoint.
     curve = record["held_out_curve"]
     assert [entry["step"] for entry in curve] == [0, 2] and all(np.isfinite(e["gain_db"]) for e in curve)
+    # And on whole faces at plate resolution, against the degraded plate (what the bench measures).
+    assert all(np.isfinite(e["plate_gain_db"]) for e in curve)
+    plates = training_v2.plate_held_out_samples(config, 3)
+    for (x, clean, degraded), again in zip(plates, training_v2.plate_held_out_samples(config, 3)):
+        assert x.shape[2] == 9 and clean.shape == degraded.shape and x.shape[0] <= clean.shape[0] < 1.7 * x.shape[0]
+        assert np.array_equal(x, again[0]) and not np.array_equal(clean, degraded)
     samples = training_v2.held_out_samples(config)
     assert len(samples) == training_v2.HELD_OUT_SAMPLES
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(samples, training_v2.held_out_samples(config)))
