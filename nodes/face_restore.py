@@ -60,7 +60,9 @@ FACE_RESTORE = NodeSpec(
     # was flip+scale (or auto with the faithful or varied model) as it was.
     # 1.7: a x4 restorer's input crop (and its neighbours') sampled cubic, not bilinear: the
     # networks learned from area-reduced crops, and a bilinear crop was softer than those (held-out
-    # people, v3: mild -0.10 -> +0.24 dB); crop_sampling "linear" re-renders a 1.6 shot as it was.
+    # people, v3: mild -0.10 -> +0.24 dB); and the default model is facerestore-face-x4-v3 (216
+    # more people). `--model facerestore-face-x4-faithful --crop-sampling linear` re-renders a 1.6
+    # shot as it was.
     version=(1, 7),
     label="FaceRestore",
     hint="Restores the faces in a scene-linear plate and outputs a soft face matte; other pixels are untouched.",
@@ -151,7 +153,7 @@ FACE_RESTORE = NodeSpec(
             "flip: restore each face and its mirror image and average them; flip+scale: also restore it reduced "
             "to a coarser scale (1/2.5 of its size) and average that in below that scale's resolution, which helps "
             "most on soft, compressed or downscaled plates (x4 networks only). Each pass costs restore time. auto: "
-            "flip+scale for the networks it was measured with (the default and facerestore-face-x4-varied), flip "
+            "flip+scale for the networks it was measured with (the default, faithful and varied), flip "
             "for other networks, off for 512 px face models (GFPGAN, CodeFormer...). flip+scale-even: the coarse "
             "pass averaged in at every scale, as node spec 1.4 and 1.5 did (re-renders such a shot as it was where "
             "its ensemble was flip+scale, or auto with the faithful or varied model).",
