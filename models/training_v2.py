@@ -461,16 +461,25 @@ HELD_OUT_SAMPLES = 32
 HELD_OUT_SEED = 777
 
 
-def held_out_samples(config: TrainV2Config) -> list[tuple[np.ndarray, ...]] | None:
-    """Fixed pairs (one frame each) made as training makes them from the held-out people's
-    faces: the run's curve on faces it never learns from. None without licensed faces."""
+def _held_out_bank(config: TrainV2Config) -> FaceBank | None:
+    """The held-out people's faces, drawn evenly; None without licensed faces."""
     if not config.faces:
         return None
     built = face_data.open_built_faces(config.faces)
     faces = [built.crop(entry) for entry in built.faces("held_out")]
-    if not faces:
+    return FaceBank(faces, np.full(len(faces), 1.0 / len(faces)), []) if faces else None
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(1.0 / max(float(np.mean((a - b) ** 2)), 1e-12)))
+
+
+def held_out_samples(config: TrainV2Config) -> list[tuple[np.ndarray, ...]] | None:
+    """Fixed pairs (one frame each) made as training makes them from the held-out people's
+    faces: the run's curve on faces it never learns from. None without licensed faces."""
+    bank = _held_out_bank(config)
+    if bank is None:
         return None
-    bank = FaceBank(faces, np.full(len(faces), 1.0 / len(faces)), [])
     rng = np.random.default_rng(HELD_OUT_SEED)
     video_codecs = h264_available()
     samples = [make_sample(bank, config, rng, video_codecs) for _ in range(HELD_OUT_SAMPLES)]
@@ -490,13 +499,9 @@ def plate_held_out_samples(
     against a bicubic of the reduced input on the 4x grid (which credits the network with undoing
     the reduction too, and read +2.5 dB where the bench read +0.7). `fixed`: one degradation for
     every face (a bench setting, `benchmarks.cases.FIXED_SETTINGS`), else the training draws."""
-    if not config.faces or config.scale != 4:
+    bank = _held_out_bank(config) if config.scale == 4 else None
+    if bank is None:
         return None
-    built = face_data.open_built_faces(config.faces)
-    faces = [built.crop(entry) for entry in built.faces("held_out")]
-    if not faces:
-        return None
-    bank = FaceBank(faces, np.full(len(faces), 1.0 / len(faces)), [])
     rng = np.random.default_rng(HELD_OUT_SEED)
     video_codecs = h264_available()
     samples = []
@@ -516,9 +521,6 @@ def plate_gain(net, samples) -> float:
     the network's 4x output reduced to the plate's size (area), as the node brings it back."""
     import torch
 
-    def psnr(a: np.ndarray, b: np.ndarray) -> float:
-        return float(10 * np.log10(1.0 / max(float(np.mean((a - b) ** 2)), 1e-12)))
-
     was_training = net.training
     net.eval()
     gains = []
@@ -527,7 +529,7 @@ def plate_gain(net, samples) -> float:
             device = next(net.parameters()).device
             out = net(torch.from_numpy(x).permute(2, 0, 1)[None].to(device)).clamp(0, 1)[0]
             restored = cv2.resize(out.permute(1, 2, 0).cpu().numpy(), clean.shape[1::-1], interpolation=cv2.INTER_AREA)
-            gains.append(psnr(restored, clean) - psnr(degraded, clean))
+            gains.append(_psnr(restored, clean) - _psnr(degraded, clean))
     net.train(was_training)
     return float(np.mean(gains))
 
@@ -536,9 +538,6 @@ def held_out_gain(net, samples, scale: int) -> float:
     """Mean PSNR gain (dB) of the network's output over the input brought to the target's
     grid (bicubic): how much the network adds on people it never saw."""
     import torch
-
-    def psnr(a: np.ndarray, b: np.ndarray) -> float:
-        return float(10 * np.log10(1.0 / max(float(np.mean((a - b) ** 2)), 1e-12)))
 
     was_training = net.training
     net.eval()
@@ -550,7 +549,7 @@ def held_out_gain(net, samples, scale: int) -> float:
             out = net(torch.from_numpy(x).permute(2, 0, 1)[None].to(device), *extra).clamp(0, 1)[0]
             restored = out.permute(1, 2, 0).cpu().numpy()
             plate = x[..., :3] if scale == 1 else cv2.resize(x[..., :3], y.shape[1::-1], interpolation=cv2.INTER_CUBIC)
-            gains.append(psnr(restored, y) - psnr(np.clip(plate, 0, 1), y))
+            gains.append(_psnr(restored, y) - _psnr(np.clip(plate, 0, 1), y))
     net.train(was_training)
     return float(np.mean(gains))
 

@@ -23,6 +23,7 @@ import numpy as np
 from facerestore.nodes.align import desqueeze, scaled_template_transform, warp_to_face
 from facerestore.nodes.colour import all_finite, neutralise_nonfinite
 from facerestore.nodes.face_restore import face_roi, resample
+from facerestore.nodes.faces import box_overlap
 from facerestore.nodes.tracking import SIGNATURE_SIZE, TrackerSettings, is_cut, signature_of_crop, thumbnail
 
 # Plates up to this many pixels (desqueezed; 1280 x 720) are searched whole on every frame: there
@@ -126,15 +127,6 @@ def _followed(faces: list, box: np.ndarray, pixel_aspect: float):
     return best
 
 
-def _overlap(a: np.ndarray, b: np.ndarray) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
-
-
 def _detection(node, plate: np.ndarray, face) -> tuple:
     """What the tracker takes for one find: landmarks, box, score and appearance."""
     return face.landmarks, face.box, face.score, face_signature(node, plate, face.landmarks)
@@ -171,18 +163,18 @@ def search_shot(
                 if near is None:
                     key = True  # a face not found where it was: the whole frame looked at again
                     break
-                if all(_overlap(near.box, f.box) < SAME_FACE_OVERLAP for f in faces):
+                if all(box_overlap(near.box, f.box) < SAME_FACE_OVERLAP for f in faces):
                     faces.append(near)
         if key:
             faces = node.detect_with_image(plate, candidates=True, timings=timings)[2]
             if not cut:
-                entered = [f for f in faces if all(_overlap(f.box, d[1]) < SAME_FACE_OVERLAP for d in previous)]
+                entered = [f for f in faces if all(box_overlap(f.box, d[1]) < SAME_FACE_OVERLAP for d in previous)]
                 # A face of the frame before that the whole frame's search missed (a doubtful
                 # face's score flickers) is looked for where it was, as between keyframes.
                 for detection in previous:
-                    if all(_overlap(f.box, detection[1]) < SAME_FACE_OVERLAP for f in faces):
+                    if all(box_overlap(f.box, detection[1]) < SAME_FACE_OVERLAP for f in faces):
                         near = _followed(faces_near(node, plate, detection[1], timings), detection[1], node.pixel_aspect)
-                        if near is not None and all(_overlap(near.box, f.box) < SAME_FACE_OVERLAP for f in faces):
+                        if near is not None and all(box_overlap(near.box, f.box) < SAME_FACE_OVERLAP for f in faces):
                             faces.append(near)
                 _follow_back(node, since_key, entered, found, timings)
             last_key = index
@@ -206,7 +198,7 @@ def _follow_back(node, since_key: dict, entered: list, found: dict, timings: dic
         for frame, plate in reversed(since_key.items()):
             near = _followed(faces_near(node, plate, box, timings), box, node.pixel_aspect)
             finds = found[frame][2]
-            if near is None or any(_overlap(near.box, d[1]) >= SAME_FACE_OVERLAP for d in finds):
+            if near is None or any(box_overlap(near.box, d[1]) >= SAME_FACE_OVERLAP for d in finds):
                 break
             finds.append(_detection(node, plate, near))
             box = near.box

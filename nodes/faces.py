@@ -23,3 +23,13 @@ class FaceResult:
     # Side of the scale ensemble's coarse crop (0: no coarse pass); None: as restore_size.
     coarse_size: int | None = None
     detected: bool = True  # False where tracking filled a gap between sightings
+
+
+def box_overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boxes (x0, y0, x1, y1)."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))

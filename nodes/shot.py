@@ -20,7 +20,7 @@ from facerestore.nodes.align import footprint_of
 from facerestore.nodes.errors import FaceRestoreError
 from facerestore.nodes.face_restore import CANDIDATE_THRESHOLD, CropJob, RestoreResult
 from facerestore.nodes.face_search import face_signature, look_thumbnail, search_shot, searches_by_keyframes
-from facerestore.nodes.faces import FaceResult
+from facerestore.nodes.faces import FaceResult, box_overlap
 from facerestore.nodes.manual_faces import box_of, follow
 from facerestore.nodes.tracking import Analysis, TrackerSettings, analyse, frame_look, look_differs
 
@@ -211,16 +211,6 @@ def analyse_shot(
         analysis.faces = {f: [t for t in faces if t.track not in set(dropped)] for f, faces in analysis.faces.items()}
         analysis.settings["dropped_tracks"] = sorted(set(dropped))
     return analysis
-
-
-def box_overlap(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boxes (x0, y0, x1, y1)."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
 
 
 class ShotRenderer:
