@@ -133,8 +133,8 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def renders(tmp_path_factory, node, colour) -> dict:
-    # The pins hold the frame path: the crops sampled as when they were made (node spec 1.6).
-    node = node.with_params(crop_sampling="linear")
+    # The pins hold the frame path: node spec 1.6's model and crop sampling, as when they were made.
+    node = node.with_params(model="facerestore-face-x4-faithful", crop_sampling="linear")
     folder = tmp_path_factory.mktemp("pinned")
     plates = {
         "two": two_faces_shot(folder, colour),
