@@ -58,19 +58,17 @@ def look_thumbnail(node, plate: np.ndarray) -> np.ndarray:
         return thumbnail(node.detection_image(plate)[0])
     h, w = plate.shape[:2]
     step = max(1, min(h // LOOK_SAMPLES[1], w // LOOK_SAMPLES[0]))
-    sample = np.ascontiguousarray(plate[::step, ::step, :3], np.float32)
-    if not all_finite(sample):
-        sample = neutralise_nonfinite(sample)
-    return thumbnail(np.clip(node.colour.encode(sample), 0.0, 1.0))
+    return thumbnail(node.colour.display(plate[::step, ::step, :3]))
 
 
 def _encoded_region(node, plate: np.ndarray, rows: slice, cols: slice, size: tuple[int, int]) -> np.ndarray:
+    """A plate region at `size`, as the networks see it (reduced first, non-finite values
+    neutralised before the reduction so they do not spread)."""
     region = plate[rows, cols, :3]
-    if not all_finite(region):
-        region = neutralise_nonfinite(region)
     if size != (region.shape[1], region.shape[0]):
-        region = resample(np.ascontiguousarray(region, np.float32), size)
-    return np.clip(node.colour.encode(np.ascontiguousarray(region, np.float32)), 0.0, 1.0)
+        finite = region if all_finite(region) else neutralise_nonfinite(region)
+        region = resample(np.ascontiguousarray(finite, np.float32), size)
+    return node.colour.display(region)
 
 
 def face_signature(node, plate: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
