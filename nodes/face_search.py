@@ -112,6 +112,16 @@ def faces_near(node, plate: np.ndarray, box: np.ndarray, timings: dict) -> list:
     ]
 
 
+def _found_again(node, plate: np.ndarray, box: np.ndarray, timings: dict):
+    """The face last seen at `box`, found in its region of `plate`; None where it is not there."""
+    return _followed(faces_near(node, plate, box, timings), box, node.pixel_aspect)
+
+
+def _apart(box: np.ndarray, boxes) -> bool:
+    """Whether `box` is another face than every one of `boxes`."""
+    return all(box_overlap(box, other) < SAME_FACE_OVERLAP for other in boxes)
+
+
 def _followed(faces: list, box: np.ndarray, pixel_aspect: float):
     """Of `faces`, the one that is the face last seen at `box`, if any."""
     stretch = np.asarray(desqueeze(pixel_aspect))
@@ -157,22 +167,22 @@ def search_shot(
         faces = []
         if not key:
             for detection in previous:
-                near = _followed(faces_near(node, plate, detection[1], timings), detection[1], node.pixel_aspect)
+                near = _found_again(node, plate, detection[1], timings)
                 if near is None:
                     key = True  # a face not found where it was: the whole frame looked at again
                     break
-                if all(box_overlap(near.box, f.box) < SAME_FACE_OVERLAP for f in faces):
+                if _apart(near.box, [f.box for f in faces]):
                     faces.append(near)
         if key:
             faces = node.detect_with_image(plate, candidates=True, timings=timings)[2]
             if not cut:
-                entered = [f for f in faces if all(box_overlap(f.box, d[1]) < SAME_FACE_OVERLAP for d in previous)]
+                entered = [f for f in faces if _apart(f.box, [d[1] for d in previous])]
                 # A face of the frame before that the whole frame's search missed (a doubtful
                 # face's score flickers) is looked for where it was, as between keyframes.
                 for detection in previous:
-                    if all(box_overlap(f.box, detection[1]) < SAME_FACE_OVERLAP for f in faces):
-                        near = _followed(faces_near(node, plate, detection[1], timings), detection[1], node.pixel_aspect)
-                        if near is not None and all(box_overlap(near.box, f.box) < SAME_FACE_OVERLAP for f in faces):
+                    if _apart(detection[1], [f.box for f in faces]):
+                        near = _found_again(node, plate, detection[1], timings)
+                        if near is not None and _apart(near.box, [f.box for f in faces]):
                             faces.append(near)
                 _follow_back(node, since_key, entered, found, timings)
             last_key = index
@@ -194,9 +204,9 @@ def _follow_back(node, since_key: dict, entered: list, found: dict, timings: dic
     for face in entered:
         box = face.box
         for frame, plate in reversed(since_key.items()):
-            near = _followed(faces_near(node, plate, box, timings), box, node.pixel_aspect)
+            near = _found_again(node, plate, box, timings)
             finds = found[frame][2]
-            if near is None or any(box_overlap(near.box, d[1]) >= SAME_FACE_OVERLAP for d in finds):
+            if near is None or not _apart(near.box, [d[1] for d in finds]):
                 break
             finds.append(_detection(node, plate, near))
             box = near.box
