@@ -100,6 +100,14 @@ RECIPES = (
         needs_faces=True,
     ),
     Recipe(
+        WINDOW,
+        "exposure",
+        training_v2.EXPOSURE_WINDOW_X4,
+        training_v2.FULL_EXPOSURE_WINDOW_X4,
+        "on from v3, exposures down to three stops under (dark plates)",
+        needs_faces=True,
+    ),
+    Recipe(
         V2,
         "broad",
         training_v2.REDUCED_V2,

@@ -324,6 +324,26 @@ def test_each_recipe_varies_its_faces_its_own_way(monkeypatch):
     assert called == ["mild", "strong"]
 
 
+def test_the_exposure_recipe_draws_darker_plates_and_the_earlier_recipes_draw_as_before(monkeypatch):
+    bank = training_v2.FaceBank(faces=[np.full((96, 96, 3), 128, np.uint8)], weights=np.ones(1), sources=[])
+    monkeypatch.setattr(training_v2, "degrade_crops", lambda frames, draw, rng: frames)
+    gains = []
+    monkeypatch.setattr(training_v2, "expose", lambda frames, gain: gains.append(gain) or frames)
+
+    def exposures(recipe):
+        gains.clear()
+        config = dataclasses.replace(recipe, min_size=64, max_size=96, faces=None)
+        for seed in range(120):
+            training_v2._degraded_frames(bank, config, np.random.default_rng(seed), False)
+        return list(gains)
+
+    people, dark = exposures(training_v2.PEOPLE_WINDOW_X4), exposures(training_v2.EXPOSURE_WINDOW_X4)
+    assert min(people) >= 0.5 and min(dark) < 0.2 and max(dark) <= 2.0
+    assert [g == 1.0 for g in people] == [g == 1.0 for g in dark]  # the same draws are re-exposed
+    # Computed with the code before exposure_range existed (commit 2b256ac): v3's recipe draws as it did.
+    assert hashlib.sha256(np.round(people, 6).tobytes()).hexdigest()[:16] == "3610babe6fc3c4bf"
+
+
 def test_the_mild_recipe_draws_as_the_window_model_was_trained(face):
     # The window recipe's sample is the one it drew before clip_share and augment existed (the
     # target depends on every draw before it): the committed recipe still reproduces.
