@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from facerestore.benchmarks import cases, metrics
-from facerestore.benchmarks.run import DEGRADED, MethodResult, run_product, write_linear_sequence
+from facerestore.benchmarks.run import DEGRADED, MethodResult, method_folder, run_product, write_linear_sequence
 from facerestore.models.detector import RetinaFaceDetector
 from facerestore.models.device import resolve_torch_device
 from facerestore.models.face_data import MANIFEST_PATH, BuiltFaces, open_built_faces
@@ -140,7 +140,9 @@ def run_people(
         methods = [MethodResult(DEGRADED, shot.degraded)]
         for name, node in nodes.items():
             window = node.params["temporal_window"]
-            result, _ = run_product(node, pattern, os.path.join(folder, name), colour, frames, window, name)
+            result, _ = run_product(
+                node, pattern, os.path.join(folder, method_folder(name)), colour, frames, window, name
+            )
             methods.append(result)
         row = {
             "person": shot.person,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import sys
@@ -64,6 +65,13 @@ def write_linear_sequence(frames: list[np.ndarray], folder: str, colour: ColourP
         spec.attribute("compression", "piz")
         write_parts(pattern.replace("####", f"{index:04d}"), [Part(spec, colour.decode(frame))])
     return pattern
+
+
+def method_folder(name: str) -> str:
+    """A folder name for a method's renders: a model given as a path (`--model ~/m.pth`) becomes
+    one folder inside the case's, never the path itself (os.path.join would return it and write
+    beside the user's model)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_.") or "model"
 
 
 def run_product(
@@ -415,7 +423,7 @@ def run_benchmark(
         result, other_untouched = run_product(
             other_node,
             pattern,
-            os.path.join(out, f"restored_{other}"),
+            os.path.join(out, f"restored_{method_folder(other)}"),
             colour,
             len(truth),
             window,

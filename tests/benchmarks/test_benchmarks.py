@@ -204,3 +204,15 @@ def test_the_frame_path_benchmark_accounts_for_the_wall_time_and_renders_as_in_t
     assert 0 < figures["outside_networks"] < figures["outside_issue_definition"] < figures["wall"]
     assert figures["ratio"] == pytest.approx(figures["outside_networks"] / figures["copy_floor"])
     assert len(figures["outside_networks_each"]) == 2 and len(figures["copy_floors"]) == 3
+
+
+def test_a_model_given_as_a_path_renders_into_a_folder_of_the_case(tmp_path):
+    import os
+
+    from facerestore.benchmarks.run import method_folder
+
+    case = str(tmp_path / "case")
+    for name in ("/home/me/models/my face.pth", "../m.onnx", "facerestore-face-x4-v3", "..", ""):
+        folder = os.path.join(case, method_folder(name))
+        assert os.path.dirname(folder) == case and method_folder(name) not in ("", ".", "..")
+    assert method_folder("facerestore-face-x4-v3") == "facerestore-face-x4-v3"
