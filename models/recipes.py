@@ -108,6 +108,14 @@ RECIPES = (
         needs_faces=True,
     ),
     Recipe(
+        WINDOW,
+        "soft",
+        training_v2.SOFT_WINDOW_X4,
+        training_v2.FULL_SOFT_WINDOW_X4,
+        "on from v3, a fifth of its faces soft but clean (video-like shots it should not sharpen)",
+        needs_faces=True,
+    ),
+    Recipe(
         V2,
         "broad",
         training_v2.REDUCED_V2,

@@ -344,6 +344,30 @@ def test_the_exposure_recipe_draws_darker_plates_and_the_earlier_recipes_draw_as
     assert hashlib.sha256(np.round(people, 6).tobytes()).hexdigest()[:16] == "3610babe6fc3c4bf"
 
 
+def test_the_soft_recipe_makes_a_share_of_its_clean_faces_soft_and_only_lightly_damages_those(monkeypatch):
+    rng = np.random.default_rng(3)
+    sharp = rng.random((96, 96, 3)).astype(np.float32)
+    bank = training_v2.FaceBank(faces=[(sharp * 255).astype(np.uint8)], weights=np.ones(1), sources=[])
+    light_draws = []
+    real_light = CropDegradation.light
+    monkeypatch.setattr(
+        CropDegradation, "light", classmethod(lambda cls, r, v=True: light_draws.append(1) or real_light(r, v))
+    )
+    monkeypatch.setattr(training_v2, "degrade_crops", lambda frames, draw, rng: frames)
+    config = dataclasses.replace(training_v2.SOFT_WINDOW_X4, min_size=96, max_size=96, faces=None, augment="mild")
+    detail = []
+    for seed in range(60):
+        light_draws.clear()
+        clean, _, _ = training_v2._degraded_frames(bank, config, np.random.default_rng(seed), False)
+        fine = float(np.mean((clean[0] - cv2.GaussianBlur(clean[0], (0, 0), 1.0)) ** 2))
+        detail.append((fine, len(light_draws)))
+    soft = [fine for fine, light in detail if light]
+    sharp_ones = [fine for fine, light in detail if not light]
+    # A fifth of the draws are soft (plus the recipe's light share, sharp), each soft one lightly damaged.
+    assert 0.15 <= sum(f < 0.3 * max(sharp_ones) for f, _ in detail) / len(detail) <= 0.35
+    assert min(sharp_ones) > 3 * min(soft)
+
+
 def test_the_mild_recipe_draws_as_the_window_model_was_trained(face):
     # The window recipe's sample is the one it drew before clip_share and augment existed (the
     # target depends on every draw before it): the committed recipe still reproduces.
