@@ -361,11 +361,12 @@ def test_the_soft_recipe_makes_a_share_of_its_clean_faces_soft_and_only_lightly_
         clean, _, _ = training_v2._degraded_frames(bank, config, np.random.default_rng(seed), False)
         fine = float(np.mean((clean[0] - cv2.GaussianBlur(clean[0], (0, 0), 1.0)) ** 2))
         detail.append((fine, len(light_draws)))
-    soft = [fine for fine, light in detail if light]
-    sharp_ones = [fine for fine, light in detail if not light]
-    # A fifth of the draws are soft (plus the recipe's light share, sharp), each soft one lightly damaged.
-    assert 0.15 <= sum(f < 0.3 * max(sharp_ones) for f, _ in detail) / len(detail) <= 0.35
-    assert min(sharp_ones) > 3 * min(soft)
+    cut = 0.3 * max(fine for fine, _ in detail)
+    soft = [light for fine, light in detail if fine < cut]
+    # A fifth of the draws are soft, and every soft one is lightly damaged (the recipe's light
+    # share adds light draws of sharp faces too).
+    assert 0.15 <= len(soft) / len(detail) <= 0.35
+    assert all(soft)
 
 
 def test_the_mild_recipe_draws_as_the_window_model_was_trained(face):
